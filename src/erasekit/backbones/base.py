@@ -1,0 +1,54 @@
+"""The Backbone protocol (DESIGN.md, "Architecture"): the only face of a model that methods see.
+
+- ``encode(prompts) -> (embeddings (B, L, D), mask (B, L))``: what the denoiser's cross-attention
+  consumes (padding positions are masked);
+- ``text_layers()``: the linear modules of the text encoder, in depth order;
+- ``projectors()``: the named linear maps that consume text embeddings in the denoiser;
+- ``generate(prompts, seeds, steps, guidance) -> uint8 images (B, H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    steps: int = 25
+    guidance: float = 5.0
+    batch_size: int = 64
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    family: str
+
+    def identity(self) -> dict:
+        """Where the model came from (name or path, family), for artifact manifests and reports."""
+        ...
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def text_layers(self) -> list[tuple[str, nn.Linear]]: ...
+
+    def projectors(self) -> dict[str, nn.Linear]: ...
+
+    def generate(
+        self, prompts: list[str], seeds: list[int], steps: int = 25, guidance: float = 5.0, progress: bool = False
+    ) -> np.ndarray: ...
+
+
+def linear_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Linear]]:
+    """All nn.Linear submodules in registration (= depth) order, with dotted names."""
+    return [(f"{prefix}{name}", m) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+
+
+def check_generate_args(prompts: list[str], seeds: list[int]) -> None:
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")

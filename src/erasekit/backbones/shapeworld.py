@@ -1,0 +1,95 @@
+"""The ShapeWorld backbone: MiniLM text encoder + the shipped 16x16-latent UNet (specs/shapeworld.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+from tqdm import tqdm
+
+from erasekit.backbones.base import check_generate_args, linear_modules
+from erasekit.world.assets import denoiser_dir
+from erasekit.world.denoiser import latents_to_images, sample_scheduler
+from erasekit.world.text_encoder import MiniLMEncoder, shared_encoder
+
+
+class ShapeWorldBackbone:
+    family = "shapeworld"
+
+    def __init__(self, unet: UNet2DConditionModel, encoder: MiniLMEncoder, source: str = "shapeworld"):
+        self.unet = unet.eval().requires_grad_(False)
+        self.encoder = encoder
+        self.source = source
+        self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def load(cls, folder: Path | None = None) -> ShapeWorldBackbone:
+        folder = Path(folder) if folder else denoiser_dir()
+        unet = UNet2DConditionModel.from_pretrained(str(folder), use_safetensors=True)
+        return cls(unet, shared_encoder(), source=str(folder) if folder != denoiser_dir() else "shapeworld")
+
+    def identity(self) -> dict:
+        return {"family": self.family, "source": self.source}
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(list(prompts))
+
+    def text_layers(self) -> list[tuple[str, nn.Linear]]:
+        return linear_modules(self.encoder.model.encoder, prefix="text_encoder.encoder.")
+
+    def projectors(self) -> dict[str, nn.Linear]:
+        return {
+            f"unet.{name}": module
+            for name, module in self.unet.named_modules()
+            if name.endswith(("attn2.to_k", "attn2.to_v")) and isinstance(module, nn.Linear)
+        }
+
+    def unconditional(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._uncond is None:
+            self._uncond = self.encode([""])
+        return self._uncond
+
+    @torch.inference_mode()
+    def denoise(
+        self, states: torch.Tensor, mask: torch.Tensor, seeds: list[int], steps: int, guidance: float
+    ) -> torch.Tensor:
+        """DDIM with classifier-free guidance from per-image seeded noise; returns final latents."""
+        scheduler = sample_scheduler()
+        scheduler.set_timesteps(steps)
+        cfg = self.unet.config
+        latents = torch.stack([
+            torch.randn((cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ])
+        u_states, u_mask = self.unconditional()
+        n = len(seeds)
+        both_states = torch.cat([u_states.expand(n, -1, -1), states])
+        both_mask = torch.cat([u_mask.expand(n, -1), mask])
+        for t in scheduler.timesteps:
+            eps = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=both_states,
+                            encoder_attention_mask=both_mask).sample
+            eps_u, eps_c = eps.chunk(2)
+            latents = scheduler.step(eps_u + guidance * (eps_c - eps_u), t, latents).prev_sample
+        return latents
+
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int = 25,
+        guidance: float = 5.0,
+        progress: bool = False,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        check_generate_args(prompts, seeds)
+        out = []
+        starts = range(0, len(prompts), batch_size)
+        for start in tqdm(starts, desc="generating", unit="batch", disable=not progress or len(starts) < 2):
+            chunk = slice(start, start + batch_size)
+            states, mask = self.encode(prompts[chunk])
+            latents = self.denoise(states, mask, list(seeds[chunk]), steps, guidance)
+            out.append(latents_to_images(latents).numpy())
+        return np.concatenate(out) if out else np.zeros((0, 32, 32, 3), np.uint8)

@@ -1,0 +1,275 @@
+"""The ``erasekit`` command (typer + rich). Bad input: one line on stderr, exit status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from erasekit.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Erase concepts from text-to-image models.")
+world_app = typer.Typer(no_args_is_help=True, help="The embedded ShapeWorld: train, inspect.")
+app.add_typer(world_app, name="world")
+console = Console(stderr=True)
+MODEL_HELP = "'shapeworld' (the embedded model) or a local diffusers folder (SD 1.x/2.x, SDXL, SD3)"
+
+
+def _reject_edit(edit: Path | None) -> None:
+    if edit is not None:
+        raise UserError("--edit is not available yet: edit artifacts arrive with the artifacts module")
+
+
+def _load_classifier():
+    from erasekit.world.assets import classifier_dir
+    from erasekit.world.classifier import load_classifier
+
+    if not (classifier_dir() / "classifier.safetensors").exists():
+        raise UserError("the shipped classifier is missing; run 'erasekit world train-classifier --ship'")
+    return load_classifier(classifier_dir())
+
+
+def _load_model(model: str):
+    from erasekit.backbones.loader import load_backbone
+
+    return load_backbone(model)
+
+
+def _save_images(folder: Path, images: np.ndarray, names: list[str]) -> None:
+    from PIL import Image
+
+    for img, name in zip(images, names, strict=True):
+        Image.fromarray(img).save(folder / name)
+
+
+def _summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="output folder (written atomically)")],
+    prompt: Annotated[str | None, typer.Option(help="one prompt")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="prompt CSV (specs/evaluation.md)")] = None,
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
+    edit: Annotated[Path | None, typer.Option(help="edit artifact folder")] = None,
+    seed: Annotated[int, typer.Option(help="seed for --prompt (a CSV carries its own)")] = 0,
+    num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 4,
+    steps: Annotated[int, typer.Option(min=1)] = 25,
+    guidance: Annotated[float, typer.Option()] = 5.0,
+) -> None:
+    """Generate images: {case_number}_{k}.png per prompt, plus grid.png."""
+    from erasekit.eval.grids import image_grid
+    from erasekit.eval.prompts import PromptRow, load_prompts
+    from erasekit.eval.shapeworld_protocol import EvalSettings, generate_rows
+    from erasekit.utils.io import atomic_dir
+
+    if (prompt is None) == (prompts is None):
+        raise UserError("give exactly one of --prompt TEXT or --prompts CSV")
+    _reject_edit(edit)
+    if prompt is not None and not prompt.strip():
+        raise UserError("--prompt is empty")
+    rows = (load_prompts(prompts, require_concepts=False) if prompts
+            else [PromptRow(prompt.strip(), seed, 0, "", "preserve")])
+    backbone = _load_model(model)
+    t0 = time.time()
+    result = generate_rows(backbone, rows, EvalSettings(num_images=num_images, steps=steps, guidance=guidance))
+    seconds = time.time() - t0
+    with atomic_dir(out) as tmp:
+        _save_images(tmp, result.images, result.names)
+        image_grid(result.images[:64]).save(tmp / "grid.png")
+    console.print(_summary_table("generate", [("images", str(len(result.images))), ("seconds", f"{seconds:.1f}"),
+                                              ("images/s", f"{len(result.images) / seconds:.2f}"), ("out", str(out))]))
+
+
+@app.command()
+def classify(images: Annotated[list[Path], typer.Argument(help="image files")]) -> None:
+    """Read shape, colour, pattern and background off images; JSON on stdout."""
+    from PIL import Image, UnidentifiedImageError
+
+    from erasekit.world.factors import FACTOR_NAMES, VOCAB
+
+    arrays = []
+    for path in images:
+        if not path.is_file():
+            raise UserError(f"image not found: {path}")
+        try:
+            with Image.open(path) as img:
+                arrays.append(np.asarray(img.convert("RGB").resize((32, 32), Image.BILINEAR)))
+        except (UnidentifiedImageError, OSError):
+            raise UserError(f"not an image: {path}") from None
+    probs = _load_classifier().predict(np.stack(arrays))
+    result = []
+    for i, path in enumerate(images):
+        entry = {"image": str(path)}
+        for f in FACTOR_NAMES:
+            k = int(probs[f][i].argmax())
+            entry[f] = VOCAB.values(f)[k]
+            entry[f"{f}_probability"] = round(float(probs[f][i][k]), 4)
+        result.append(entry)
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+@app.command()
+def evaluate(
+    prompts: Annotated[Path, typer.Option(help="prompt CSV (specs/evaluation.md)")],
+    out: Annotated[Path, typer.Option(help="output folder: metrics.json, report.html, images/")],
+    model: Annotated[str, typer.Option(help="'shapeworld' (the ShapeWorld protocol runs on it)")] = "shapeworld",
+    edit: Annotated[Path | None, typer.Option(help="edit artifact folder")] = None,
+    num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 1,
+    steps: Annotated[int, typer.Option(min=1)] = 25,
+    guidance: Annotated[float, typer.Option()] = 5.0,
+) -> None:
+    """Run the ShapeWorld protocol on a prompt set; write metrics.json and report.html."""
+    from erasekit.eval.prompts import load_prompts
+    from erasekit.eval.report import render_report
+    from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate as run_protocol
+    from erasekit.utils.io import atomic_dir
+
+    _reject_edit(edit)
+    rows = load_prompts(prompts)
+    backbone = _load_model(model)
+    if backbone.family != "shapeworld":
+        raise UserError("the ShapeWorld protocol needs a ShapeWorld model; SD-scale protocols arrive later")
+    settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
+    metrics, edited, _ = run_protocol(backbone, rows, _load_classifier(), settings)
+    metrics["settings"]["prompts"] = str(prompts)
+    grids = []
+    for group in metrics["groups"]:
+        idx = [i for i, r in enumerate(edited.rows) if r.group == group]
+        grids.append((f"group: {group}", edited.images[idx], [edited.rows[i].prompt for i in idx]))
+    with atomic_dir(out) as tmp:
+        (tmp / "images").mkdir()
+        _save_images(tmp / "images", edited.images, edited.names)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "report.html").write_text(render_report(metrics, grids))
+    _print_metrics(metrics, out)
+
+
+def _print_metrics(metrics: dict, out: Path) -> None:
+    table = Table(title=f"evaluation → {out}")
+    keys = ("images", "agree_shape", "agree_colour", "agree_pattern", "agree_joint", "acc_e", "acc_s")
+    table.add_column("group")
+    for k in keys:
+        table.add_column(k, justify="right")
+    from erasekit.eval.report import fmt
+
+    for name, summary in [("all", metrics["overall"]), *metrics["groups"].items()]:
+        table.add_row(name, *(fmt(summary.get(k)) for k in keys))
+    console.print(table)
+    o = metrics["overall"]
+    console.print(f"SW-FID {fmt(o.get('sw_fid'))}  SW-KID {fmt(o.get('sw_kid'))}  "
+                  f"({metrics['timings']['images_per_second']} images/s)")
+
+
+@world_app.command("train-denoiser")
+def train_denoiser_cmd(
+    out: Annotated[Path, typer.Option(help="checkpoint folder; an existing one is resumed")] = Path("runs/denoiser"),
+    steps: Annotated[int, typer.Option(min=1)] = 8000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+    ship: Annotated[bool, typer.Option(help="export the EMA weights into the package's assets")] = False,
+) -> None:
+    """Train the ShapeWorld denoiser (checkpoints every 250 steps; resumes automatically)."""
+    from erasekit.world.assets import denoiser_dir
+    from erasekit.world.train_denoiser import DenoiserTrainConfig, train_denoiser
+
+    config = DenoiserTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    card = train_denoiser(out, config, export=denoiser_dir() if ship else out / "export")
+    console.print(_summary_table("denoiser", [(k, str(v)) for k, v in card.items() if k != "config"]))
+
+
+@world_app.command("train-classifier")
+def train_classifier_cmd(
+    out: Annotated[Path, typer.Option(help="checkpoint folder; an existing one is resumed")] = Path("runs/classifier"),
+    steps: Annotated[int, typer.Option(min=1)] = 2000,
+    seed: Annotated[int, typer.Option()] = 0,
+    ship: Annotated[bool, typer.Option(help="export the weights into the package's assets")] = False,
+) -> None:
+    """Train the factor classifier; reports held-out accuracy per head."""
+    from erasekit.world.assets import classifier_dir
+    from erasekit.world.classifier import ClassifierTrainConfig, train_classifier
+
+    card = train_classifier(out, ClassifierTrainConfig(steps=steps, seed=seed),
+                            export=classifier_dir() if ship else out / "export")
+    acc = card["heldout_accuracy"]
+    console.print(_summary_table("classifier held-out accuracy", [(f, f"{v:.4f}") for f, v in acc.items()]))
+
+
+@world_app.command("info")
+def info() -> None:
+    """Vocabulary sizes, shipped assets and their measured quality."""
+    from erasekit.world.assets import ASSETS
+    from erasekit.world.factors import FACTOR_NAMES, VOCAB
+
+    rows = [(f"{f} values", str(len(VOCAB.values(f)))) for f in FACTOR_NAMES]
+    rows.append(("triple concepts", str(len(VOCAB.shape) * len(VOCAB.colour) * len(VOCAB.pattern))))
+    card = ASSETS / "model_card.json"
+    if card.exists():
+        rows += [(k, str(v)) for k, v in json.loads(card.read_text())["summary"].items()]
+    console.print(_summary_table("ShapeWorld", rows))
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo")) -> None:
+    """The main job: for now, a grid from the shipped model and its measured quality figures."""
+    from erasekit.eval.grids import image_grid
+    from erasekit.utils.io import atomic_dir
+    from erasekit.world.assets import ASSETS
+    from erasekit.world.captions import short_caption
+    from erasekit.world.factors import VOCAB
+
+    t0 = time.time()
+    rng = np.random.default_rng(0)
+    prompts = [short_caption(VOCAB.shape[i % len(VOCAB.shape)], str(rng.choice(VOCAB.colour)),
+                             str(rng.choice(VOCAB.pattern))) for i in range(64)]
+    backbone = _load_model("shapeworld")
+    images = backbone.generate(prompts, list(range(64)))
+    probs = _load_classifier().predict(images)
+    shape_ok = np.mean([VOCAB.shape[p.argmax()] == VOCAB.shape[i % len(VOCAB.shape)]
+                        for i, p in enumerate(probs["shape"])])
+    with atomic_dir(out) as tmp:
+        image_grid(images).save(tmp / "grid.png")
+        (tmp / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    rows = [("grid", str(out / "grid.png")), ("shape agreement (these 64)", f"{shape_ok:.3f}"),
+            ("seconds", f"{time.time() - t0:.1f}")]
+    card = ASSETS / "model_card.json"
+    if card.exists():
+        rows += [(k, str(v)) for k, v in json.loads(card.read_text())["summary"].items()]
+    console.print(_summary_table("erasekit demo — ShapeWorld", rows))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Errors that describe bad user input. The CLI prints them as one line and exits with status 2."""
+
+
+class UserError(ValueError):
+    """Bad input from the user: a missing file, a malformed CSV, an unknown model, ..."""

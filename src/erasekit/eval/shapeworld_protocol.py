@@ -1,0 +1,171 @@
+"""The ShapeWorld evaluation protocol (specs/evaluation.md, "Protocols"; specs/shapeworld.md, "Metrics").
+
+Generates K images per prompt row (seed = evaluation_seed + k), reads each with the classifier, and
+reports per prompt group and per concept: per-factor and joint agreement, Acc_e / Acc_s / H,
+SW-FID / SW-KID against rendered images of the same concepts, and fidelity to an original model.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+import numpy as np
+
+from erasekit.backbones.base import Backbone
+from erasekit.eval.metrics import fidelity, frechet_distance, harmonic_mean, kernel_inception_distance
+from erasekit.eval.prompts import PromptRow
+from erasekit.world.classifier import FactorClassifier
+from erasekit.world.factors import FACTOR_NAMES, VOCAB
+from erasekit.world.render import render
+
+PROTOCOL = {"name": "shapeworld", "version": 1}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    num_images: int = 1
+    steps: int = 25
+    guidance: float = 5.0
+    batch_size: int = 64
+    reference_seed: int = 12345
+    min_reference_images: int = 1000
+
+
+@dataclass
+class Generated:
+    rows: list[PromptRow]  # one per image
+    images: np.ndarray  # (N, 32, 32, 3) uint8
+    names: list[str]  # "{case_number}_{k}.png"
+
+
+def expand_rows(rows: list[PromptRow], num_images: int) -> tuple[list[PromptRow], list[int], list[str]]:
+    """One entry per image: its prompt row, seed (evaluation_seed + k) and file name."""
+    per_image = [(r, r.evaluation_seed + k, f"{r.case_number}_{k}.png") for r in rows for k in range(num_images)]
+    return [p[0] for p in per_image], [p[1] for p in per_image], [p[2] for p in per_image]
+
+
+def generate_rows(backbone: Backbone, rows: list[PromptRow], settings: EvalSettings, progress: bool = True) -> Generated:
+    image_rows, seeds, names = expand_rows(rows, settings.num_images)
+    images = backbone.generate([r.prompt for r in image_rows], seeds, steps=settings.steps,
+                               guidance=settings.guidance, progress=progress, batch_size=settings.batch_size)
+    return Generated(image_rows, images, names)
+
+
+def agreement(rows: list[PromptRow], predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per image and factor: 1 if the classifier's top class is the named value, 0 if not, NaN if unnamed.
+
+    ``joint`` is 1 when every named factor agrees.
+    """
+    n = len(rows)
+    out = {f: np.full(n, np.nan) for f in FACTOR_NAMES}
+    for i, row in enumerate(rows):
+        for factor, value in row.factors.items():
+            out[factor][i] = float(predictions[factor][i].argmax() == VOCAB.index(factor, value))
+    named = np.stack([out[f] for f in FACTOR_NAMES])
+    out["joint"] = np.where(np.isnan(named), 1.0, named).prod(0)
+    return out
+
+
+def _mean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else None
+
+
+def summarise(rows: list[PromptRow], agree: dict[str, np.ndarray], idx: np.ndarray) -> dict:
+    """Per-factor agreement and the role accuracy over a subset of images."""
+    roles = np.array([r.role for r in rows])[idx]
+    joint = agree["joint"][idx]
+    summary: dict = {"images": int(len(idx))}
+    summary.update({f"agree_{f}": _mean(agree[f][idx]) for f in (*FACTOR_NAMES, "joint")})
+    summary["acc_e"] = _mean(joint[roles == "target"]) if (roles == "target").any() else None
+    summary["acc_s"] = _mean(joint[roles == "preserve"]) if (roles == "preserve").any() else None
+    return summary
+
+
+def reference_images(rows: list[PromptRow], settings: EvalSettings) -> np.ndarray:
+    """Rendered images of the same concepts (named factors pinned, the rest free)."""
+    n = max(settings.min_reference_images, len(rows))
+    cycle = [rows[i % len(rows)] for i in range(n)]
+    fixed = {
+        f: np.array([VOCAB.index(f, r.factors[f]) if f in r.factors else -1 for r in cycle]) for f in FACTOR_NAMES
+    }
+    images, _ = render(np.random.default_rng(settings.reference_seed), n, fixed=fixed)
+    return images
+
+
+def quality(classifier: FactorClassifier, images: np.ndarray, rows: list[PromptRow], settings: EvalSettings) -> dict:
+    if len(images) < 2:
+        return {"sw_fid": None, "sw_kid": None, "sw_kid_std": None, "reference_images": 0}
+    reference = reference_images(rows, settings)
+    gen_feats, ref_feats = classifier.embed(images), classifier.embed(reference)
+    kid, kid_std = kernel_inception_distance(gen_feats, ref_feats, seed=settings.reference_seed)
+    return {"sw_fid": frechet_distance(gen_feats, ref_feats), "sw_kid": kid, "sw_kid_std": kid_std,
+            "reference_images": len(reference)}
+
+
+def library_versions() -> dict[str, str]:
+    names = ("erasekit", "torch", "diffusers", "transformers", "numpy", "safetensors")
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def evaluate(
+    backbone: Backbone,
+    rows: list[PromptRow],
+    classifier: FactorClassifier,
+    settings: EvalSettings,
+    original: Backbone | None = None,
+    progress: bool = True,
+) -> tuple[dict, Generated, Generated | None]:
+    """Run the protocol; returns (metrics, edited images, original images or None)."""
+    t0 = time.time()
+    edited = generate_rows(backbone, rows, settings, progress)
+    t_gen = time.time() - t0
+    base = generate_rows(original, rows, settings, progress) if original is not None else None
+    probs = classifier.predict(edited.images)
+    agree = agreement(edited.rows, probs)
+    all_idx = np.arange(len(edited.rows))
+    groups = defaultdict(list)
+    concepts = defaultdict(list)
+    for i, r in enumerate(edited.rows):
+        groups[r.group].append(i)
+        concepts[(r.concept, r.role)].append(i)
+
+    overall = summarise(edited.rows, agree, all_idx)
+    preserve = np.array([i for i, r in enumerate(edited.rows) if r.role == "preserve"], dtype=int)
+    if overall["acc_e"] is not None and overall["acc_s"] is not None:
+        overall["h"] = harmonic_mean(overall["acc_e"], overall["acc_s"])
+    overall.update(quality(classifier, edited.images[preserve], [edited.rows[i] for i in preserve], settings))
+    if base is not None:
+        base_agree = agreement(base.rows, classifier.predict(base.images))
+        base_summary = summarise(base.rows, base_agree, all_idx)
+        if overall["acc_s"] is not None and base_summary["acc_s"]:
+            overall["acc_s_relative"] = overall["acc_s"] / base_summary["acc_s"]
+        overall["original"] = base_summary
+        if len(preserve):
+            overall["fidelity"] = fidelity(base.images[preserve], edited.images[preserve])
+    metrics = {
+        "protocol": PROTOCOL,
+        "settings": {**asdict(settings), "backbone": backbone.identity(),
+                     "original": original.identity() if original is not None else None},
+        "overall": overall,
+        "groups": {g: summarise(edited.rows, agree, np.array(idx)) for g, idx in sorted(groups.items())},
+        "concepts": [
+            {"concept": c, "role": role, **summarise(edited.rows, agree, np.array(idx))}
+            for (c, role), idx in sorted(concepts.items())
+        ],
+        "timings": {"generate_seconds": round(t_gen, 2), "images": len(edited.images),
+                    "images_per_second": round(len(edited.images) / max(t_gen, 1e-9), 2),
+                    "total_seconds": round(time.time() - t0, 2)},
+        "versions": library_versions(),
+    }
+    return metrics, edited, base

@@ -1,0 +1,124 @@
+"""Train the ShapeWorld denoiser: DDPM epsilon objective with caption dropout (for CFG), EMA,
+checkpoints every few hundred steps and automatic resume from the latest one."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from erasekit.utils.io import atomic_dir
+from erasekit.world.data import CaptionPool, build_pool
+from erasekit.world.denoiser import build_unet, images_to_latents, train_scheduler
+from erasekit.world.text_encoder import shared_encoder
+
+
+@dataclass
+class DenoiserTrainConfig:
+    steps: int = 8000
+    batch_size: int = 64
+    lr: float = 6e-4
+    warmup_steps: int = 300
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    pool_random_captions: int = 12000
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+def _pool_cache(out: Path, config: DenoiserTrainConfig) -> CaptionPool:
+    """Build the caption pool once per training directory; later resumes load it."""
+    tensors_path, meta_path = out / "pool.safetensors", out / "pool.json"
+    if tensors_path.exists() and meta_path.exists():
+        t = load_file(tensors_path)
+        meta = json.loads(meta_path.read_text())
+        return CaptionPool(meta["texts"], t["factor_ids"].numpy(), t["size_ids"].numpy(), t["position_ids"].numpy(),
+                           t["embeddings"], t["masks"].bool())
+    pool = build_pool(shared_encoder(), config.pool_random_captions, config.seed)
+    save_file({"factor_ids": torch.from_numpy(pool.factor_ids), "size_ids": torch.from_numpy(pool.size_ids),
+               "position_ids": torch.from_numpy(pool.position_ids), "embeddings": pool.embeddings,
+               "masks": pool.masks.to(torch.uint8)}, tensors_path)
+    meta_path.write_text(json.dumps({"texts": pool.texts}))
+    return pool
+
+
+def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
+    with atomic_dir(target) as tmp:
+        unet.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training.json").write_text(json.dumps(card, indent=2))
+
+
+def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    pool = _pool_cache(out, config)
+    empty_states, empty_mask = shared_encoder()([""])
+
+    unet = build_unet()
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
+    scheduler = train_scheduler()
+    alphas = scheduler.alphas_cumprod
+
+    start, elapsed = 0, 0.0
+    resume = latest_checkpoint(out)
+    if resume is not None:
+        state = load_checkpoint(resume, {"unet": unet, "ema": ema}, optimizer)
+        start, elapsed = state["step"], state["wall_seconds"]
+        tqdm.write(f"resuming from {resume.name}")
+    log = (out / "loss.jsonl").open("a")
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="denoiser", unit="step")
+    t0, running = time.time(), None
+    for step in bar:
+        # Data and noise are a function of (seed, step), so a resumed run continues the same stream.
+        rng = np.random.default_rng([config.seed, step])
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        idx = rng.integers(0, len(pool.texts), config.batch_size)
+        latents = images_to_latents(torch.from_numpy(pool.render_batch(rng, idx)))
+        states, mask = pool.embeddings[idx].float(), pool.masks[idx]
+        drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
+        states = torch.where(drop[:, None, None], empty_states, states)
+        mask = torch.where(drop[:, None], empty_mask, mask)
+
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        pred = unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+
+        lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+        if (step + 1) % 50 == 0:
+            log.write(json.dumps({"step": step + 1, "loss": running, "lr": lr}) + "\n")
+            log.flush()
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            wall = elapsed + time.time() - t0
+            save_checkpoint(out, step + 1, {"unet": unet, "ema": ema}, optimizer,
+                            {"wall_seconds": wall, "config": asdict(config), "loss": running})
+    wall = elapsed + time.time() - t0
+    card = {"config": asdict(config), "steps": config.steps, "wall_seconds": round(wall, 1), "final_loss": running,
+            "parameters": sum(p.numel() for p in ema.parameters()), "caption_pool": len(pool.texts)}
+    if export is not None:
+        export_unet(ema, export, card)
+    return card
