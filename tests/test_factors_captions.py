@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from erasekit.world.captions import CAPTION_KINDS, make_caption, random_caption, short_caption
-from erasekit.world.factors import IMPLICIT_SKULL_HELDOUT, IMPLICIT_SKULL_TRAIN, SHAPES, format_concept, parse_concept
+from erasekit.world.factors import (
+    IMPLICIT_SKULL_HELDOUT,
+    IMPLICIT_SKULL_TRAIN,
+    SHAPES,
+    format_concept,
+    parse_concept,
+)
 
 
 def test_concept_strings_round_trip():

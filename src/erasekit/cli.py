@@ -135,7 +135,8 @@ def evaluate(
     """Run the ShapeWorld protocol on a prompt set; write metrics.json and report.html."""
     from erasekit.eval.prompts import load_prompts
     from erasekit.eval.report import render_report
-    from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate as run_protocol
+    from erasekit.eval.shapeworld_protocol import EvalSettings
+    from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
     from erasekit.utils.io import atomic_dir
 
     _reject_edit(edit)

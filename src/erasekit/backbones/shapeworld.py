@@ -28,7 +28,7 @@ class ShapeWorldBackbone:
     @classmethod
     def load(cls, folder: Path | None = None) -> ShapeWorldBackbone:
         folder = Path(folder) if folder else denoiser_dir()
-        unet = UNet2DConditionModel.from_pretrained(str(folder), use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32)
         return cls(unet, shared_encoder(), source=str(folder) if folder != denoiser_dir() else "shapeworld")
 
     def identity(self) -> dict:

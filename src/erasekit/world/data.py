@@ -45,9 +45,11 @@ def canonical_captions(rng: np.random.Generator) -> list[Caption]:
     ]
 
 
-def build_pool(encoder: MiniLMEncoder, n_random: int, seed: int, batch_size: int = 256) -> CaptionPool:
+def build_pool(
+    encoder: MiniLMEncoder, n_random: int, seed: int, canonical: bool = True, batch_size: int = 256
+) -> CaptionPool:
     rng = np.random.default_rng(seed)
-    captions = canonical_captions(rng) + [random_caption(rng) for _ in range(n_random)]
+    captions = (canonical_captions(rng) if canonical else []) + [random_caption(rng) for _ in range(n_random)]
     factor_ids = np.array(
         [[VOCAB.index(f, c.factors[f]) if f in c.factors else -1 for f in FACTORS] for c in captions]
     )

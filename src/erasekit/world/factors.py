@@ -17,7 +17,7 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "heart": ("heart", "love heart", "heart symbol"),
     "cross": ("cross", "plus sign", "plus symbol"),
     "diamond": ("diamond", "rhombus", "lozenge"),
-    "hexagon": ("hexagon", "six-sided shape", "honeycomb cell"),
+    "parallelogram": ("parallelogram", "slanted rectangle", "rhomboid"),
     "crescent": ("crescent", "crescent moon", "sickle moon"),
     "ring": ("ring", "donut shape", "hoop"),
     "arrow": ("arrow", "pointer arrow", "right arrow"),

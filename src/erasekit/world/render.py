@@ -19,7 +19,7 @@ from erasekit.world.factors import COLOURS, POSITIONS, SIZES, VOCAB
 IMAGE_SIZE = 32
 TEMPLATE_SIZE = 128
 # Object half-extent in pixels per named size.
-SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (6.5, 8.0), "medium": (9.0, 10.5), "large": (11.5, 13.0)}
+SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (7.5, 8.5), "medium": (9.5, 11.0), "large": (12.0, 13.5)}
 MAX_ROTATION_DEG = 12.0
 
 
@@ -59,14 +59,14 @@ def _draw_shape(name: str, draw: ImageDraw.ImageDraw) -> None:
         draw.polygon(_poly([(-0.95, -w), (0.95, -w), (0.95, w), (-0.95, w)]), fill=fill)
     elif name == "diamond":
         draw.polygon(_poly([(0, -0.97), (0.68, 0), (0, 0.97), (-0.68, 0)]), fill=fill)
-    elif name == "hexagon":
-        draw.polygon(_poly(_regular(6, 0.97, 0.0)), fill=fill)
+    elif name == "parallelogram":
+        draw.polygon(_poly([(-0.45, -0.6), (0.97, -0.6), (0.45, 0.6), (-0.97, 0.6)]), fill=fill)
     elif name == "crescent":
         draw.ellipse(_ellipse_box(0, 0, 0.92, 0.92), fill=fill)
         draw.ellipse(_ellipse_box(0.42, -0.12, 0.75, 0.75), fill=hole)
     elif name == "ring":
         draw.ellipse(_ellipse_box(0, 0, 0.95, 0.95), fill=fill)
-        draw.ellipse(_ellipse_box(0, 0, 0.5, 0.5), fill=hole)
+        draw.ellipse(_ellipse_box(0, 0, 0.42, 0.42), fill=hole)
     elif name == "arrow":
         draw.polygon(
             _poly([(-0.95, -0.28), (0.15, -0.28), (0.15, -0.75), (0.97, 0), (0.15, 0.75), (0.15, 0.28), (-0.95, 0.28)]),

@@ -30,7 +30,9 @@ class DenoiserTrainConfig:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     pool_random_captions: int = 12000
-    checkpoint_every: int = 250
+    pool_canonical: bool = True  # include the short prompt of every shape-colour-pattern triple
+    unet_config: dict | None = None  # None: the shipped architecture (world/denoiser.py)
+    checkpoint_every: int = 100
     seed: int = 0
 
 
@@ -42,7 +44,7 @@ def _pool_cache(out: Path, config: DenoiserTrainConfig) -> CaptionPool:
         meta = json.loads(meta_path.read_text())
         return CaptionPool(meta["texts"], t["factor_ids"].numpy(), t["size_ids"].numpy(), t["position_ids"].numpy(),
                            t["embeddings"], t["masks"].bool())
-    pool = build_pool(shared_encoder(), config.pool_random_captions, config.seed)
+    pool = build_pool(shared_encoder(), config.pool_random_captions, config.seed, config.pool_canonical)
     save_file({"factor_ids": torch.from_numpy(pool.factor_ids), "size_ids": torch.from_numpy(pool.size_ids),
                "position_ids": torch.from_numpy(pool.position_ids), "embeddings": pool.embeddings,
                "masks": pool.masks.to(torch.uint8)}, tensors_path)
@@ -51,8 +53,9 @@ def _pool_cache(out: Path, config: DenoiserTrainConfig) -> CaptionPool:
 
 
 def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
+    """Ship weights in float16 (half the size; loaders upcast to float32)."""
     with atomic_dir(target) as tmp:
-        unet.save_pretrained(tmp, safe_serialization=True)
+        copy.deepcopy(unet).half().save_pretrained(tmp, safe_serialization=True)
         (tmp / "training.json").write_text(json.dumps(card, indent=2))
 
 
@@ -62,21 +65,22 @@ def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None =
     pool = _pool_cache(out, config)
     empty_states, empty_mask = shared_encoder()([""])
 
-    unet = build_unet()
+    unet = build_unet(config.unet_config)
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
     scheduler = train_scheduler()
     alphas = scheduler.alphas_cumprod
 
-    start, elapsed = 0, 0.0
+    start, elapsed, running = 0, 0.0, None
     resume = latest_checkpoint(out)
     if resume is not None:
         state = load_checkpoint(resume, {"unet": unet, "ema": ema}, optimizer)
         start, elapsed = state["step"], state["wall_seconds"]
+        running = state.get("loss")
         tqdm.write(f"resuming from {resume.name}")
     log = (out / "loss.jsonl").open("a")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="denoiser", unit="step")
-    t0, running = time.time(), None
+    t0 = time.time()
     for step in bar:
         # Data and noise are a function of (seed, step), so a resumed run continues the same stream.
         rng = np.random.default_rng([config.seed, step])
@@ -117,7 +121,7 @@ def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None =
             save_checkpoint(out, step + 1, {"unet": unet, "ema": ema}, optimizer,
                             {"wall_seconds": wall, "config": asdict(config), "loss": running})
     wall = elapsed + time.time() - t0
-    card = {"config": asdict(config), "steps": config.steps, "wall_seconds": round(wall, 1), "final_loss": running,
+    card = {"config": asdict(config), "steps": max(start, config.steps), "wall_seconds": round(wall, 1), "final_loss": running,
             "parameters": sum(p.numel() for p in ema.parameters()), "caption_pool": len(pool.texts)}
     if export is not None:
         export_unet(ema, export, card)

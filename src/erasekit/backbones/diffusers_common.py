@@ -1,0 +1,253 @@
+"""What the adapters for local diffusers model folders (sd, sdxl, sd3) share.
+
+``DiffusersBackbone`` implements the Backbone protocol around a loaded pipeline: loading from a local
+folder (CPU, float32, no downloads), prompt-length checks, token masks, text layers, identity and the
+seeded, batched ``generate``. A family subclass names its pipeline class, components and tokenizers,
+and supplies ``_embeddings`` (what its denoiser consumes) and ``projectors``.
+
+diffusers is imported only when a pipeline is loaded, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Self
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from erasekit.backbones.base import check_generate_args, linear_modules
+from erasekit.errors import UserError
+from erasekit.world.text_encoder import PromptTooLongError
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+
+def read_model_index(folder: Path) -> dict:
+    """The folder's model_index.json, or a UserError if the folder is missing or is no diffusers folder."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"model folder not found: {folder}")
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise UserError(f"not a diffusers model folder (no model_index.json): {folder}")
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"corrupted model_index.json ({exc}): {index}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
+        raise UserError(f"model_index.json names no pipeline class (_class_name): {index}")
+    return data
+
+
+def _use_safetensors(folder: Path) -> bool | None:
+    """True when no pickled weights are present; None lets diffusers fall back per component."""
+    return None if any(folder.rglob("*.bin")) else True
+
+
+def _absent(index: dict) -> dict[str, None]:
+    """Components saved as absent ([null, null], e.g. SD3 without T5), to pass explicitly as None."""
+    return {
+        name: None
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and value and value[0] is None
+    }
+
+
+def load_pipeline(class_name: str, folder: Path) -> DiffusionPipeline:
+    """Load ``diffusers.<class_name>`` from a local folder only, in float32 on the CPU, frozen."""
+    import diffusers
+
+    folder = Path(folder)
+    index = read_model_index(folder)
+    if index["_class_name"] != class_name:
+        raise UserError(f"{folder} holds a {index['_class_name']}, not a {class_name}")
+    try:
+        pipe = getattr(diffusers, class_name).from_pretrained(
+            str(folder), local_files_only=True, use_safetensors=_use_safetensors(folder), **_absent(index)
+        )
+    except (OSError, ValueError) as exc:  # missing or broken component files
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load {class_name} from {folder}: {message}") from exc
+    pipe.to("cpu")
+    for component in pipe.components.values():
+        if isinstance(component, nn.Module):
+            _freeze_float32(component)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _freeze_float32(module: nn.Module) -> None:
+    """Eval mode, no gradients, float32 weights (half-precision folders are upcast for the CPU)."""
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in module.parameters()):
+        module.float()
+    module.eval().requires_grad_(False)
+
+
+def check_prompt_lengths(tokenizer, prompts: list[str], limit: int) -> None:
+    """Raise PromptTooLongError (a UserError) for the first prompt with more than ``limit`` tokens."""
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+    for prompt, n in zip(prompts, lengths, strict=True):
+        if n > limit:
+            raise PromptTooLongError(
+                f"prompt has {n} tokens, more than the encoder's maximum of {limit}: {prompt[:60]!r}"
+            )
+
+
+def token_mask(tokenizer, prompts: list[str], length: int) -> torch.Tensor:
+    """(B, length) bool: True at real tokens (BOS/EOS included), False at padding."""
+    tokens = tokenizer(
+        list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+    )
+    return tokens["attention_mask"].bool()
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] (B, H, W, 3) -> uint8, rounded as diffusers' numpy_to_pil does."""
+    return (np.asarray(images) * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def named_linears(module: nn.Module, prefix: str, suffixes: tuple[str, ...]) -> dict[str, nn.Linear]:
+    """The nn.Linear submodules whose dotted names end with one of ``suffixes``, names prefixed."""
+    return {
+        f"{prefix}{name}": m
+        for name, m in module.named_modules()
+        if name.endswith(suffixes) and isinstance(m, nn.Linear)
+    }
+
+
+class DiffusersBackbone:
+    """A Backbone over a diffusers text-to-image pipeline; subclasses fill in the family details."""
+
+    family: ClassVar[str]
+    pipeline_class: ClassVar[str]
+    denoiser_name: ClassVar[str] = "unet"
+    text_encoder_names: ClassVar[tuple[str, ...]] = ("text_encoder",)
+    tokenizer_names: ClassVar[tuple[str, ...]] = ("tokenizer",)
+    default_batch_size: ClassVar[int] = 4
+
+    def __init__(self, pipe: DiffusionPipeline, source: str):
+        self.pipe = pipe
+        self.source = source
+
+    @classmethod
+    def load(cls, folder: Path) -> Self:
+        """Load from a local diffusers folder (model_index.json + component folders); nothing is downloaded."""
+        folder = Path(folder).expanduser().resolve()
+        return cls(load_pipeline(cls.pipeline_class, folder), source=str(folder))
+
+    # --- protocol -------------------------------------------------------------------------------------
+
+    def identity(self) -> dict:
+        return {"family": self.family, "source": self.source, "pipeline_class": type(self.pipe).__name__}
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings (B, L, D), mask (B, L)): exactly the text states the denoiser consumes.
+
+        mask is True at real tokens (BOS and EOS included) and False at padding. The SD-family
+        denoisers get no attention mask from their pipelines: they still consume (attend to) the
+        padded positions, so the mask says which positions are prompt tokens, not what is ignored.
+        """
+        prompts = list(prompts)
+        if not prompts:  # (0, L, D): shapes from encoding the empty prompt
+            states, mask = self.encode([""])
+            return states[:0], mask[:0]
+        self.check_prompts(prompts)
+        return self._embeddings(prompts), self._mask(prompts)
+
+    def text_layers(self) -> list[tuple[str, nn.Linear]]:
+        """The text encoders' linear layers in depth order, encoder after encoder, names prefixed."""
+        return [
+            item
+            for name in self.text_encoder_names
+            if getattr(self.pipe, name, None) is not None
+            for item in linear_modules(getattr(self.pipe, name), prefix=f"{name}.")
+        ]
+
+    def projectors(self) -> dict[str, nn.Linear]:
+        raise NotImplementedError
+
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int = 25,
+        guidance: float = 5.0,
+        progress: bool = False,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """uint8 images (B, H, W, 3) from the pipeline's own sampler; image i depends only on seeds[i]."""
+        check_generate_args(prompts, seeds)
+        prompts, seeds = list(prompts), [int(s) for s in seeds]
+        if not prompts:
+            return np.zeros((0, *self.image_size(), 3), np.uint8)
+        self.check_prompts(prompts)
+        size = batch_size or self.default_batch_size
+        starts = range(0, len(prompts), size)
+        bar = tqdm(starts, desc="generating", unit="batch", disable=not progress or len(starts) < 2)
+        out = [
+            self._generate_batch(prompts[s : s + size], seeds[s : s + size], steps, guidance, progress)
+            for s in bar
+        ]
+        return np.concatenate(out)
+
+    # --- shared details -------------------------------------------------------------------------------
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return getattr(self.pipe, self.denoiser_name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of generated images: the pipelines' default, denoiser sample size x VAE scale factor."""
+        side = int(self.denoiser.config.sample_size) * int(self.pipe.vae_scale_factor)
+        return side, side
+
+    def tokenizers(self) -> list:
+        """The CLIP tokenizers present, in tokenizer_names order."""
+        return [t for t in (getattr(self.pipe, n, None) for n in self.tokenizer_names) if t is not None]
+
+    def token_limits(self) -> list[tuple[object, int]]:
+        """(tokenizer, maximum token count) pairs that prompts are checked against."""
+        return [(t, int(t.model_max_length)) for t in self.tokenizers()]
+
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Raise a UserError for a prompt too long for any tokenizer (pipelines would silently truncate)."""
+        for tokenizer, limit in self.token_limits():
+            check_prompt_lengths(tokenizer, prompts, limit)
+
+    def _mask(self, prompts: list[str]) -> torch.Tensor:
+        """Real-token mask over the CLIP positions (union over tokenizers; they share a vocabulary)."""
+        masks = [token_mask(t, prompts, int(t.model_max_length)) for t in self.tokenizers()]
+        return torch.stack(masks).any(dim=0).to(self.device)
+
+    def _embeddings(self, prompts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _call_kwargs(self) -> dict:
+        """Extra keyword arguments for the pipeline's ``__call__``."""
+        return {}
+
+    def _generate_batch(
+        self, prompts: list[str], seeds: list[int], steps: int, guidance: float, progress: bool
+    ) -> np.ndarray:
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.pipe.set_progress_bar_config(disable=not progress, leave=False)
+        with torch.no_grad():
+            result = self.pipe(
+                prompt=prompts,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generators,
+                output_type="np",
+                **self._call_kwargs(),
+            )
+        return to_uint8(result.images)

@@ -1,0 +1,262 @@
+"""The sd / sdxl / sd3 adapters on tiny random pipelines saved to local folders (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from tiny_pipelines import BUILDERS, MAX_TOKENS
+
+from erasekit.backbones.base import Backbone
+from erasekit.backbones.loader import FAMILIES, load_backbone
+from erasekit.backbones.sd import StableDiffusionBackbone
+from erasekit.errors import UserError
+
+FAMILY_NAMES = ["sd", "sdxl", "sd3"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pipelines")
+    return {family: BUILDERS[family](root / family) for family in FAMILY_NAMES}
+
+
+@pytest.fixture(scope="module", params=FAMILY_NAMES)
+def backbone(request: pytest.FixtureRequest, folders: dict[str, Path]):
+    return load_backbone(folders[request.param])
+
+
+@contextmanager
+def zeroed(modules: list[nn.Linear]) -> Iterator[None]:
+    """Zero the weights of ``modules`` in place, restoring them afterwards."""
+    saved = [m.weight.detach().clone() for m in modules]
+    try:
+        with torch.no_grad():
+            for m in modules:
+                m.weight.zero_()
+        yield
+    finally:
+        with torch.no_grad():
+            for m, w in zip(modules, saved, strict=True):
+                m.weight.copy_(w)
+
+
+def expected_projector_names(backbone) -> set[str]:
+    denoiser = backbone.denoiser
+    if backbone.family == "sd3":
+        joint = [n for n, m in denoiser.named_modules() if getattr(m, "add_k_proj", None) is not None]
+        assert joint, "the tiny SD3 transformer has joint attention blocks"
+        kv = {f"transformer.{n}.{p}" for n in joint for p in ("add_k_proj", "add_v_proj")}
+        return kv | {"transformer.context_embedder"}
+    attn2 = [n for n, _ in denoiser.named_modules() if n.endswith("attn2")]
+    assert attn2, "the tiny UNet has cross-attention blocks"
+    return {f"unet.{n}.{p}" for n in attn2 for p in ("to_k", "to_v")}
+
+
+# --- loading and identity -------------------------------------------------------------------------
+
+
+def test_loads_the_family_with_identity(backbone, folders: dict[str, Path]) -> None:
+    assert isinstance(backbone, Backbone)
+    assert isinstance(backbone, FAMILIES[backbone.family])
+    identity = backbone.identity()
+    assert identity["family"] == backbone.family
+    assert identity["source"] == str(folders[backbone.family].resolve())
+    assert Path(identity["source"]).is_absolute()
+    assert identity["pipeline_class"] == FAMILIES[backbone.family].pipeline_class
+
+
+def test_families_map_pipeline_classes() -> None:
+    assert {family: cls.pipeline_class for family, cls in FAMILIES.items()} == {
+        "sd": "StableDiffusionPipeline",
+        "sdxl": "StableDiffusionXLPipeline",
+        "sd3": "StableDiffusion3Pipeline",
+    }
+
+
+def test_importing_the_loader_does_not_import_diffusers() -> None:
+    code = "import sys, erasekit.backbones.loader; print('diffusers' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- encode, projectors, text layers --------------------------------------------------------------
+
+
+def test_encode_shapes_and_mask(backbone) -> None:
+    states, mask = backbone.encode(["a cat", "a dog on a mat"])
+    assert states.dtype == torch.float32 and states.ndim == 3
+    assert mask.dtype == torch.bool and mask.shape == states.shape[:2]
+    # byte-level vocabulary without merges: BOS + one token per character + EOS
+    assert mask.sum(dim=1).tolist() == [2 + len("acat"), 2 + len("adogonamat")]
+    assert mask[:, 0].all() and not mask[:, -1].any()
+    clip_positions = MAX_TOKENS
+    if backbone.family == "sd3":  # CLIP positions then the T5 positions (zeros without a T5 encoder)
+        assert states.shape[1] == clip_positions + backbone.max_sequence_length
+        assert not mask[:, clip_positions:].any()
+        assert torch.all(states[:, clip_positions:] == 0)
+    else:
+        assert states.shape[1] == clip_positions
+
+
+def test_encode_is_what_the_denoiser_consumes(backbone) -> None:
+    captured: list[torch.Tensor] = []
+
+    def grab(_module, _args, kwargs):
+        captured.append(kwargs["encoder_hidden_states"].clone())
+
+    handle = backbone.denoiser.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        backbone.generate(["a cat", "a dog"], [0, 1], steps=1, guidance=1.0)  # guidance 1: no CFG batch
+    finally:
+        handle.remove()
+    states, _ = backbone.encode(["a cat", "a dog"])
+    assert torch.equal(captured[0], states)
+
+
+def test_projectors_are_the_expected_modules(backbone) -> None:
+    projectors = backbone.projectors()
+    assert projectors and all(isinstance(m, nn.Linear) for m in projectors.values())
+    assert set(projectors) == expected_projector_names(backbone)
+    prefix = f"{backbone.denoiser_name}."
+    for name, module in projectors.items():
+        assert backbone.denoiser.get_submodule(name.removeprefix(prefix)) is module
+    dim = backbone.encode(["a cat"])[0].shape[-1]
+    if backbone.family == "sd3":
+        assert projectors["transformer.context_embedder"].in_features == dim
+    else:
+        assert sum(n.endswith("to_k") for n in projectors) == sum(n.endswith("to_v") for n in projectors)
+        assert {m.in_features for m in projectors.values()} == {dim}
+
+
+def test_text_layers_are_named_linears_of_the_encoders(backbone) -> None:
+    layers = backbone.text_layers()
+    assert layers and all(isinstance(m, nn.Linear) for _, m in layers)
+    components = backbone.pipe.components
+    for name, module in layers:
+        component, _, rest = name.partition(".")
+        assert component.startswith("text_encoder")
+        assert components[component].get_submodule(rest) is module
+    encoders = {name.partition(".")[0] for name, _ in layers}
+    expected = {"sd": {"text_encoder"}}.get(backbone.family, {"text_encoder", "text_encoder_2"})
+    assert encoders == expected
+
+
+def test_editing_text_layers_changes_encode(backbone) -> None:
+    before, _ = backbone.encode(["a cat"])
+    first_layer = [m for name, m in backbone.text_layers() if ".layers.0." in name]
+    with zeroed(first_layer):
+        after, _ = backbone.encode(["a cat"])
+    assert not torch.allclose(before, after)
+
+
+# --- generate -------------------------------------------------------------------------------------
+
+
+def test_generate_is_seeded_uint8(backbone) -> None:
+    images = backbone.generate(["a cat", "a dog"], [0, 1], steps=2)
+    assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[0] == 2 and images.shape[-1] == 3
+    assert images.shape[1:3] == backbone.image_size()
+    again = backbone.generate(["a cat", "a dog"], [0, 1], steps=2)
+    assert np.array_equal(images, again)
+    other_seed = backbone.generate(["a cat"], [2], steps=2)
+    assert not np.array_equal(images[0], other_seed[0])
+
+
+def test_generate_batches_do_not_change_images(backbone) -> None:
+    together = backbone.generate(["a cat", "a dog", "a fish"], [0, 1, 2], steps=2)
+    one_by_one = backbone.generate(["a cat", "a dog", "a fish"], [0, 1, 2], steps=2, batch_size=1)
+    assert np.abs(together.astype(int) - one_by_one.astype(int)).max() <= 1
+
+
+def test_no_prompts(backbone) -> None:
+    assert backbone.generate([], [], steps=2).shape == (0, *backbone.image_size(), 3)
+    states, mask = backbone.encode([])
+    assert states.shape[0] == mask.shape[0] == 0 and states.shape[1:] == backbone.encode(["a"])[0].shape[1:]
+
+
+def test_projectors_are_live(backbone) -> None:
+    before = backbone.generate(["a cat"], [0], steps=2)
+    projectors = backbone.projectors()
+    if backbone.family == "sd3":
+        edited = [projectors["transformer.context_embedder"]]
+    else:
+        edited = [m for name, m in projectors.items() if name.endswith("to_v")]
+    with zeroed(edited):
+        after = backbone.generate(["a cat"], [0], steps=2)
+    assert not np.array_equal(before, after)
+    assert np.array_equal(before, backbone.generate(["a cat"], [0], steps=2))  # restored
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_too_long_prompt(backbone) -> None:
+    prompt = "a " * MAX_TOKENS
+    message = rf"prompt has {MAX_TOKENS + 2} tokens, more than the encoder's maximum of {MAX_TOKENS}: 'a a "
+    with pytest.raises(UserError, match=message):
+        backbone.encode(["a cat", prompt])
+    with pytest.raises(UserError, match="more than the encoder's maximum"):
+        backbone.generate([prompt], [0], steps=1)
+
+
+def test_longest_allowed_prompt_is_accepted(backbone) -> None:
+    states, mask = backbone.encode(["a " * (MAX_TOKENS - 2)])
+    assert mask[0, :MAX_TOKENS].all()
+
+
+def test_mismatched_prompts_and_seeds(backbone) -> None:
+    with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
+        backbone.generate(["a cat", "a dog"], [0], steps=1)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="model folder not found"):
+        load_backbone(tmp_path / "nope")
+
+
+def test_folder_without_model_index(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"not a diffusers model folder \(no model_index.json\)"):
+        load_backbone(tmp_path)
+
+
+def test_unsupported_pipeline_class(tmp_path: Path) -> None:
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(UserError, match="FluxPipeline.*StableDiffusionPipeline"):
+        load_backbone(str(tmp_path))
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"unet": ["diffusers", "UNet2DConditionModel"]}'])
+def test_corrupted_model_index(tmp_path: Path, content: str) -> None:
+    (tmp_path / "model_index.json").write_text(content)
+    with pytest.raises(UserError, match="model_index.json"):
+        load_backbone(tmp_path)
+
+
+def test_missing_component_files(tmp_path: Path, folders: dict[str, Path]) -> None:
+    (tmp_path / "model_index.json").write_text((folders["sd"] / "model_index.json").read_text())
+    with pytest.raises(UserError, match="could not load StableDiffusionPipeline"):
+        load_backbone(tmp_path)
+
+
+def test_family_class_rejects_another_family(folders: dict[str, Path]) -> None:
+    with pytest.raises(UserError, match="StableDiffusionXLPipeline, not a StableDiffusionPipeline"):
+        StableDiffusionBackbone.load(folders["sdxl"])

@@ -1,0 +1,63 @@
+"""Bad input gives one clear line on stderr, exit status 2, and writes nothing."""
+
+import pytest
+
+from cli_helpers import run_cli
+
+HEADER = "prompt,evaluation_seed,case_number,concept,role\n"
+
+
+def one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert fragment in lines[0], lines[0]
+
+
+def test_missing_model_folder(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "generate", "--prompt", "a red star", "--model", tmp_path / "nope", "--out", out)
+    one_line_error(code, err, "not found")
+    assert not out.exists()
+
+
+def test_folder_that_is_not_a_diffusers_model(capsys, tmp_path):
+    (tmp_path / "model").mkdir()
+    code, _, err = run_cli(capsys, "generate", "--prompt", "a red star", "--model", tmp_path / "model",
+                           "--out", tmp_path / "out")
+    one_line_error(code, err, "model_index.json")
+    assert not (tmp_path / "out").exists()
+
+
+def test_classify_rejects_a_file_that_is_not_an_image(capsys, tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_text("not an image")
+    code, out, err = run_cli(capsys, "classify", bad)
+    one_line_error(code, err, "not an image")
+    assert out == ""
+
+
+@pytest.mark.parametrize(("content", "fragment"), [("", "missing column"), (HEADER, "no prompts"),
+                                                    (HEADER + "a star,x,0,shape=star,target\n", "integer")])
+def test_evaluate_rejects_bad_prompt_files(capsys, tmp_path, content, fragment):
+    csv = tmp_path / "p.csv"
+    csv.write_text(content)
+    code, _, err = run_cli(capsys, "evaluate", "--prompts", csv, "--out", tmp_path / "out")
+    one_line_error(code, err, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prompt_longer_than_the_encoder_maximum(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "generate", "--prompt", "a red star " * 30, "--out", tmp_path / "out")
+    one_line_error(code, err, "maximum")
+    assert not (tmp_path / "out").exists()
+
+
+def test_generate_needs_exactly_one_prompt_source(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "generate", "--out", tmp_path / "out")
+    one_line_error(code, err, "exactly one")
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    code, _, err = run_cli(capsys, "generate", "--frobnicate")
+    assert code == 2 and "frobnicate" in err

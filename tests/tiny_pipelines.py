@@ -1,0 +1,196 @@
+"""Tiny random diffusers pipelines (SD 1.x, SDXL, SD3) built from configs in memory, for tests.
+
+Nothing is downloaded: the CLIP tokenizer is a byte-level vocabulary with no merges (one token per
+character), and the models have hidden sizes of 32 or less and one or two layers. Each ``build_*``
+function saves its pipeline with ``save_pretrained(safe_serialization=True)`` and returns the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+MAX_TOKENS = 32  # tokenizer model_max_length (77 in real CLIP); one token per character here
+TEXT_DIM = 32
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from the 256 byte values to printable unicode characters."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
+
+
+def byte_level_vocab() -> dict[str, int]:
+    """The 256 byte characters, their end-of-word variants, then BOS and EOS (514 tokens)."""
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + [BOS, EOS]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def tiny_clip_tokenizer(max_tokens: int = MAX_TOKENS) -> CLIPTokenizer:
+    """A CLIP tokenizer loaded from vocab.json and an empty merges.txt written to a temporary folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "vocab.json").write_text(json.dumps(byte_level_vocab()), encoding="utf-8")
+        (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+        return CLIPTokenizer.from_pretrained(str(folder), model_max_length=max_tokens)
+
+
+def _clip_config(tokenizer: CLIPTokenizer, layers: int = 2) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_DIM,
+        intermediate_size=37,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=TEXT_DIM,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_act="gelu",
+    )
+
+
+def _save(pipe, folder: Path) -> Path:
+    folder = Path(folder)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def build_sd(folder: Path, seed: int = 0) -> Path:
+    """SD 1.x: UNet2DConditionModel (32x32 images), AutoencoderKL, CLIPTextModel, DDIM."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=_tiny_vae(),
+        text_encoder=CLIPTextModel(_clip_config(tokenizer)),
+        tokenizer=tokenizer,
+        scheduler=DDIMScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+            set_alpha_to_one=False, steps_offset=1,
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _save(pipe, folder)
+
+
+def build_sdxl(folder: Path, seed: int = 0) -> Path:
+    """SDXL: CLIPTextModel + CLIPTextModelWithProjection, UNet with "text_time" added conditioning."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * TEXT_DIM,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=TEXT_DIM + 6 * time_dim,
+        norm_num_groups=4,
+    )
+    pipe = StableDiffusionXLPipeline(
+        unet=unet,
+        vae=_tiny_vae(),
+        text_encoder=CLIPTextModel(_clip_config(tokenizer)),
+        tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(tokenizer)),
+        tokenizer_2=tiny_clip_tokenizer(),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+    )
+    return _save(pipe, folder)
+
+
+def build_sd3(folder: Path, seed: int = 0) -> Path:
+    """SD3: SD3Transformer2DModel + two CLIPTextModelWithProjection; no T5 (text_encoder_3=None)."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=2 * TEXT_DIM,
+        caption_projection_dim=32,
+        pooled_projection_dim=2 * TEXT_DIM,
+        pos_embed_max_size=16,
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        vae=_tiny_vae(shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=CLIPTextModelWithProjection(_clip_config(tokenizer)),
+        tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(_clip_config(tokenizer)),
+        tokenizer_2=tiny_clip_tokenizer(),
+        text_encoder_3=None,
+        tokenizer_3=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    return _save(pipe, folder)
+
+
+def _tiny_vae(**extra) -> AutoencoderKL:
+    """Two-level AutoencoderKL (downsampling factor 2) with 4 latent channels."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+        **extra,
+    )
+
+
+BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "sd3": build_sd3}
