@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from tiny_pipelines import BUILDERS, MAX_TOKENS
 
 from erasekit.backbones.base import Backbone
 from erasekit.backbones.loader import FAMILIES, load_backbone
 from erasekit.backbones.sd import StableDiffusionBackbone
 from erasekit.errors import UserError
+from tiny_pipelines import BUILDERS, MAX_TOKENS
 
-FAMILY_NAMES = ["sd", "sdxl", "sd3"]
+VARIANTS = ["sd", "sdxl", "sd3", "sd3_t5"]  # sd3: no T5 encoder (text_encoder_3=None); sd3_t5: a tiny T5
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,12 +35,21 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pipelines")
-    return {family: BUILDERS[family](root / family) for family in FAMILY_NAMES}
+    return {variant: BUILDERS[variant](root / variant) for variant in VARIANTS}
 
 
-@pytest.fixture(scope="module", params=FAMILY_NAMES)
-def backbone(request: pytest.FixtureRequest, folders: dict[str, Path]):
-    return load_backbone(folders[request.param])
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def backbone(variant: str, folders: dict[str, Path]):
+    return load_backbone(folders[variant])
+
+
+def has_t5(backbone) -> bool:
+    return getattr(backbone.pipe, "text_encoder_3", None) is not None
 
 
 @contextmanager
@@ -73,12 +82,13 @@ def expected_projector_names(backbone) -> set[str]:
 # --- loading and identity -------------------------------------------------------------------------
 
 
-def test_loads_the_family_with_identity(backbone, folders: dict[str, Path]) -> None:
+def test_loads_the_family_with_identity(backbone, variant: str, folders: dict[str, Path]) -> None:
     assert isinstance(backbone, Backbone)
+    assert backbone.family == variant.removesuffix("_t5")
     assert isinstance(backbone, FAMILIES[backbone.family])
     identity = backbone.identity()
     assert identity["family"] == backbone.family
-    assert identity["source"] == str(folders[backbone.family].resolve())
+    assert identity["source"] == str(folders[variant].resolve())
     assert Path(identity["source"]).is_absolute()
     assert identity["pipeline_class"] == FAMILIES[backbone.family].pipeline_class
 
@@ -106,13 +116,18 @@ def test_encode_shapes_and_mask(backbone) -> None:
     assert states.dtype == torch.float32 and states.ndim == 3
     assert mask.dtype == torch.bool and mask.shape == states.shape[:2]
     # byte-level vocabulary without merges: BOS + one token per character + EOS
-    assert mask.sum(dim=1).tolist() == [2 + len("acat"), 2 + len("adogonamat")]
-    assert mask[:, 0].all() and not mask[:, -1].any()
     clip_positions = MAX_TOKENS
+    assert mask[:, :clip_positions].sum(dim=1).tolist() == [2 + len("acat"), 2 + len("adogonamat")]
+    assert mask[:, 0].all() and not mask[:, -1].any()
     if backbone.family == "sd3":  # CLIP positions then the T5 positions (zeros without a T5 encoder)
         assert states.shape[1] == clip_positions + backbone.max_sequence_length
-        assert not mask[:, clip_positions:].any()
-        assert torch.all(states[:, clip_positions:] == 0)
+        t5_mask, t5_states = mask[:, clip_positions:], states[:, clip_positions:]
+        if has_t5(backbone):
+            lengths = [len(ids) for ids in backbone.pipe.tokenizer_3(["a cat", "a dog on a mat"]).input_ids]
+            assert t5_mask.sum(dim=1).tolist() == lengths and t5_mask[:, 0].all()
+            assert (t5_states[t5_mask].abs().sum(-1) > 0).all()
+        else:
+            assert not t5_mask.any() and torch.all(t5_states == 0)
     else:
         assert states.shape[1] == clip_positions
 
@@ -155,14 +170,15 @@ def test_text_layers_are_named_linears_of_the_encoders(backbone) -> None:
         component, _, rest = name.partition(".")
         assert component.startswith("text_encoder")
         assert components[component].get_submodule(rest) is module
-    encoders = {name.partition(".")[0] for name, _ in layers}
-    expected = {"sd": {"text_encoder"}}.get(backbone.family, {"text_encoder", "text_encoder_2"})
-    assert encoders == expected
+    encoders = [name.partition(".")[0] for name, _ in layers]
+    expected = {"sd": ["text_encoder"]}.get(backbone.family, ["text_encoder", "text_encoder_2"])
+    expected += ["text_encoder_3"] if has_t5(backbone) else []
+    assert list(dict.fromkeys(encoders)) == expected  # encoder after encoder, in order
 
 
 def test_editing_text_layers_changes_encode(backbone) -> None:
     before, _ = backbone.encode(["a cat"])
-    first_layer = [m for name, m in backbone.text_layers() if ".layers.0." in name]
+    first_layer = [m for name, m in backbone.text_layers() if ".layers.0." in name or ".block.0." in name]
     with zeroed(first_layer):
         after, _ = backbone.encode(["a cat"])
     assert not torch.allclose(before, after)
@@ -221,6 +237,12 @@ def test_too_long_prompt(backbone) -> None:
 def test_longest_allowed_prompt_is_accepted(backbone) -> None:
     states, mask = backbone.encode(["a " * (MAX_TOKENS - 2)])
     assert mask[0, :MAX_TOKENS].all()
+
+
+def test_prompt_limits_per_tokenizer(backbone) -> None:
+    limits = [limit for _, limit in backbone.token_limits()]
+    clip = [MAX_TOKENS] * (1 if backbone.family == "sd" else 2)
+    assert limits == clip + ([backbone.max_sequence_length] if has_t5(backbone) else [])
 
 
 def test_mismatched_prompts_and_seeds(backbone) -> None:

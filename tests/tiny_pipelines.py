@@ -8,6 +8,7 @@ function saves its pipeline with ``save_pretrained(safe_serialization=True)`` an
 from __future__ import annotations
 
 import json
+import string
 import tempfile
 from pathlib import Path
 
@@ -23,10 +24,19 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_TOKENS = 32  # tokenizer model_max_length (77 in real CLIP); one token per character here
+T5_MAX_TOKENS = 512  # as in SD3's T5 tokenizer; the pipeline uses max_sequence_length (256) of them
 TEXT_DIM = 32
 
 
@@ -57,6 +67,13 @@ def tiny_clip_tokenizer(max_tokens: int = MAX_TOKENS) -> CLIPTokenizer:
         (folder / "vocab.json").write_text(json.dumps(byte_level_vocab()), encoding="utf-8")
         (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
         return CLIPTokenizer.from_pretrained(str(folder), model_max_length=max_tokens)
+
+
+def tiny_t5_tokenizer(max_tokens: int = T5_MAX_TOKENS) -> T5Tokenizer:
+    """A unigram T5 tokenizer over single characters ("▁" marks word starts), built from a list in memory."""
+    chars = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(c, -3.0) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_tokens)
 
 
 def _clip_config(tokenizer: CLIPTokenizer, layers: int = 2) -> CLIPTextConfig:
@@ -146,10 +163,11 @@ def build_sdxl(folder: Path, seed: int = 0) -> Path:
     return _save(pipe, folder)
 
 
-def build_sd3(folder: Path, seed: int = 0) -> Path:
-    """SD3: SD3Transformer2DModel + two CLIPTextModelWithProjection; no T5 (text_encoder_3=None)."""
+def build_sd3(folder: Path, seed: int = 0, t5: bool = False) -> Path:
+    """SD3: SD3Transformer2DModel + two CLIPTextModelWithProjection; a tiny T5 encoder only if ``t5``."""
     torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer()
+    tokenizer_3 = tiny_t5_tokenizer() if t5 else None
     transformer = SD3Transformer2DModel(
         sample_size=16,
         patch_size=2,
@@ -170,11 +188,33 @@ def build_sd3(folder: Path, seed: int = 0) -> Path:
         tokenizer=tokenizer,
         text_encoder_2=CLIPTextModelWithProjection(_clip_config(tokenizer)),
         tokenizer_2=tiny_clip_tokenizer(),
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=_tiny_t5(tokenizer_3) if t5 else None,
+        tokenizer_3=tokenizer_3,
         scheduler=FlowMatchEulerDiscreteScheduler(),
     )
     return _save(pipe, folder)
+
+
+def build_sd3_t5(folder: Path, seed: int = 0) -> Path:
+    """SD3 with a one-layer T5 encoder (text_encoder_3) and its tokenizer."""
+    return build_sd3(folder, seed, t5=True)
+
+
+def _tiny_t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
+    """One-layer T5 encoder whose width is the tiny SD3 joint_attention_dim."""
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=2 * TEXT_DIM,
+        d_kv=8,
+        d_ff=37,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return T5EncoderModel(config)
 
 
 def _tiny_vae(**extra) -> AutoencoderKL:
@@ -193,4 +233,4 @@ def _tiny_vae(**extra) -> AutoencoderKL:
     )
 
 
-BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "sd3": build_sd3}
+BUILDERS = {"sd": build_sd, "sdxl": build_sdxl, "sd3": build_sd3, "sd3_t5": build_sd3_t5}

@@ -32,7 +32,7 @@ def family_for_folder(folder: Path) -> str:
 
 
 def load_backbone(model: str | Path) -> Backbone:
-    """"shapeworld" -> the shipped ShapeWorld model; otherwise a local diffusers folder (sd, sdxl, sd3)."""
+    """The shipped ShapeWorld model for "shapeworld", else the local diffusers folder (sd, sdxl, sd3)."""
     if isinstance(model, str) and model == SHAPEWORLD:
         from erasekit.backbones.shapeworld import ShapeWorldBackbone
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from erasekit.utils.io import atomic_dir
 from erasekit.world.data import CaptionPool, build_pool
-from erasekit.world.denoiser import build_unet, images_to_latents, train_scheduler
+from erasekit.world.denoiser import SCHEDULER_CONFIG, build_unet, images_to_latents, train_scheduler, training_target
 from erasekit.world.text_encoder import shared_encoder
 
 
@@ -71,12 +71,15 @@ def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None =
     scheduler = train_scheduler()
     alphas = scheduler.alphas_cumprod
 
-    start, elapsed, running = 0, 0.0, None
+    objective = SCHEDULER_CONFIG["prediction_type"]
+    start, elapsed, running, history = 0, 0.0, None, [{"from_step": 0, "prediction_type": objective}]
     resume = latest_checkpoint(out)
     if resume is not None:
         state = load_checkpoint(resume, {"unet": unet, "ema": ema}, optimizer)
         start, elapsed = state["step"], state["wall_seconds"]
-        running = state.get("loss")
+        running, history = state.get("loss"), state.get("history", [{"from_step": 0, "prediction_type": "epsilon"}])
+        if history[-1]["prediction_type"] != objective:  # a run continued under a new objective says so
+            history.append({"from_step": start, "prediction_type": objective})
         tqdm.write(f"resuming from {resume.name}")
     log = (out / "loss.jsonl").open("a")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="denoiser", unit="step")
@@ -97,7 +100,7 @@ def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None =
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         pred = unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        loss = torch.nn.functional.mse_loss(pred, training_target(latents, noise, a))
 
         lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
         for group in optimizer.param_groups:
@@ -119,10 +122,11 @@ def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None =
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             wall = elapsed + time.time() - t0
             save_checkpoint(out, step + 1, {"unet": unet, "ema": ema}, optimizer,
-                            {"wall_seconds": wall, "config": asdict(config), "loss": running})
+                            {"wall_seconds": wall, "config": asdict(config), "loss": running, "history": history})
     wall = elapsed + time.time() - t0
     card = {"config": asdict(config), "steps": max(start, config.steps), "wall_seconds": round(wall, 1), "final_loss": running,
-            "parameters": sum(p.numel() for p in ema.parameters()), "caption_pool": len(pool.texts)}
+            "parameters": sum(p.numel() for p in ema.parameters()), "caption_pool": len(pool.texts),
+            "objective_history": history}
     if export is not None:
         export_unet(ema, export, card)
     return card

@@ -1,0 +1,64 @@
+"""Properties of the weights that ship inside the package (specs/shapeworld.md quality bars, on small samples)."""
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import run_cli
+
+from erasekit.backbones.loader import load_backbone
+from erasekit.eval.prompts import load_prompts
+from erasekit.world.assets import classifier_dir
+from erasekit.world.captions import short_caption
+from erasekit.world.classifier import heldout_accuracy, load_classifier
+from erasekit.world.factors import VOCAB
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier(classifier_dir())
+
+
+def test_classifier_reads_fresh_renders(classifier):
+    accuracy = heldout_accuracy(classifier, seed=424242, n=3000)
+    assert min(accuracy.values()) >= 0.98, accuracy
+
+
+def test_generated_images_show_what_the_prompt_asks(classifier):
+    backbone = load_backbone("shapeworld")
+    rng = np.random.default_rng(5)
+    triples = [(VOCAB.shape[i % 20], str(rng.choice(VOCAB.colour)), str(rng.choice(VOCAB.pattern))) for i in range(64)]
+    images = backbone.generate([short_caption(*t) for t in triples], list(range(64)))
+    probs = classifier.predict(images)
+    shape = np.mean([VOCAB.shape[p.argmax()] == t[0] for p, t in zip(probs["shape"], triples, strict=True)])
+    colour = np.mean([VOCAB.colour[p.argmax()] == t[1] for p, t in zip(probs["colour"], triples, strict=True)])
+    assert shape >= 0.8 and colour >= 0.85, (shape, colour)
+
+
+def test_evaluate_cli_writes_metrics_and_report(capsys, tmp_path):
+    rows = load_prompts("benchmarks/shapeworld_quality.csv")
+    subset = tmp_path / "subset.csv"
+    lines = open("benchmarks/shapeworld_quality.csv").read().splitlines()
+    keep = [i for i, r in enumerate(rows) if r.group in ("short", "skull_implicit")][::4]
+    subset.write_text("\n".join([lines[0], *(lines[i + 1] for i in keep)]) + "\n")
+    code, _, err = run_cli(capsys, "evaluate", "--prompts", subset, "--out", tmp_path / "eval")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["groups"]) == {"short", "skull_implicit"}
+    assert metrics["overall"]["images"] == len(keep)
+    assert metrics["overall"]["sw_fid"] > 0 and metrics["groups"]["short"]["agree_shape"] >= 0.7
+    assert len(list((tmp_path / "eval" / "images").glob("*.png"))) == len(keep)
+    assert "<table>" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_classify_cli_prints_json_per_image(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "generate", "--prompt", "a red solid square", "--num-images", "2", "--out",
+                           tmp_path / "gen")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "classify", tmp_path / "gen" / "0_0.png", tmp_path / "gen" / "0_1.png")
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result) == 2 and {"shape", "colour", "pattern", "background", "shape_probability"} <= set(result[0])
+    assert sum(r["colour"] == "red" for r in result) >= 1
