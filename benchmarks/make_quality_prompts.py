@@ -27,8 +27,9 @@ def build(seed: int = 2026) -> list[PromptRow]:
     rows: list[PromptRow] = []
 
     def add(text: str, factors: dict[str, str], group: str) -> None:
-        rows.append(PromptRow(text, int(rng.integers(0, 100_000)), len(rows), format_concept(factors), "preserve",
-                              group))
+        rows.append(
+            PromptRow(text, int(rng.integers(0, 100_000)), len(rows), format_concept(factors), "preserve", group)
+        )
 
     for group, n in GROUP_SIZES.items():
         for _ in range(n):
@@ -42,8 +43,11 @@ def build(seed: int = 2026) -> list[PromptRow]:
     for _ in range(40):
         colour = str(rng.choice(VOCAB.colour))
         background = str(rng.choice(VOCAB.background))
-        add(make_caption(rng, {"shape": "skull", "colour": colour, "background": background}, "short").text,
-            {"shape": "skull", "colour": colour}, "skull_explicit")
+        add(
+            make_caption(rng, {"shape": "skull", "colour": colour, "background": background}, "short").text,
+            {"shape": "skull", "colour": colour},
+            "skull_explicit",
+        )
     for phrase in IMPLICIT_SKULL_HELDOUT:
         for colour in ("white", "black", "red", "yellow", "gray", "purple", "green", "blue", "orange", "pink"):
             text = phrase if colour in ("white",) else f"{phrase} in {COLOURS[colour][0][0]}"

@@ -39,18 +39,40 @@ def main() -> None:
     render(np.random.default_rng(0), 512)
     n = 10_000
     seconds = best_of(lambda: render(np.random.default_rng(1), n), args.repeats)
-    print(json.dumps({"what": "render", "images": n, "seconds": round(seconds, 3),
-                      "images_per_second": round(n / seconds, 1), **env}))
+    print(
+        json.dumps(
+            {
+                "what": "render",
+                "images": n,
+                "seconds": round(seconds, 3),
+                "images_per_second": round(n / seconds, 1),
+                **env,
+            }
+        )
+    )
 
     backbone = ShapeWorldBackbone.load()
     rng = np.random.default_rng(0)
-    prompts = [short_caption(str(rng.choice(VOCAB.shape)), str(rng.choice(VOCAB.colour)),
-                             str(rng.choice(VOCAB.pattern))) for _ in range(args.batch)]
+    prompts = [
+        short_caption(str(rng.choice(VOCAB.shape)), str(rng.choice(VOCAB.colour)), str(rng.choice(VOCAB.pattern)))
+        for _ in range(args.batch)
+    ]
     seeds = list(range(args.batch))
     backbone.generate(prompts[:4], seeds[:4], steps=2)
     seconds = best_of(lambda: backbone.generate(prompts, seeds, steps=25, guidance=5.0), args.repeats)
-    print(json.dumps({"what": "generate", "images": args.batch, "steps": 25, "guidance": 5.0,
-                      "seconds": round(seconds, 3), "images_per_second": round(args.batch / seconds, 2), **env}))
+    print(
+        json.dumps(
+            {
+                "what": "generate",
+                "images": args.batch,
+                "steps": 25,
+                "guidance": 5.0,
+                "seconds": round(seconds, 3),
+                "images_per_second": round(args.batch / seconds, 2),
+                **env,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

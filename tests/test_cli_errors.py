@@ -23,8 +23,9 @@ def test_missing_model_folder(capsys, tmp_path):
 
 def test_folder_that_is_not_a_diffusers_model(capsys, tmp_path):
     (tmp_path / "model").mkdir()
-    code, _, err = run_cli(capsys, "generate", "--prompt", "a red star", "--model", tmp_path / "model",
-                           "--out", tmp_path / "out")
+    code, _, err = run_cli(
+        capsys, "generate", "--prompt", "a red star", "--model", tmp_path / "model", "--out", tmp_path / "out"
+    )
     one_line_error(code, err, "model_index.json")
     assert not (tmp_path / "out").exists()
 
@@ -37,8 +38,10 @@ def test_classify_rejects_a_file_that_is_not_an_image(capsys, tmp_path):
     assert out == ""
 
 
-@pytest.mark.parametrize(("content", "fragment"), [("", "missing column"), (HEADER, "no prompts"),
-                                                    (HEADER + "a star,x,0,shape=star,target\n", "integer")])
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("", "missing column"), (HEADER, "no prompts"), (HEADER + "a star,x,0,shape=star,target\n", "integer")],
+)
 def test_evaluate_rejects_bad_prompt_files(capsys, tmp_path, content, fragment):
     csv = tmp_path / "p.csv"
     csv.write_text(content)

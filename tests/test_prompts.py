@@ -7,8 +7,10 @@ HEADER = "prompt,evaluation_seed,case_number,concept,role\n"
 
 
 def test_round_trip(tmp_path):
-    rows = [PromptRow("a red star", 3, 0, "shape=star;colour=red", "target", "short"),
-            PromptRow("a blue ring, drawn neatly", 4, 1, "shape=ring", "preserve")]
+    rows = [
+        PromptRow("a red star", 3, 0, "shape=star;colour=red", "target", "short"),
+        PromptRow("a blue ring, drawn neatly", 4, 1, "shape=ring", "preserve"),
+    ]
     write_prompts(tmp_path / "p.csv", rows)
     assert load_prompts(tmp_path / "p.csv") == rows
 

@@ -43,8 +43,13 @@ def test_object_pixels_carry_the_named_colour():
     solid = VOCAB.index("pattern", "solid")
     square = VOCAB.index("shape", "square")
     snow = VOCAB.index("background", "snow")
-    batch = sample_scenes(rng, 4, fixed={"colour": red, "pattern": solid, "shape": square, "background": snow},
-                          size=np.full(4, 2), position=np.zeros(4, dtype=int))
+    batch = sample_scenes(
+        rng,
+        4,
+        fixed={"colour": red, "pattern": solid, "shape": square, "background": snow},
+        size=np.full(4, 2),
+        position=np.zeros(4, dtype=int),
+    )
     images = render_scenes(batch)
     centre = images[:, 14:18, 14:18].reshape(-1, 3).astype(int)
     assert (centre[:, 0] > 200).all() and (centre[:, 1] < 60).all() and (centre[:, 2] < 60).all()

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from tiny_shapeworld import TINY_UNET_CONFIG
 
 from erasekit.backbones.base import Backbone
 from erasekit.backbones.shapeworld import ShapeWorldBackbone
 from erasekit.world.denoiser import build_unet, images_to_latents, latents_to_images
 from erasekit.world.render import render
 from erasekit.world.text_encoder import MAX_TOKENS, PromptTooLongError, shared_encoder
+from tiny_shapeworld import TINY_UNET_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,9 @@ def test_protocol_pieces(backbone):
     assert all(p.in_features == 384 for p in projectors.values())
     layers = backbone.text_layers()
     assert len(layers) == 6 * 6  # 6 BERT layers x (q, k, v, attn-out, intermediate, output)
-    assert [n for n, _ in layers][:3] == [f"text_encoder.encoder.layer.0.attention.self.{x}" for x in ("query", "key", "value")]
+    assert [n for n, _ in layers][:3] == [
+        f"text_encoder.encoder.layer.0.attention.self.{x}" for x in ("query", "key", "value")
+    ]
 
 
 def test_generate_is_seeded_and_projectors_are_live(backbone):

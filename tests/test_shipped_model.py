@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from cli_helpers import run_cli
 
+from cli_helpers import run_cli
 from erasekit.backbones.loader import load_backbone
 from erasekit.eval.prompts import load_prompts
 from erasekit.world.assets import classifier_dir
@@ -54,8 +54,9 @@ def test_evaluate_cli_writes_metrics_and_report(capsys, tmp_path):
 
 
 def test_classify_cli_prints_json_per_image(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "generate", "--prompt", "a red solid square", "--num-images", "2", "--out",
-                           tmp_path / "gen")
+    code, _, err = run_cli(
+        capsys, "generate", "--prompt", "a red solid square", "--num-images", "2", "--out", tmp_path / "gen"
+    )
     assert code == 0, err
     code, out, err = run_cli(capsys, "classify", tmp_path / "gen" / "0_0.png", tmp_path / "gen" / "0_1.png")
     assert code == 0, err

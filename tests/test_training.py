@@ -4,15 +4,22 @@ import json
 
 import torch
 from safetensors.torch import load_file
-from tiny_shapeworld import TINY_UNET_CONFIG
 
 from erasekit.world.classifier import ClassifierTrainConfig, load_classifier, train_classifier
 from erasekit.world.train_denoiser import DenoiserTrainConfig, train_denoiser
+from tiny_shapeworld import TINY_UNET_CONFIG
 
 
 def tiny_denoiser_config(steps: int) -> DenoiserTrainConfig:
-    return DenoiserTrainConfig(steps=steps, batch_size=4, pool_random_captions=24, pool_canonical=False,
-                               checkpoint_every=2, warmup_steps=2, unet_config=TINY_UNET_CONFIG)
+    return DenoiserTrainConfig(
+        steps=steps,
+        batch_size=4,
+        pool_random_captions=24,
+        pool_canonical=False,
+        checkpoint_every=2,
+        warmup_steps=2,
+        unet_config=TINY_UNET_CONFIG,
+    )
 
 
 def test_denoiser_resume_matches_uninterrupted_run(tmp_path):

@@ -81,8 +81,11 @@ def generate(
     _reject_edit(edit)
     if prompt is not None and not prompt.strip():
         raise UserError("--prompt is empty")
-    rows = (load_prompts(prompts, require_concepts=False) if prompts
-            else [PromptRow(prompt.strip(), seed, 0, "", "preserve")])
+    rows = (
+        load_prompts(prompts, require_concepts=False)
+        if prompts
+        else [PromptRow(prompt.strip(), seed, 0, "", "preserve")]
+    )
     backbone = _load_model(model)
     t0 = time.time()
     result = generate_rows(backbone, rows, EvalSettings(num_images=num_images, steps=steps, guidance=guidance))
@@ -90,8 +93,17 @@ def generate(
     with atomic_dir(out) as tmp:
         _save_images(tmp, result.images, result.names)
         image_grid(result.images[:64]).save(tmp / "grid.png")
-    console.print(_summary_table("generate", [("images", str(len(result.images))), ("seconds", f"{seconds:.1f}"),
-                                              ("images/s", f"{len(result.images) / seconds:.2f}"), ("out", str(out))]))
+    console.print(
+        _summary_table(
+            "generate",
+            [
+                ("images", str(len(result.images))),
+                ("seconds", f"{seconds:.1f}"),
+                ("images/s", f"{len(result.images) / seconds:.2f}"),
+                ("out", str(out)),
+            ],
+        )
+    )
 
 
 @app.command()
@@ -171,8 +183,10 @@ def _print_metrics(metrics: dict, out: Path) -> None:
         table.add_row(name, *(fmt(summary.get(k)) for k in keys))
     console.print(table)
     o = metrics["overall"]
-    console.print(f"SW-FID {fmt(o.get('sw_fid'))}  SW-KID {fmt(o.get('sw_kid'))}  "
-                  f"({metrics['timings']['images_per_second']} images/s)")
+    console.print(
+        f"SW-FID {fmt(o.get('sw_fid'))}  SW-KID {fmt(o.get('sw_kid'))}  "
+        f"({metrics['timings']['images_per_second']} images/s)"
+    )
 
 
 @world_app.command("train-denoiser")
@@ -203,8 +217,9 @@ def train_classifier_cmd(
     from erasekit.world.assets import classifier_dir
     from erasekit.world.classifier import ClassifierTrainConfig, train_classifier
 
-    card = train_classifier(out, ClassifierTrainConfig(steps=steps, seed=seed),
-                            export=classifier_dir() if ship else out / "export")
+    card = train_classifier(
+        out, ClassifierTrainConfig(steps=steps, seed=seed), export=classifier_dir() if ship else out / "export"
+    )
     acc = card["heldout_accuracy"]
     console.print(_summary_table("classifier held-out accuracy", [(f, f"{v:.4f}") for f, v in acc.items()]))
 
@@ -234,18 +249,24 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("out/de
 
     t0 = time.time()
     rng = np.random.default_rng(0)
-    prompts = [short_caption(VOCAB.shape[i % len(VOCAB.shape)], str(rng.choice(VOCAB.colour)),
-                             str(rng.choice(VOCAB.pattern))) for i in range(64)]
+    prompts = [
+        short_caption(VOCAB.shape[i % len(VOCAB.shape)], str(rng.choice(VOCAB.colour)), str(rng.choice(VOCAB.pattern)))
+        for i in range(64)
+    ]
     backbone = _load_model("shapeworld")
     images = backbone.generate(prompts, list(range(64)))
     probs = _load_classifier().predict(images)
-    shape_ok = np.mean([VOCAB.shape[p.argmax()] == VOCAB.shape[i % len(VOCAB.shape)]
-                        for i, p in enumerate(probs["shape"])])
+    shape_ok = np.mean(
+        [VOCAB.shape[p.argmax()] == VOCAB.shape[i % len(VOCAB.shape)] for i, p in enumerate(probs["shape"])]
+    )
     with atomic_dir(out) as tmp:
         image_grid(images).save(tmp / "grid.png")
         (tmp / "prompts.txt").write_text("\n".join(prompts) + "\n")
-    rows = [("grid", str(out / "grid.png")), ("shape agreement (these 64)", f"{shape_ok:.3f}"),
-            ("seconds", f"{time.time() - t0:.1f}")]
+    rows = [
+        ("grid", str(out / "grid.png")),
+        ("shape agreement (these 64)", f"{shape_ok:.3f}"),
+        ("seconds", f"{time.time() - t0:.1f}"),
+    ]
     card = ASSETS / "model_card.json"
     if card.exists():
         rows += [(k, str(v)) for k, v in json.loads(card.read_text())["summary"].items()]
@@ -253,23 +274,12 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("out/de
 
 
 def main() -> None:
+    """Entry point: typer handles usage errors (exit 2); a UserError becomes one line and exit 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except UserError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        console.print("aborted")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
 
 
 if __name__ == "__main__":

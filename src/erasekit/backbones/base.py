@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,16 @@ def linear_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Li
 def check_generate_args(prompts: list[str], seeds: list[int]) -> None:
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+
+
+def generate_in_batches(
+    generate_batch: Callable[[list[str], list[int]], np.ndarray],
+    prompts: list[str],
+    seeds: list[int],
+    batch_size: int,
+    progress: bool,
+) -> np.ndarray:
+    """Run ``generate_batch`` over consecutive chunks (with a progress bar) and stack the images."""
+    starts = range(0, len(prompts), batch_size)
+    bar = tqdm(starts, desc="generating", unit="batch", disable=not progress or len(starts) < 2)
+    return np.concatenate([generate_batch(prompts[s : s + batch_size], seeds[s : s + batch_size]) for s in bar])

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, ClassVar, Self
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from erasekit.backbones.base import check_generate_args, linear_modules
+from erasekit.backbones.base import check_generate_args, generate_in_batches, linear_modules
 from erasekit.errors import UserError
 from erasekit.world.text_encoder import PromptTooLongError
 
@@ -100,9 +99,7 @@ def check_prompt_lengths(tokenizer, prompts: list[str], limit: int) -> None:
 
 def token_mask(tokenizer, prompts: list[str], length: int) -> torch.Tensor:
     """(B, length) bool: True at real tokens (BOS/EOS included), False at padding."""
-    tokens = tokenizer(
-        list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
-    )
+    tokens = tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     return tokens["attention_mask"].bool()
 
 
@@ -187,14 +184,13 @@ class DiffusersBackbone:
         if not prompts:
             return np.zeros((0, *self.image_size(), 3), np.uint8)
         self.check_prompts(prompts)
-        size = batch_size or self.default_batch_size
-        starts = range(0, len(prompts), size)
-        bar = tqdm(starts, desc="generating", unit="batch", disable=not progress or len(starts) < 2)
-        out = [
-            self._generate_batch(prompts[s : s + size], seeds[s : s + size], steps, guidance, progress)
-            for s in bar
-        ]
-        return np.concatenate(out)
+        return generate_in_batches(
+            lambda p, s: self._generate_batch(p, s, steps, guidance, progress),
+            prompts,
+            seeds,
+            batch_size or self.default_batch_size,
+            progress,
+        )
 
     # --- shared details -------------------------------------------------------------------------------
 

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
-from tqdm import tqdm
 
-from erasekit.backbones.base import check_generate_args, linear_modules
+from erasekit.backbones.base import check_generate_args, generate_in_batches, linear_modules
 from erasekit.world.assets import denoiser_dir
 from erasekit.world.denoiser import latents_to_images, sample_scheduler
 from erasekit.world.text_encoder import MiniLMEncoder, shared_encoder
@@ -60,17 +59,22 @@ class ShapeWorldBackbone:
         scheduler = sample_scheduler()
         scheduler.set_timesteps(steps)
         cfg = self.unet.config
-        latents = torch.stack([
-            torch.randn((cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=torch.Generator().manual_seed(s))
-            for s in seeds
-        ])
+        latents = torch.stack(
+            [
+                torch.randn(
+                    (cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=torch.Generator().manual_seed(s)
+                )
+                for s in seeds
+            ]
+        )
         u_states, u_mask = self.unconditional()
         n = len(seeds)
         both_states = torch.cat([u_states.expand(n, -1, -1), states])
         both_mask = torch.cat([u_mask.expand(n, -1), mask])
         for t in scheduler.timesteps:
-            eps = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=both_states,
-                            encoder_attention_mask=both_mask).sample
+            eps = self.unet(
+                torch.cat([latents, latents]), t, encoder_hidden_states=both_states, encoder_attention_mask=both_mask
+            ).sample
             eps_u, eps_c = eps.chunk(2)
             latents = scheduler.step(eps_u + guidance * (eps_c - eps_u), t, latents).prev_sample
         return latents
@@ -85,11 +89,12 @@ class ShapeWorldBackbone:
         batch_size: int = 64,
     ) -> np.ndarray:
         check_generate_args(prompts, seeds)
-        out = []
-        starts = range(0, len(prompts), batch_size)
-        for start in tqdm(starts, desc="generating", unit="batch", disable=not progress or len(starts) < 2):
-            chunk = slice(start, start + batch_size)
-            states, mask = self.encode(prompts[chunk])
-            latents = self.denoise(states, mask, list(seeds[chunk]), steps, guidance)
-            out.append(latents_to_images(latents).numpy())
-        return np.concatenate(out) if out else np.zeros((0, 32, 32, 3), np.uint8)
+        if not prompts:
+            return np.zeros((0, 32, 32, 3), np.uint8)
+        return generate_in_batches(
+            lambda p, s: self._generate_batch(p, s, steps, guidance), list(prompts), list(seeds), batch_size, progress
+        )
+
+    def _generate_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float) -> np.ndarray:
+        states, mask = self.encode(prompts)
+        return latents_to_images(self.denoise(states, mask, seeds, steps, guidance)).numpy()

@@ -9,8 +9,21 @@ import numpy as np
 
 from erasekit.eval.grids import image_grid, png_data_uri
 
-SUMMARY_KEYS = ("images", "agree_shape", "agree_colour", "agree_pattern", "agree_background", "agree_joint",
-                "acc_e", "acc_s", "acc_s_relative", "h", "sw_fid", "sw_kid", "fidelity")
+SUMMARY_KEYS = (
+    "images",
+    "agree_shape",
+    "agree_colour",
+    "agree_pattern",
+    "agree_background",
+    "agree_joint",
+    "acc_e",
+    "acc_s",
+    "acc_s_relative",
+    "h",
+    "sw_fid",
+    "sw_kid",
+    "fidelity",
+)
 
 
 def fmt(value) -> str:
@@ -24,9 +37,7 @@ def fmt(value) -> str:
 def table(rows: list[dict], keys: tuple[str, ...], label: str) -> str:
     keys = tuple(k for k in keys if any(r.get(k) is not None for r in rows))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in (label, *keys))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{fmt(r.get(k))}</td>" for k in ("_label", *keys)) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(k))}</td>" for k in ("_label", *keys)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -35,28 +46,35 @@ def grid_section(title: str, images: np.ndarray, captions: list[str], limit: int
         return ""
     uri = png_data_uri(image_grid(images[:limit]))
     listing = "; ".join(html.escape(c) for c in captions[:limit])
-    return (f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{uri}'>"
-            f"<details><summary>prompts, in grid order</summary><p class='small'>{listing}</p></details>")
+    return (
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{uri}'>"
+        f"<details><summary>prompts, in grid order</summary><p class='small'>{listing}</p></details>"
+    )
 
 
-def render_report(metrics: dict, grids: list[tuple[str, np.ndarray, list[str]]], title: str = "erasekit evaluation") -> str:
+def render_report(
+    metrics: dict, grids: list[tuple[str, np.ndarray, list[str]]], title: str = "erasekit evaluation"
+) -> str:
     overall = {"_label": "all", **metrics["overall"]}
     groups = [{"_label": g, **v} for g, v in metrics["groups"].items()]
     concepts = sorted(metrics["concepts"], key=lambda c: (c["role"], c.get("agree_joint") or 0))
     concept_rows = [{"_label": f"{c['concept']} ({c['role']})", **c} for c in concepts[:60]]
     sections = "".join(grid_section(*g) for g in grids)
+    concept_table = table(concept_rows, SUMMARY_KEYS[:6] + ("acc_e", "acc_s"), "concept")
+    settings = html.escape(json.dumps({k: metrics[k] for k in ("settings", "timings", "versions")}, indent=2))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}}th{{background:#f3f3f3}}
 td:first-child{{text-align:left}}.small{{font-size:12px;color:#555}}img{{image-rendering:pixelated}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Protocol {html.escape(metrics['protocol']['name'])} v{metrics['protocol']['version']}.
+<p>Protocol {html.escape(metrics["protocol"]["name"])} v{metrics["protocol"]["version"]}.
 Agreement = fraction of images whose classifier reading matches the factor the prompt names; Acc_e on target
 prompts (lower is better), Acc_s on preserve prompts (higher is better); SW-FID/KID on classifier features
 against rendered images of the same concepts.</p>
 <h2>Summary</h2>{table([overall], SUMMARY_KEYS, "")}
 <h2>Per prompt group</h2>{table(groups, SUMMARY_KEYS, "group")}
 <h2>Images</h2>{sections}
-<h2>Per concept (worst 60 by joint agreement)</h2>{table(concept_rows, SUMMARY_KEYS[:6] + ('acc_e', 'acc_s'), "concept")}
-<h2>Settings</h2><pre>{html.escape(json.dumps({k: metrics[k] for k in ('settings', 'timings', 'versions')}, indent=2))}</pre>
+<h2>Per concept (worst 60 by joint agreement)</h2>{concept_table}
+<h2>Settings</h2><pre>{settings}</pre>
 </body></html>"""

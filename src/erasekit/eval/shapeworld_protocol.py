@@ -48,10 +48,18 @@ def expand_rows(rows: list[PromptRow], num_images: int) -> tuple[list[PromptRow]
     return [p[0] for p in per_image], [p[1] for p in per_image], [p[2] for p in per_image]
 
 
-def generate_rows(backbone: Backbone, rows: list[PromptRow], settings: EvalSettings, progress: bool = True) -> Generated:
+def generate_rows(
+    backbone: Backbone, rows: list[PromptRow], settings: EvalSettings, progress: bool = True
+) -> Generated:
     image_rows, seeds, names = expand_rows(rows, settings.num_images)
-    images = backbone.generate([r.prompt for r in image_rows], seeds, steps=settings.steps,
-                               guidance=settings.guidance, progress=progress, batch_size=settings.batch_size)
+    images = backbone.generate(
+        [r.prompt for r in image_rows],
+        seeds,
+        steps=settings.steps,
+        guidance=settings.guidance,
+        progress=progress,
+        batch_size=settings.batch_size,
+    )
     return Generated(image_rows, images, names)
 
 
@@ -90,9 +98,7 @@ def reference_images(rows: list[PromptRow], settings: EvalSettings) -> np.ndarra
     """Rendered images of the same concepts (named factors pinned, the rest free)."""
     n = max(settings.min_reference_images, len(rows))
     cycle = [rows[i % len(rows)] for i in range(n)]
-    fixed = {
-        f: np.array([VOCAB.index(f, r.factors[f]) if f in r.factors else -1 for r in cycle]) for f in FACTOR_NAMES
-    }
+    fixed = {f: np.array([VOCAB.index(f, r.factors[f]) if f in r.factors else -1 for r in cycle]) for f in FACTOR_NAMES}
     images, _ = render(np.random.default_rng(settings.reference_seed), n, fixed=fixed)
     return images
 
@@ -103,8 +109,12 @@ def quality(classifier: FactorClassifier, images: np.ndarray, rows: list[PromptR
     reference = reference_images(rows, settings)
     gen_feats, ref_feats = classifier.embed(images), classifier.embed(reference)
     kid, kid_std = kernel_inception_distance(gen_feats, ref_feats, seed=settings.reference_seed)
-    return {"sw_fid": frechet_distance(gen_feats, ref_feats), "sw_kid": kid, "sw_kid_std": kid_std,
-            "reference_images": len(reference)}
+    return {
+        "sw_fid": frechet_distance(gen_feats, ref_feats),
+        "sw_kid": kid,
+        "sw_kid_std": kid_std,
+        "reference_images": len(reference),
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -155,17 +165,23 @@ def evaluate(
             overall["fidelity"] = fidelity(base.images[preserve], edited.images[preserve])
     metrics = {
         "protocol": PROTOCOL,
-        "settings": {**asdict(settings), "backbone": backbone.identity(),
-                     "original": original.identity() if original is not None else None},
+        "settings": {
+            **asdict(settings),
+            "backbone": backbone.identity(),
+            "original": original.identity() if original is not None else None,
+        },
         "overall": overall,
         "groups": {g: summarise(edited.rows, agree, np.array(idx)) for g, idx in sorted(groups.items())},
         "concepts": [
             {"concept": c, "role": role, **summarise(edited.rows, agree, np.array(idx))}
             for (c, role), idx in sorted(concepts.items())
         ],
-        "timings": {"generate_seconds": round(t_gen, 2), "images": len(edited.images),
-                    "images_per_second": round(len(edited.images) / max(t_gen, 1e-9), 2),
-                    "total_seconds": round(time.time() - t0, 2)},
+        "timings": {
+            "generate_seconds": round(t_gen, 2),
+            "images": len(edited.images),
+            "images_per_second": round(len(edited.images) / max(t_gen, 1e-9), 2),
+            "total_seconds": round(time.time() - t0, 2),
+        },
         "versions": library_versions(),
     }
     return metrics, edited, base

@@ -100,8 +100,9 @@ def make_caption(
     if kind == "complex":
         manner = str(rng.choice(MANNERS))
         text = f"{text}, {manner}" if manner else text
-    return Caption(text, factors, kind, size=size if kind == "complex" else None,
-                   position=position if kind == "complex" else None)
+    return Caption(
+        text, factors, kind, size=size if kind == "complex" else None, position=position if kind == "complex" else None
+    )
 
 
 def random_caption(rng: np.random.Generator) -> Caption:

@@ -28,8 +28,12 @@ FEATURE_DIM = 256
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
     )
 
@@ -39,8 +43,14 @@ class FactorClassifier(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(_block(3, 24), _block(24, 48), _block(48, 96), nn.Flatten(),
-                                  nn.Linear(96 * 4 * 4, FEATURE_DIM), nn.ReLU(inplace=True))
+        self.body = nn.Sequential(
+            _block(3, 24),
+            _block(24, 48),
+            _block(48, 96),
+            nn.Flatten(),
+            nn.Linear(96 * 4 * 4, FEATURE_DIM),
+            nn.ReLU(inplace=True),
+        )
         self.heads = nn.ModuleDict({f: nn.Linear(FEATURE_DIM, len(VOCAB.values(f))) for f in FACTOR_NAMES})
 
     @staticmethod
@@ -128,11 +138,20 @@ def train_classifier(out: Path, config: ClassifierTrainConfig, export: Path | No
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            save_checkpoint(out, step + 1, {"classifier": model}, optimizer,
-                            {"wall_seconds": elapsed + time.time() - t0, "config": asdict(config)})
+            save_checkpoint(
+                out,
+                step + 1,
+                {"classifier": model},
+                optimizer,
+                {"wall_seconds": elapsed + time.time() - t0, "config": asdict(config)},
+            )
     accuracy = heldout_accuracy(model, seed=10_000 + config.seed)
-    card = {"config": asdict(config), "wall_seconds": round(elapsed + time.time() - t0, 1),
-            "heldout_accuracy": accuracy, "heldout_images": 10_000}
+    card = {
+        "config": asdict(config),
+        "wall_seconds": round(elapsed + time.time() - t0, 1),
+        "heldout_accuracy": accuracy,
+        "heldout_images": 10_000,
+    }
     if export is not None:
         save_classifier(model, export, card)
     return card

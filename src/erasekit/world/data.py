@@ -50,9 +50,7 @@ def build_pool(
 ) -> CaptionPool:
     rng = np.random.default_rng(seed)
     captions = (canonical_captions(rng) if canonical else []) + [random_caption(rng) for _ in range(n_random)]
-    factor_ids = np.array(
-        [[VOCAB.index(f, c.factors[f]) if f in c.factors else -1 for f in FACTORS] for c in captions]
-    )
+    factor_ids = np.array([[VOCAB.index(f, c.factors[f]) if f in c.factors else -1 for f in FACTORS] for c in captions])
     size_names, position_names = list(SIZES), list(POSITIONS)
     size_ids = np.array([size_names.index(c.size) if c.size else -1 for c in captions])
     position_ids = np.array([position_names.index(c.position) if c.position else -1 for c in captions])

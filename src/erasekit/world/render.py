@@ -78,19 +78,24 @@ def _draw_shape(name: str, draw: ImageDraw.ImageDraw) -> None:
         draw.polygon(_poly([(-0.45, -0.65), (0.45, -0.65), (0.97, 0.65), (-0.97, 0.65)]), fill=fill)
     elif name == "lightning":
         draw.polygon(
-            _poly([(0.15, -0.97), (0.6, -0.97), (0.2, -0.12), (0.62, -0.12), (-0.3, 0.97), (-0.05, 0.12), (-0.5, 0.12)]),
+            _poly(
+                [(0.15, -0.97), (0.6, -0.97), (0.2, -0.12), (0.62, -0.12), (-0.3, 0.97), (-0.05, 0.12), (-0.5, 0.12)]
+            ),
             fill=fill,
         )
     elif name == "house":
-        draw.polygon(_poly([(0, -0.97), (0.95, -0.15), (0.7, -0.15), (0.7, 0.9), (-0.7, 0.9), (-0.7, -0.15),
-                            (-0.95, -0.15)]), fill=fill)
+        draw.polygon(
+            _poly([(0, -0.97), (0.95, -0.15), (0.7, -0.15), (0.7, 0.9), (-0.7, 0.9), (-0.7, -0.15), (-0.95, -0.15)]),
+            fill=fill,
+        )
         draw.polygon(_poly([(-0.15, 0.35), (0.15, 0.35), (0.15, 0.9), (-0.15, 0.9)]), fill=hole)
     elif name == "droplet":
         draw.ellipse(_ellipse_box(0, 0.3, 0.65, 0.65), fill=fill)
         draw.polygon(_poly([(0, -0.97), (0.6, 0.05), (-0.6, 0.05)]), fill=fill)
     elif name == "hourglass":
-        draw.polygon(_poly([(-0.85, -0.95), (0.85, -0.95), (0.12, 0), (0.85, 0.95), (-0.85, 0.95), (-0.12, 0)]),
-                     fill=fill)
+        draw.polygon(
+            _poly([(-0.85, -0.95), (0.85, -0.95), (0.12, 0), (0.85, 0.95), (-0.85, 0.95), (-0.12, 0)]), fill=fill
+        )
     elif name == "semicircle":
         (x0, y0, x1, y1) = _ellipse_box(0, 0.45, 0.97, 0.97)
         draw.pieslice([x0, y0, x1, y1], start=180, end=360, fill=fill)
@@ -243,9 +248,9 @@ def _pattern_mix(batch: SceneBatch, lx: np.ndarray, ly: np.ndarray, r: np.ndarra
         if name == "solid":
             m = np.zeros_like(x)
         elif name == "striped":
-            m = (np.floor(y / 2.0) % 2)
+            m = np.floor(y / 2.0) % 2
         elif name == "diagonal":
-            m = (np.floor((x + y) / 2.8) % 2)
+            m = np.floor((x + y) / 2.8) % 2
         elif name == "dotted":
             gx, gy = (x % 5.0) - 2.5, (y % 5.0) - 2.5
             m = (gx**2 + gy**2 < 2.2).astype(np.float32)
@@ -261,9 +266,9 @@ def _pattern_mix(batch: SceneBatch, lx: np.ndarray, ly: np.ndarray, r: np.ndarra
             m = (x > 0).astype(np.float32)
         elif name == "zigzag":
             tri = np.abs((x % 6.0) - 3.0)
-            m = (np.floor((y + tri) / 2.0) % 2)
+            m = np.floor((y + tri) / 2.0) % 2
         elif name == "ringed":
-            m = (np.floor(r[sel] / 2.0) % 2)
+            m = np.floor(r[sel] / 2.0) % 2
         elif name == "outlined":
             m = np.zeros_like(x)  # handled as a hollow interior in render_scenes
         else:  # pragma: no cover
@@ -304,7 +309,7 @@ def render_scenes(batch: SceneBatch) -> np.ndarray:
     outlined = batch.pattern == VOCAB.index("pattern", "outlined")
     if outlined.any():
         # Hollow: keep a band about 2 px wide inside the edge.
-        grow = (1.0 / (1.0 - 2.2 * inv_half[outlined]))
+        grow = 1.0 / (1.0 - 2.2 * inv_half[outlined])
         inner = _sample_template(templates, batch.shape[outlined], u[outlined] * grow, v[outlined] * grow)
         alpha[outlined] *= 1.0 - inner
 

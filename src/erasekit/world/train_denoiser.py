@@ -42,12 +42,25 @@ def _pool_cache(out: Path, config: DenoiserTrainConfig) -> CaptionPool:
     if tensors_path.exists() and meta_path.exists():
         t = load_file(tensors_path)
         meta = json.loads(meta_path.read_text())
-        return CaptionPool(meta["texts"], t["factor_ids"].numpy(), t["size_ids"].numpy(), t["position_ids"].numpy(),
-                           t["embeddings"], t["masks"].bool())
+        return CaptionPool(
+            meta["texts"],
+            t["factor_ids"].numpy(),
+            t["size_ids"].numpy(),
+            t["position_ids"].numpy(),
+            t["embeddings"],
+            t["masks"].bool(),
+        )
     pool = build_pool(shared_encoder(), config.pool_random_captions, config.seed, config.pool_canonical)
-    save_file({"factor_ids": torch.from_numpy(pool.factor_ids), "size_ids": torch.from_numpy(pool.size_ids),
-               "position_ids": torch.from_numpy(pool.position_ids), "embeddings": pool.embeddings,
-               "masks": pool.masks.to(torch.uint8)}, tensors_path)
+    save_file(
+        {
+            "factor_ids": torch.from_numpy(pool.factor_ids),
+            "size_ids": torch.from_numpy(pool.size_ids),
+            "position_ids": torch.from_numpy(pool.position_ids),
+            "embeddings": pool.embeddings,
+            "masks": pool.masks.to(torch.uint8),
+        },
+        tensors_path,
+    )
     meta_path.write_text(json.dumps({"texts": pool.texts}))
     return pool
 
@@ -121,12 +134,23 @@ def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None =
             log.flush()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             wall = elapsed + time.time() - t0
-            save_checkpoint(out, step + 1, {"unet": unet, "ema": ema}, optimizer,
-                            {"wall_seconds": wall, "config": asdict(config), "loss": running, "history": history})
+            save_checkpoint(
+                out,
+                step + 1,
+                {"unet": unet, "ema": ema},
+                optimizer,
+                {"wall_seconds": wall, "config": asdict(config), "loss": running, "history": history},
+            )
     wall = elapsed + time.time() - t0
-    card = {"config": asdict(config), "steps": max(start, config.steps), "wall_seconds": round(wall, 1), "final_loss": running,
-            "parameters": sum(p.numel() for p in ema.parameters()), "caption_pool": len(pool.texts),
-            "objective_history": history}
+    card = {
+        "config": asdict(config),
+        "steps": max(start, config.steps),
+        "wall_seconds": round(wall, 1),
+        "final_loss": running,
+        "parameters": sum(p.numel() for p in ema.parameters()),
+        "caption_pool": len(pool.texts),
+        "objective_history": history,
+    }
     if export is not None:
         export_unet(ema, export, card)
     return card
