@@ -43,3 +43,13 @@ def test_classifier_trains_resumes_and_exports(tmp_path):
     assert set(card["heldout_accuracy"]) == {"shape", "colour", "pattern", "background"}
     model = load_classifier(tmp_path / "export")
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_denoiser_continues_from_an_exported_model(tmp_path):
+    train_denoiser(tmp_path / "first", tiny_denoiser_config(2), export=tmp_path / "export")
+    card = train_denoiser(tmp_path / "second", tiny_denoiser_config(4), init_from=tmp_path / "export")
+    assert card["steps"] == 4
+    assert (
+        card["objective_history"][-1]["from_step"] == 2 and "fresh optimizer" in card["objective_history"][-1]["note"]
+    )
+    assert not (tmp_path / "second" / "step-00000002").exists() and (tmp_path / "second" / "step-00000004").exists()

@@ -196,13 +196,19 @@ def train_denoiser_cmd(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     seed: Annotated[int, typer.Option()] = 0,
     ship: Annotated[bool, typer.Option(help="export the EMA weights into the package's assets")] = False,
+    continue_shipped: Annotated[
+        bool, typer.Option(help="start from the shipped weights (when --out has no checkpoint yet)")
+    ] = False,
 ) -> None:
-    """Train the ShapeWorld denoiser (checkpoints every 250 steps; resumes automatically)."""
+    """Train the ShapeWorld denoiser (checkpoints every 100 steps; resumes automatically)."""
     from erasekit.world.assets import denoiser_dir
     from erasekit.world.train_denoiser import DenoiserTrainConfig, train_denoiser
 
     config = DenoiserTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
-    card = train_denoiser(out, config, export=denoiser_dir() if ship else out / "export")
+    init = denoiser_dir() if continue_shipped else None
+    if init is not None and not (init / "training.json").exists():
+        raise UserError("no shipped denoiser to continue from")
+    card = train_denoiser(out, config, export=denoiser_dir() if ship else out / "export", init_from=init)
     console.print(_summary_table("denoiser", [(k, str(v)) for k, v in card.items() if k != "config"]))
 
 

@@ -72,7 +72,14 @@ def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
         (tmp / "training.json").write_text(json.dumps(card, indent=2))
 
 
-def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None = None) -> dict:
+def train_denoiser(
+    out: Path, config: DenoiserTrainConfig, export: Path | None = None, init_from: Path | None = None
+) -> dict:
+    """Train (or resume from the latest checkpoint in ``out``).
+
+    ``init_from``: an exported denoiser folder (e.g. the shipped one) to continue from when ``out`` has
+    no checkpoint yet; its step count and wall time carry over, the optimizer state starts afresh.
+    """
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     pool = _pool_cache(out, config)
@@ -94,6 +101,17 @@ def train_denoiser(out: Path, config: DenoiserTrainConfig, export: Path | None =
         if history[-1]["prediction_type"] != objective:  # a run continued under a new objective says so
             history.append({"from_step": start, "prediction_type": objective})
         tqdm.write(f"resuming from {resume.name}")
+    elif init_from is not None:
+        card = json.loads((Path(init_from) / "training.json").read_text())
+        weights = load_file(Path(init_from) / "diffusion_pytorch_model.safetensors")
+        for module in (unet, ema):
+            module.load_state_dict({k: v.float() for k, v in weights.items()})
+        start, elapsed, running = card["steps"], card["wall_seconds"], card["final_loss"]
+        history = [
+            *card["objective_history"],
+            {"from_step": start, "prediction_type": objective, "note": f"continued from {init_from}, fresh optimizer"},
+        ]
+        tqdm.write(f"continuing from {init_from} at step {start}")
     log = (out / "loss.jsonl").open("a")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="denoiser", unit="step")
     t0 = time.time()
