@@ -98,11 +98,9 @@ def _save(pipe, folder: Path) -> Path:
     return folder
 
 
-def build_sd(folder: Path, seed: int = 0) -> Path:
-    """SD 1.x: UNet2DConditionModel (32x32 images), AutoencoderKL, CLIPTextModel, DDIM."""
-    torch.manual_seed(seed)
-    tokenizer = tiny_clip_tokenizer()
-    unet = UNet2DConditionModel(
+def _tiny_unet(**config) -> UNet2DConditionModel:
+    """A two-level UNet on 16x16 latents; ``config`` adds the family's conditioning settings."""
+    return UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
         out_channels=4,
@@ -110,6 +108,15 @@ def build_sd(folder: Path, seed: int = 0) -> Path:
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **config,
+    )
+
+
+def build_sd(folder: Path, seed: int = 0) -> Path:
+    """SD 1.x: UNet2DConditionModel (32x32 images), AutoencoderKL, CLIPTextModel, DDIM."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    unet = _tiny_unet(
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=4,
         norm_num_groups=4,
@@ -139,14 +146,7 @@ def build_sdxl(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer()
     time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _tiny_unet(
         cross_attention_dim=2 * TEXT_DIM,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
