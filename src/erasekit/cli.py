@@ -22,9 +22,10 @@ console = Console(stderr=True)
 MODEL_HELP = "'shapeworld' (the embedded model) or a local diffusers folder (SD 1.x/2.x, SDXL, SD3)"
 
 
-def _reject_edit(edit: Path | None) -> None:
-    if edit is not None:
-        raise UserError("--edit is not available yet: edit artifacts arrive with the artifacts module")
+def _load_edit(edit: Path | None):
+    from erasekit.artifacts import load_artifact
+
+    return load_artifact(edit) if edit is not None else None
 
 
 def _load_classifier():
@@ -78,7 +79,7 @@ def generate(
 
     if (prompt is None) == (prompts is None):
         raise UserError("give exactly one of --prompt TEXT or --prompts CSV")
-    _reject_edit(edit)
+    artifact = _load_edit(edit)
     if prompt is not None and not prompt.strip():
         raise UserError("--prompt is empty")
     rows = (
@@ -87,6 +88,10 @@ def generate(
         else [PromptRow(prompt.strip(), seed, 0, "", "preserve")]
     )
     backbone = _load_model(model)
+    if artifact is not None:
+        from erasekit.artifacts import apply_artifact
+
+        apply_artifact(backbone, artifact)
     t0 = time.time()
     result = generate_rows(backbone, rows, EvalSettings(num_images=num_images, steps=steps, guidance=guidance))
     seconds = time.time() - t0
@@ -151,13 +156,13 @@ def evaluate(
     from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
     from erasekit.utils.io import atomic_dir
 
-    _reject_edit(edit)
+    artifact = _load_edit(edit)
     rows = load_prompts(prompts)
     backbone = _load_model(model)
     if backbone.family != "shapeworld":
         raise UserError("the ShapeWorld protocol needs a ShapeWorld model; SD-scale protocols arrive later")
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
-    metrics, edited, _ = run_protocol(backbone, rows, _load_classifier(), settings)
+    metrics, edited, _ = run_protocol(backbone, rows, _load_classifier(), settings, edit=artifact)
     metrics["settings"]["prompts"] = str(prompts)
     grids = []
     for group in metrics["groups"]:
@@ -169,6 +174,98 @@ def evaluate(
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / "report.html").write_text(render_report(metrics, grids))
     _print_metrics(metrics, out)
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    """Concepts from a text file, one per line; blank lines are an error (they are usually a mistake)."""
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    lines = path.read_text().splitlines()
+    blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if blank:
+        raise UserError(f"{path}: line {blank[0]} is blank; give one concept per line")
+    if not lines:
+        raise UserError(f"{path} is empty")
+    return [line.strip() for line in lines]
+
+
+@app.command()
+def erase(
+    out: Annotated[Path, typer.Option(help="artifact folder to write (atomically)")],
+    method: Annotated[str, typer.Option(help="uce | erasepro")] = "erasepro",
+    target: Annotated[list[str] | None, typer.Option(help="a concept to erase (repeatable)")] = None,
+    targets: Annotated[Path | None, typer.Option(help="file with one target concept per line")] = None,
+    anchor: Annotated[str | None, typer.Option(help="concept the targets are mapped to ('' = empty prompt)")] = None,
+    preserve: Annotated[list[str] | None, typer.Option(help="a concept to keep (repeatable)")] = None,
+    task: Annotated[str | None, typer.Option(help="a ShapeWorld task: instance | style | unsafe")] = None,
+    kind: Annotated[str | None, typer.Option(help="object | style (picks the prompt templates)")] = None,
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
+    progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
+    ridge: Annotated[float, typer.Option(min=1e-12, help="lambda")] = 0.5,
+    s_p: Annotated[float, typer.Option(min=0.0, help="preservation weight")] = 1.0,
+) -> None:
+    """Erase concepts with a closed-form method and write an edit artifact."""
+    from erasekit.artifacts import build_artifact, save_artifact
+    from erasekit.concepts.pairs import ConceptSet
+    from erasekit.methods import get_method
+    from erasekit.utils.profiling import measure
+
+    chosen = get_method(method)
+    names = list(target or []) + (_read_lines(targets, "targets") if targets else [])
+    if task is not None:
+        from erasekit.eval.tasks import TASKS
+
+        if task not in TASKS:
+            raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        spec = TASKS[task]
+        names = names or list(spec.targets)
+        anchor = spec.anchor if anchor is None else anchor
+        preserve = preserve or list(spec.preserve)
+        kind = kind or spec.kind
+    concepts = ConceptSet.build(names, anchor or "", preserve, kind or "object")
+    options = {"ridge": ridge, "s_p": s_p} | ({"progressive": progressive} if method == "erasepro" else {})
+    config = chosen.config_class(**options)
+    backbone = _load_model(model)
+    with measure() as usage:
+        result = chosen.erase(backbone, concepts, config)
+    from dataclasses import asdict
+
+    summary = {**result.summary, "seconds": round(usage.seconds, 3), "peak_mib": round(usage.peak_mib, 1)}
+    artifact = build_artifact(
+        backbone, method, asdict(config), concepts.to_json(), result.weights, {**summary, "stages": result.stages}
+    )
+    save_artifact(artifact, out)
+    _print_stages(result.stages)
+    console.print(
+        _summary_table(
+            f"erase ({method}) → {out}",
+            [
+                ("targets", ", ".join(concepts.targets[:5]) + (" …" if len(concepts.targets) > 5 else "")),
+                ("anchor", repr(concepts.anchors[0])),
+                ("maps edited", str(len(result.weights))),
+                ("constraint columns", str(summary["columns"])),
+                ("edit seconds", f"{usage.seconds:.2f}"),
+                ("peak memory (MiB)", f"{usage.peak_mib:.0f}"),
+            ],
+        )
+    )
+
+
+def _print_stages(stages: list[dict]) -> None:
+    table = Table(title="per-stage residual and change")
+    for col in ("stage", "gap ‖Y−X‖/‖Y‖", "residual", "‖ΔW‖/‖W‖", "N", "d_in"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for row in stages:
+        note = " (least squares)" if row["least_squares"] else ""
+        table.add_row(
+            row["stage"] + (f" ×{row['maps']}" if row["maps"] > 1 else ""),
+            f"{row['gap']:.4f}",
+            f"{row['residual']:.2e}{note}",
+            f"{row['delta']:.4f}",
+            str(row["constraints"]),
+            str(row["d_in"]),
+        )
+    console.print(table)
 
 
 def _print_metrics(metrics: dict, out: Path) -> None:
@@ -194,6 +291,10 @@ def train_denoiser_cmd(
     out: Annotated[Path, typer.Option(help="checkpoint folder; an existing one is resumed")] = Path("runs/denoiser"),
     steps: Annotated[int, typer.Option(min=1)] = 8000,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0)] = 6e-4,
+    lr_final: Annotated[
+        float | None, typer.Option(min=0.0, help="cosine-decay the lr to this by the last step (default: constant)")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     ship: Annotated[bool, typer.Option(help="export the EMA weights into the package's assets")] = False,
     continue_shipped: Annotated[
@@ -204,7 +305,7 @@ def train_denoiser_cmd(
     from erasekit.world.assets import denoiser_dir
     from erasekit.world.train_denoiser import DenoiserTrainConfig, train_denoiser
 
-    config = DenoiserTrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    config = DenoiserTrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_final=lr_final, seed=seed)
     init = denoiser_dir() if continue_shipped else None
     if init is not None and not (init / "training.json").exists():
         raise UserError("no shipped denoiser to continue from")

@@ -4,6 +4,8 @@
   consumes (padding positions are masked);
 - ``text_layers()``: the linear modules of the text encoder, in depth order;
 - ``projectors()``: the named linear maps that consume text embeddings in the denoiser;
+- ``embedding_projectors()``: those projectors whose input is exactly ``encode()``'s output;
+- ``token_segments(prompts)``: which tokens sit at which ``encode()`` positions (for token alignment);
 - ``generate(prompts, seeds, steps, guidance) -> uint8 images (B, H, W, 3)``.
 """
 
@@ -27,6 +29,18 @@ class GenerationSettings:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TokenSegment:
+    """A run of ``encode()`` positions indexed by one tokenizer (SD3 has a CLIP and a T5 segment)."""
+
+    offset: int  # first encode() position of the segment
+    length: int  # positions in the segment
+    ids: list[list[int]]  # per prompt: its real tokens (special tokens included), in position order
+    causal: bool  # a causal encoder (CLIP) carries a token only in that token and later ones
+    pad_attended: bool  # the denoiser reads the padding positions (SD) or masks them out (ShapeWorld)
+    encoders: tuple[str, ...]  # text-encoder name prefixes whose hidden positions are these positions
+
+
 @runtime_checkable
 class Backbone(Protocol):
     family: str
@@ -40,6 +54,10 @@ class Backbone(Protocol):
     def text_layers(self) -> list[tuple[str, nn.Linear]]: ...
 
     def projectors(self) -> dict[str, nn.Linear]: ...
+
+    def embedding_projectors(self) -> dict[str, nn.Linear]: ...
+
+    def token_segments(self, prompts: list[str]) -> list[TokenSegment]: ...
 
     def generate(
         self, prompts: list[str], seeds: list[int], steps: int = 25, guidance: float = 5.0, progress: bool = False

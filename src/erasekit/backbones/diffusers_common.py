@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from erasekit.backbones.base import check_generate_args, generate_in_batches, linear_modules
+from erasekit.backbones.base import TokenSegment, check_generate_args, generate_in_batches, linear_modules
 from erasekit.errors import UserError
 from erasekit.world.text_encoder import PromptTooLongError
 
@@ -168,6 +168,20 @@ class DiffusersBackbone:
 
     def projectors(self) -> dict[str, nn.Linear]:
         raise NotImplementedError
+
+    def embedding_projectors(self) -> dict[str, nn.Linear]:
+        """Projectors whose input is ``encode()``'s output (all of them for the UNet families)."""
+        return self.projectors()
+
+    def token_segments(self, prompts: list[str]) -> list[TokenSegment]:
+        """One causal CLIP segment; the UNet attends to every position, padding included."""
+        prompts = list(prompts)
+        self.check_prompts(prompts)
+        tokenizer = self.tokenizers()[0]
+        length = int(tokenizer.model_max_length)
+        ids = tokenizer(prompts, truncation=True, max_length=length)["input_ids"]
+        encoders = tuple(n for n in self.text_encoder_names if n != "text_encoder_3")
+        return [TokenSegment(0, length, ids, True, True, encoders)]
 
     def generate(
         self,

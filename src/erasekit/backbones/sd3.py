@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from erasekit.backbones.base import TokenSegment
 from erasekit.backbones.diffusers_common import DiffusersBackbone, named_linears, token_mask
 
 TEXT_STREAM_KV = ("add_k_proj", "add_v_proj")
@@ -57,6 +58,19 @@ class StableDiffusion3Backbone(DiffusersBackbone):
 
     def _call_kwargs(self) -> dict:
         return {"max_sequence_length": self.max_sequence_length}
+
+    def embedding_projectors(self) -> dict[str, nn.Linear]:
+        """Only ``context_embedder`` reads ``encode()``'s output; the joint blocks read transformed context."""
+        return {"transformer.context_embedder": self.pipe.transformer.context_embedder}
+
+    def token_segments(self, prompts: list[str]) -> list[TokenSegment]:
+        """The CLIP segment, then the bidirectional T5 one (absent when the pipeline has no T5)."""
+        segments = super().token_segments(prompts)
+        if self.pipe.text_encoder_3 is not None and self.pipe.tokenizer_3 is not None:
+            ids = self.pipe.tokenizer_3(list(prompts), truncation=True, max_length=self._t5_limit())["input_ids"]
+            clip = segments[0]
+            segments.append(TokenSegment(clip.length, self.max_sequence_length, ids, False, True, ("text_encoder_3",)))
+        return segments
 
     def projectors(self) -> dict[str, nn.Linear]:
         """``context_embedder`` and every text-stream key/value map of the joint blocks."""

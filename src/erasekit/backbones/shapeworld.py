@@ -9,7 +9,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from erasekit.backbones.base import check_generate_args, generate_in_batches, linear_modules
+from erasekit.backbones.base import TokenSegment, check_generate_args, generate_in_batches, linear_modules
 from erasekit.world.assets import denoiser_dir
 from erasekit.world.denoiser import latents_to_images, sample_scheduler
 from erasekit.world.text_encoder import MiniLMEncoder, shared_encoder
@@ -22,7 +22,6 @@ class ShapeWorldBackbone:
         self.unet = unet.eval().requires_grad_(False)
         self.encoder = encoder
         self.source = source
-        self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def load(cls, folder: Path | None = None) -> ShapeWorldBackbone:
@@ -46,10 +45,14 @@ class ShapeWorldBackbone:
             if name.endswith(("attn2.to_k", "attn2.to_v")) and isinstance(module, nn.Linear)
         }
 
-    def unconditional(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._uncond is None:
-            self._uncond = self.encode([""])
-        return self._uncond
+    def embedding_projectors(self) -> dict[str, nn.Linear]:
+        return self.projectors()
+
+    def token_segments(self, prompts: list[str]) -> list[TokenSegment]:
+        """MiniLM is bidirectional; padding is masked out of cross-attention."""
+        self.encoder.tokenize(list(prompts))  # raises PromptTooLongError for an over-long prompt
+        ids = self.encoder.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        return [TokenSegment(0, self.encoder.max_tokens, ids, False, False, ("text_encoder",))]
 
     @torch.inference_mode()
     def denoise(
@@ -67,7 +70,7 @@ class ShapeWorldBackbone:
                 for s in seeds
             ]
         )
-        u_states, u_mask = self.unconditional()
+        u_states, u_mask = self.encode([""])  # not cached: an edit may change the text encoder
         n = len(seeds)
         both_states = torch.cat([u_states.expand(n, -1, -1), states])
         both_mask = torch.cat([u_mask.expand(n, -1), mask])

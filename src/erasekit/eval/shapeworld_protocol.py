@@ -15,6 +15,7 @@ from importlib import metadata
 
 import numpy as np
 
+from erasekit.artifacts import Artifact, apply_artifact, remove_artifact
 from erasekit.backbones.base import Backbone
 from erasekit.eval.metrics import fidelity, frechet_distance, harmonic_mean, kernel_inception_distance
 from erasekit.eval.prompts import PromptRow
@@ -128,19 +129,40 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def group_summary(rows: list[PromptRow], agree: dict, base_agree: dict | None, idx: np.ndarray) -> dict:
+    """A group's summary; with the original's agreement, also its Acc_e / Acc_s on the same rows."""
+    summary = summarise(rows, agree, idx)
+    if base_agree is not None:
+        base = summarise(rows, base_agree, idx)
+        summary["acc_e_original"], summary["acc_s_original"] = base["acc_e"], base["acc_s"]
+        if summary["acc_s"] is not None and base["acc_s"]:
+            summary["acc_s_relative"] = summary["acc_s"] / base["acc_s"]
+    return summary
+
+
 def evaluate(
     backbone: Backbone,
     rows: list[PromptRow],
     classifier: FactorClassifier,
     settings: EvalSettings,
-    original: Backbone | None = None,
+    edit: Artifact | None = None,
+    base: Generated | None = None,
     progress: bool = True,
 ) -> tuple[dict, Generated, Generated | None]:
-    """Run the protocol; returns (metrics, edited images, original images or None)."""
+    """Run the protocol on ``backbone`` with ``edit`` applied (removed again afterwards); the same
+    backbone without the edit is the original for Acc_s-relative and fidelity (``base``: its images,
+    when already generated for these rows and settings). Returns (metrics, edited, original images)."""
     t0 = time.time()
-    edited = generate_rows(backbone, rows, settings, progress)
-    t_gen = time.time() - t0
-    base = generate_rows(original, rows, settings, progress) if original is not None else None
+    if edit is not None and base is None:
+        base = generate_rows(backbone, rows, settings, progress)
+    applied = apply_artifact(backbone, edit) if edit is not None else None
+    t1 = time.time()
+    try:
+        edited = generate_rows(backbone, rows, settings, progress)
+    finally:
+        if applied is not None:
+            remove_artifact(backbone, applied)
+    t_gen = time.time() - t1
     probs = classifier.predict(edited.images)
     agree = agreement(edited.rows, probs)
     all_idx = np.arange(len(edited.rows))
@@ -155,8 +177,8 @@ def evaluate(
     if overall["acc_e"] is not None and overall["acc_s"] is not None:
         overall["h"] = harmonic_mean(overall["acc_e"], overall["acc_s"])
     overall.update(quality(classifier, edited.images[preserve], [edited.rows[i] for i in preserve], settings))
+    base_agree = agreement(base.rows, classifier.predict(base.images)) if base is not None else None
     if base is not None:
-        base_agree = agreement(base.rows, classifier.predict(base.images))
         base_summary = summarise(base.rows, base_agree, all_idx)
         if overall["acc_s"] is not None and base_summary["acc_s"]:
             overall["acc_s_relative"] = overall["acc_s"] / base_summary["acc_s"]
@@ -168,10 +190,12 @@ def evaluate(
         "settings": {
             **asdict(settings),
             "backbone": backbone.identity(),
-            "original": original.identity() if original is not None else None,
+            "edit": {"method": edit.method, "concepts": edit.concepts} if edit is not None else None,
         },
         "overall": overall,
-        "groups": {g: summarise(edited.rows, agree, np.array(idx)) for g, idx in sorted(groups.items())},
+        "groups": {
+            g: group_summary(edited.rows, agree, base_agree, np.array(idx)) for g, idx in sorted(groups.items())
+        },
         "concepts": [
             {"concept": c, "role": role, **summarise(edited.rows, agree, np.array(idx))}
             for (c, role), idx in sorted(concepts.items())

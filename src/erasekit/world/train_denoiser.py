@@ -26,6 +26,7 @@ class DenoiserTrainConfig:
     steps: int = 8000
     batch_size: int = 64
     lr: float = 6e-4
+    lr_final: float | None = None  # None: constant lr; else cosine decay to it over the current segment
     warmup_steps: int = 300
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
@@ -65,6 +66,17 @@ def _pool_cache(out: Path, config: DenoiserTrainConfig) -> CaptionPool:
     return pool
 
 
+def learning_rate(step: int, segment_start: int, config: DenoiserTrainConfig) -> float:
+    """Linear warm-up from the start of the segment (a fresh run or a continuation with a fresh optimizer),
+    then constant, or cosine-decayed to ``lr_final`` at ``config.steps``."""
+    warm = min(1.0, (step + 1 - segment_start) / config.warmup_steps)
+    if config.lr_final is None:
+        return config.lr * warm
+    progress = (step - segment_start) / max(1, config.steps - segment_start)
+    cosine = config.lr_final + 0.5 * (config.lr - config.lr_final) * (1 + np.cos(np.pi * min(1.0, progress)))
+    return float(cosine * warm)
+
+
 def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
     """Ship weights in float16 (half the size; loaders upcast to float32)."""
     with atomic_dir(target) as tmp:
@@ -93,11 +105,13 @@ def train_denoiser(
 
     objective = SCHEDULER_CONFIG["prediction_type"]
     start, elapsed, running, history = 0, 0.0, None, [{"from_step": 0, "prediction_type": objective}]
+    segment_start = 0  # where the optimizer (and the lr schedule) last started afresh
     resume = latest_checkpoint(out)
     if resume is not None:
         state = load_checkpoint(resume, {"unet": unet, "ema": ema}, optimizer)
         start, elapsed = state["step"], state["wall_seconds"]
         running, history = state.get("loss"), state.get("history", [{"from_step": 0, "prediction_type": "epsilon"}])
+        segment_start = state.get("segment_start", 0)
         if history[-1]["prediction_type"] != objective:  # a run continued under a new objective says so
             history.append({"from_step": start, "prediction_type": objective})
         tqdm.write(f"resuming from {resume.name}")
@@ -107,6 +121,7 @@ def train_denoiser(
         for module in (unet, ema):
             module.load_state_dict({k: v.float() for k, v in weights.items()})
         start, elapsed, running = card["steps"], card["wall_seconds"], card["final_loss"]
+        segment_start = start
         history = [
             *card["objective_history"],
             {"from_step": start, "prediction_type": objective, "note": f"continued from {init_from}, fresh optimizer"},
@@ -133,7 +148,7 @@ def train_denoiser(
         pred = unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
         loss = torch.nn.functional.mse_loss(pred, training_target(latents, noise, a))
 
-        lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
+        lr = learning_rate(step, segment_start, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
@@ -157,7 +172,13 @@ def train_denoiser(
                 step + 1,
                 {"unet": unet, "ema": ema},
                 optimizer,
-                {"wall_seconds": wall, "config": asdict(config), "loss": running, "history": history},
+                {
+                    "wall_seconds": wall,
+                    "config": asdict(config),
+                    "loss": running,
+                    "history": history,
+                    "segment_start": segment_start,
+                },
             )
     wall = elapsed + time.time() - t0
     card = {

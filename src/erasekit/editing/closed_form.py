@@ -1,0 +1,122 @@
+"""Closed-form edits of one linear map (specs/erasepro.md sections 1-2), as pure functions on tensors.
+
+Notation: ``w0`` the original weight (d_out x d_in); ``x`` target features (d_in x N); ``y`` anchor
+features (d_in x N); ``preserve`` preserved features (d_in x P). A feature ``c`` maps to ``W c``.
+Every solve runs in float64 with an explicit ridge; each returns the new weight (in ``w0``'s dtype)
+and the residual it achieved, ``||W X - W0 Y||_F / ||W0 Y||_F``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Solve:
+    weight: Tensor  # the new weight, same dtype and device as w0
+    residual: float  # ||W X - W0 Y||_F / ||W0 Y||_F
+    delta: float  # ||W - W0||_F / ||W0||_F
+    rank: int  # numerical rank of the constraint system (N when exact)
+    constraints: int  # N, the number of target columns
+    least_squares: bool  # True when the constraint cannot hold exactly (rank < N, e.g. N > d_in)
+
+
+def relative_residual(weight: Tensor, w0: Tensor, x: Tensor, y: Tensor) -> float:
+    w, w0, x, y = (t.double() for t in (weight, w0, x, y))
+    target = w0 @ y
+    return float(torch.linalg.matrix_norm(w @ x - target) / torch.linalg.matrix_norm(target).clamp_min(1e-300))
+
+
+def preservation_metric(d_in: int, preserve: Tensor | None, ridge: float, s_p: float) -> Tensor:
+    """M = ridge I + s_p C_P C_P^T (float64), the metric of the preservation-weighted forms."""
+    m = ridge * torch.eye(d_in, dtype=torch.float64)
+    if preserve is not None and preserve.shape[1]:
+        c = preserve.double()
+        m = m + s_p * (c @ c.T)
+    return m
+
+
+@dataclass(frozen=True)
+class Transform:
+    """An edit of every linear map that reads the same features, as a rank-N update:
+    W = W0 + (W0 @ left) @ right, left = Y - X (d_in x N), right (N x d_in). Both solvers take this form."""
+
+    left: Tensor
+    right: Tensor
+    x: Tensor  # the target features it was fitted to (for the residual)
+    y: Tensor
+    rank: int
+
+    def apply(self, w0: Tensor) -> Solve:
+        w0d = w0.double()
+        w = w0d + (w0d @ self.left.to(w0.device)) @ self.right.to(w0.device)
+        x, y = self.x.to(w0.device), self.y.to(w0.device)
+        delta = torch.linalg.matrix_norm(w - w0d) / torch.linalg.matrix_norm(w0d).clamp_min(1e-300)
+        n = x.shape[1]
+        return Solve(w.to(w0.dtype), relative_residual(w, w0, x, y), float(delta), self.rank, n, self.rank < n)
+
+
+def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
+    """Pseudo-inverse of a symmetric PSD Gram matrix via its eigendecomposition, and its numerical rank.
+
+    Eigenvalues below ``rtol * max`` are dropped: the constraint is then met in the least-squares sense.
+    """
+    vals, vecs = torch.linalg.eigh(gram)
+    keep = vals > rtol * vals.max().clamp_min(1e-300)
+    inv = torch.where(keep, 1.0 / torch.where(keep, vals, torch.ones_like(vals)), torch.zeros_like(vals))
+    return (vecs * inv) @ vecs.T, int(keep.sum())
+
+
+def solve_metric(x: Tensor, preserve: Tensor | None, ridge: float, s_p: float, erase: Tensor | None = None) -> Tensor:
+    """M^-1 X for M = ridge I + s_p C C^T (+ s_e X X^T when ``erase`` = sqrt(s_e) X is given), float64.
+
+    Through the Woodbury identity when the low-rank part has fewer columns than d_in (a small solve
+    instead of a d_in x d_in factorisation), else by Cholesky.
+    """
+    parts = [c for c in ((s_p**0.5) * preserve.double() if preserve is not None else None, erase) if c is not None]
+    u = torch.cat(parts, dim=1) if parts else x.new_zeros((x.shape[0], 0), dtype=torch.float64)
+    xd = x.double()
+    if u.shape[1] < x.shape[0]:  # M^-1 = (I - U (ridge I + U^T U)^-1 U^T) / ridge
+        small = ridge * torch.eye(u.shape[1], dtype=torch.float64) + u.T @ u
+        return (xd - u @ torch.linalg.solve(small, u.T @ xd)) / ridge
+    m = ridge * torch.eye(x.shape[0], dtype=torch.float64) + u @ u.T
+    return torch.cholesky_solve(xd, torch.linalg.cholesky(m))
+
+
+def zero_residual_transform(
+    x: Tensor, y: Tensor, preserve: Tensor | None = None, ridge: float = 0.5, s_p: float = 1.0, rtol: float = 1e-12
+) -> Transform:
+    """ErasePro's constrained edit (section 2): min ||W - W0|| subject to W X = W0 Y.
+
+    Without ``preserve``: W = W0 + W0 (Y - X) X^+ (the Frobenius-nearest weight).
+    With ``preserve``: the M-weighted form, min tr((W - W0) M (W - W0)^T) s.t. W X = W0 Y,
+    W = W0 + W0 (Y - X) (X^T M^-1 X)^+ X^T M^-1, M = ridge I + s_p C_P C_P^T. The change is zero on
+    inputs M-orthogonal to span(X); the constraint is exact when rank(X) = N <= d_in.
+    """
+    xd, yd = x.double(), y.double()
+    m_inv_x = xd if preserve is None or not preserve.shape[1] else solve_metric(xd, preserve, ridge, s_p)
+    gram_inv, rank = _gram_pinv(xd.T @ m_inv_x, rtol)
+    return Transform(yd - xd, gram_inv @ m_inv_x.T, xd, yd, rank)
+
+
+def uce_transform(
+    x: Tensor, y: Tensor, preserve: Tensor | None = None, ridge: float = 0.5, s_e: float = 1.0, s_p: float = 1.0
+) -> Transform:
+    """UCE (section 1): min s_e sum ||W c_i - W0 c*_i||^2 + s_p sum ||W c_j - W0 c_j||^2 + ridge ||W - W0||^2,
+    W = (ridge W0 + s_e W0 Y X^T + s_p W0 C_P C_P^T)(ridge I + s_e X X^T + s_p C_P C_P^T)^-1
+      = W0 + s_e W0 (Y - X) X^T (M + s_e X X^T)^-1, M = ridge I + s_p C_P C_P^T."""
+    xd, yd = x.double(), y.double()
+    m_inv_x = solve_metric(xd, preserve, ridge, s_p, erase=(s_e**0.5) * xd)  # (M + s_e X X^T)^-1 X
+    return Transform(yd - xd, s_e * m_inv_x.T, xd, yd, int(torch.linalg.matrix_rank(xd)))
+
+
+def zero_residual(w0: Tensor, x: Tensor, y: Tensor, preserve: Tensor | None = None, **options) -> Solve:
+    return zero_residual_transform(x, y, preserve, **options).apply(w0)
+
+
+def uce(w0: Tensor, x: Tensor, y: Tensor, preserve: Tensor | None = None, **options) -> Solve:
+    return uce_transform(x, y, preserve, **options).apply(w0)

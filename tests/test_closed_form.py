@@ -1,0 +1,121 @@
+"""Properties of the closed-form solvers (specs/erasepro.md sections 1-2), without any model."""
+
+import pytest
+import torch
+
+from erasekit.editing.closed_form import preservation_metric, relative_residual, uce, zero_residual
+
+
+def problem(d_out=24, d_in=32, n=10, p=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(d_out, d_in, generator=g)
+    x = torch.randn(d_in, n, generator=g)
+    y = x + 0.8 * torch.randn(d_in, n, generator=g)
+    c = torch.randn(d_in, p, generator=g)
+    return w0, x, y, c
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_zero_residual_is_exact_when_x_has_full_column_rank(weighted):
+    w0, x, y, c = problem()
+    solve = zero_residual(w0.double(), x, y, preserve=c if weighted else None)
+    assert solve.residual <= 1e-6
+    assert solve.rank == solve.constraints == 10 and not solve.least_squares
+    assert relative_residual(solve.weight, w0, x, y) == pytest.approx(solve.residual)
+
+
+def test_zero_residual_leaves_the_orthogonal_complement_untouched():
+    w0, x, y, _ = problem()
+    w = zero_residual(w0.double(), x, y).weight
+    q, _ = torch.linalg.qr(x.double(), mode="complete")
+    orthogonal = q[:, x.shape[1] :]  # basis of span(X)^perp
+    assert torch.linalg.matrix_norm((w - w0.double()) @ orthogonal) < 1e-10
+
+
+def test_weighted_change_vanishes_on_m_orthogonal_inputs():
+    w0, x, y, c = problem()
+    m = preservation_metric(x.shape[0], c, ridge=0.5, s_p=1.0)
+    w = zero_residual(w0.double(), x, y, preserve=c, ridge=0.5, s_p=1.0).weight
+    # v is M-orthogonal to span(X) iff X^T M^-1 v = 0, i.e. v = M u with u orthogonal to span(X).
+    q, _ = torch.linalg.qr(x.double(), mode="complete")
+    v = m @ q[:, x.shape[1] :]
+    assert torch.linalg.matrix_norm((w - w0.double()) @ v) < 1e-8 * torch.linalg.matrix_norm(v)
+
+
+def test_minimum_norm_among_all_exact_solutions():
+    w0, x, y, _ = problem()
+    w = zero_residual(w0.double(), x, y).weight
+    # Any other solution adds Z with Z X = 0: it can only be larger.
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(x.double(), mode="complete")
+    z = torch.randn(w0.shape[0], x.shape[0] - x.shape[1], generator=g, dtype=torch.float64) @ q[:, x.shape[1] :].T
+    assert relative_residual(w + z, w0, x, y) < 1e-6
+    assert torch.linalg.matrix_norm(w + z - w0) > torch.linalg.matrix_norm(w - w0)
+
+
+def test_weighted_form_equals_uce_at_large_erase_weight():
+    w0, x, y, c = problem()
+    pro = zero_residual(w0.double(), x, y, preserve=c, ridge=0.5, s_p=1.0).weight
+    limit = uce(w0.double(), x, y, preserve=c, ridge=0.5, s_e=1e8, s_p=1.0).weight
+    assert torch.allclose(pro, limit, rtol=0, atol=1e-5 * pro.abs().max())
+
+
+def test_uce_leaves_a_residual_that_shrinks_with_s_e():
+    w0, x, y, c = problem()
+    residuals = [uce(w0, x, y, preserve=c, s_e=s).residual for s in (0.1, 1.0, 10.0, 1000.0)]
+    assert residuals[0] > residuals[1] > residuals[2] > residuals[3]
+    assert residuals[1] > 1e-3  # UCE at its default weights is not exact: what ErasePro removes
+
+
+def test_uce_matches_gradient_descent_on_its_objective():
+    w0, x, y, c = problem(d_out=6, d_in=8, n=3, p=2)
+    w0, x, y, c = (t.double() for t in (w0, x, y, c))
+    ridge, s_e, s_p = 0.5, 1.0, 1.0
+    w = w0.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([w], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def objective():
+        optimizer.zero_grad()
+        loss = s_e * ((w @ x - w0 @ y) ** 2).sum() + s_p * ((w @ c - w0 @ c) ** 2).sum() + ridge * ((w - w0) ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        optimizer.step(objective)
+    closed = uce(w0, x, y, preserve=c, ridge=ridge, s_e=s_e, s_p=s_p).weight
+    assert torch.allclose(w.detach(), closed, atol=1e-7)
+
+
+def test_more_constraints_than_inputs_is_least_squares_and_reported():
+    w0, x, y, _ = problem(d_in=8, n=20)
+    solve = zero_residual(w0, x, y)
+    assert solve.least_squares and solve.rank == 8
+    # still the least-squares optimum: no W does better than W0 Y X^+ X
+    best = (w0.double() @ y.double()) @ torch.linalg.pinv(x.double()) @ x.double()
+    target = w0.double() @ y.double()
+    floor = float(torch.linalg.matrix_norm(best - target) / torch.linalg.matrix_norm(target))
+    assert solve.residual == pytest.approx(floor, rel=1e-6)
+
+
+def test_duplicate_columns_do_not_break_the_solve():
+    w0, x, y, _ = problem()
+    x2, y2 = torch.cat([x, x[:, :3]], 1), torch.cat([y, y[:, :3]], 1)
+    solve = zero_residual(w0.double(), x2, y2)
+    assert solve.residual < 1e-6 and solve.rank == 10 and solve.least_squares
+
+
+def test_weight_keeps_its_dtype():
+    w0, x, y, _ = problem()
+    assert zero_residual(w0.half(), x, y).weight.dtype == torch.float16
+    assert uce(w0, x, y).weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("p", [5, 50])  # fewer columns than d_in: Woodbury; more: Cholesky
+def test_metric_solve_matches_the_explicit_inverse(p):
+    from erasekit.editing.closed_form import solve_metric
+
+    w0, x, _, _ = problem(d_in=32, p=p)
+    c = torch.randn(32, p, generator=torch.Generator().manual_seed(3))
+    m = preservation_metric(32, c, ridge=0.5, s_p=0.7)
+    expected = torch.linalg.solve(m, x.double())
+    assert torch.allclose(solve_metric(x, c, ridge=0.5, s_p=0.7), expected, atol=1e-9)

@@ -1,0 +1,78 @@
+"""Concept sets, prompt pairs and token alignment (specs/erasepro.md section 4), without a model."""
+
+import pytest
+
+from erasekit.backbones.base import TokenSegment
+from erasekit.concepts.pairs import ConceptSet, align_segments, align_tokens, fill, token_positions
+from erasekit.errors import UserError
+
+BOS, EOS = 100, 101
+
+
+def test_bidirectional_alignment_maps_every_position():
+    # "a red star" -> "a red shape": same length spans map one to one
+    t, a = [BOS, 1, 2, 3, EOS], [BOS, 1, 2, 9, EOS]
+    assert align_tokens(t, a, causal=False, pad_attended=False, length=8) == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]
+
+
+def test_causal_alignment_skips_the_identical_prefix():
+    t, a = [BOS, 1, 2, 3, EOS], [BOS, 1, 2, 9, EOS]
+    assert align_tokens(t, a, causal=True, pad_attended=False, length=8) == [(3, 3), (4, 4)]
+
+
+def test_longer_concept_maps_to_the_anchors_last_token_and_shifts_the_suffix():
+    # target concept has 3 tokens, anchor 1; the suffix (7, EOS) maps with the offset; padding follows
+    t, a = [BOS, 1, 3, 4, 5, 7, EOS], [BOS, 1, 9, 7, EOS]
+    pairs = align_tokens(t, a, causal=True, pad_attended=True, length=9)
+    assert pairs == [(2, 2), (3, 2), (4, 2), (5, 3), (6, 4), (7, 5), (8, 6)]
+
+
+def test_empty_anchor_maps_the_concept_to_the_token_before_it():
+    t, a = [BOS, 1, 3, EOS], [BOS, EOS]
+    assert align_tokens(t, a, causal=True, pad_attended=False, length=6) == [(1, 0), (2, 0), (3, 1)]
+
+
+def test_padding_of_a_shorter_target_is_clipped_to_the_sequence():
+    t, a = [BOS, 3, EOS], [BOS, 4, 5, 6, EOS]
+    pairs = align_tokens(t, a, causal=True, pad_attended=True, length=6)
+    assert pairs[-3:] == [(3, 5), (4, 5), (5, 5)]  # anchor padding would run past the end
+
+
+def test_segments_offset_and_prompt_index():
+    seg_t = TokenSegment(0, 6, [[BOS, 3, EOS], [BOS, 1, 3, EOS]], False, False, ("text_encoder",))
+    seg_a = TokenSegment(0, 6, [[BOS, 4, EOS], [BOS, 1, 4, EOS]], False, False, ("text_encoder",))
+    (alignment,) = align_segments([seg_t], [seg_a])
+    assert alignment.prompt.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    (positions,) = token_positions([seg_t])
+    assert len(positions) == 7  # real tokens only: padding is masked for this segment
+
+
+def test_pairs_swap_the_phrase_under_every_template():
+    concepts = ConceptSet.build(["star", "heart"], "shape", ["circle"], templates=["a {}", "a red {} on grass"])
+    targets, anchors = concepts.pairs()
+    assert targets == ["a star", "a red star on grass", "a heart", "a red heart on grass"]
+    assert anchors == ["a shape", "a red shape on grass"] * 2
+    assert concepts.preserve_prompts() == ["a circle", "a red circle on grass", ""]
+
+
+def test_empty_anchor_leaves_clean_prompts():
+    assert fill("a {} on grass", "") == "a on grass"
+    assert fill("a {}", "apple") == "an apple"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"targets": []}, "no target"),
+        ({"targets": ["star", " "]}, "empty"),
+        ({"targets": ["star", "star"]}, "duplicate"),
+        ({"targets": ["star"], "anchor": "Star"}, "equals its anchor"),
+        ({"targets": ["star"], "preserve": ["star"]}, "both a target"),
+        ({"targets": ["star"], "kind": "colour"}, "unknown concept kind"),
+        ({"targets": ["star"], "templates": ["no slot"]}, "exactly one"),
+        ({"targets": ["star", "heart"], "anchor": ["a", "b", "c"]}, "3 anchors for 2 targets"),
+    ],
+)
+def test_bad_concept_sets_are_refused(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        ConceptSet.build(**kwargs)
