@@ -63,3 +63,29 @@ def test_classify_cli_prints_json_per_image(capsys, tmp_path):
     result = json.loads(out)
     assert len(result) == 2 and {"shape", "colour", "pattern", "background", "shape_probability"} <= set(result[0])
     assert sum(r["colour"] == "red" for r in result) >= 1
+
+
+def test_demo_erases_star_and_writes_the_report(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, _, err = run_cli(capsys, "demo", "--per-group", "4", "--out", out)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    overall = metrics["overall"]
+    assert overall["original"]["acc_e"] >= 0.5 and overall["acc_e"] <= 0.25, overall  # stars mostly gone
+    assert overall["acc_s_relative"] >= 0.7, overall
+    report = (out / "report.html").read_text()
+    assert "Edit stages" in report and report.count("data:image/png;base64") >= 5  # 4 grids + stage plot
+    assert (out / "edit" / "manifest.json").exists() and (out / "edit" / "tensors.safetensors").exists()
+
+
+@pytest.mark.parametrize("task", ["instance", "style", "unsafe"])
+def test_erasepro_erases_each_task_on_short_prompts(task, classifier):
+    from erasekit.eval.comparison import MethodRun, erase_with, task_concepts
+    from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate
+    from erasekit.eval.tasks import TASKS, prompt_file
+
+    backbone = load_backbone("shapeworld")
+    rows = [r for r in load_prompts(prompt_file(task)) if r.group == "short"][:16]
+    artifact = erase_with(backbone, task_concepts(TASKS[task]), MethodRun("ErasePro", "erasepro", {}))
+    metrics, _, _ = evaluate(backbone, rows, classifier, EvalSettings(), edit=artifact, progress=False)
+    assert metrics["overall"]["original"]["acc_e"] >= 0.6 and metrics["overall"]["acc_e"] <= 0.2, metrics["overall"]

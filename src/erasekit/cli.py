@@ -199,6 +199,9 @@ def erase(
     preserve: Annotated[list[str] | None, typer.Option(help="a concept to keep (repeatable)")] = None,
     task: Annotated[str | None, typer.Option(help="a ShapeWorld task: instance | style | unsafe")] = None,
     kind: Annotated[str | None, typer.Option(help="object | style (picks the prompt templates)")] = None,
+    templates: Annotated[
+        Path | None, typer.Option(help="file of prompt templates, one per line, '{}' = concept")
+    ] = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
     progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
     ridge: Annotated[float, typer.Option(min=1e-12, help="lambda")] = 0.5,
@@ -222,7 +225,9 @@ def erase(
         anchor = spec.anchor if anchor is None else anchor
         preserve = preserve or list(spec.preserve)
         kind = kind or spec.kind
-    concepts = ConceptSet.build(names, anchor or "", preserve, kind or "object")
+    concepts = ConceptSet.build(
+        names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
+    )
     options = {"ridge": ridge, "s_p": s_p} | ({"progressive": progressive} if method == "erasepro" else {})
     config = chosen.config_class(**options)
     backbone = _load_model(model)
@@ -346,38 +351,74 @@ def info() -> None:
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo")) -> None:
-    """The main job: for now, a grid from the shipped model and its measured quality figures."""
-    from erasekit.eval.grids import image_grid
+def demo(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
+    per_group: Annotated[int, typer.Option(min=1, help="prompts per prompt group of the task")] = 16,
+) -> None:
+    """The main job: erase 'star' from ShapeWorld with ErasePro, evaluate before/after, write a report."""
+    from erasekit.artifacts import save_artifact
+    from erasekit.eval.comparison import MethodRun, erase_with, stage_plot, task_concepts
+    from erasekit.eval.prompts import load_prompts
+    from erasekit.eval.report import edit_section, render_report
+    from erasekit.eval.shapeworld_protocol import EvalSettings
+    from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
+    from erasekit.eval.tasks import TASKS, prompt_file
     from erasekit.utils.io import atomic_dir
-    from erasekit.world.assets import ASSETS
-    from erasekit.world.captions import short_caption
-    from erasekit.world.factors import VOCAB
 
     t0 = time.time()
-    rng = np.random.default_rng(0)
-    prompts = [
-        short_caption(VOCAB.shape[i % len(VOCAB.shape)], str(rng.choice(VOCAB.colour)), str(rng.choice(VOCAB.pattern)))
-        for i in range(64)
-    ]
+    task = TASKS["instance"]
+    rows = _first_per_group(load_prompts(prompt_file("instance")), per_group)
     backbone = _load_model("shapeworld")
-    images = backbone.generate(prompts, list(range(64)))
-    probs = _load_classifier().predict(images)
-    shape_ok = np.mean(
-        [VOCAB.shape[p.argmax()] == VOCAB.shape[i % len(VOCAB.shape)] for i, p in enumerate(probs["shape"])]
-    )
+    artifact = erase_with(backbone, task_concepts(task), MethodRun("ErasePro", "erasepro", {}))
+    metrics, edited, original = run_protocol(backbone, rows, _load_classifier(), EvalSettings(), edit=artifact)
+    stages = artifact.metrics["stages"]
+    grids = []
+    for role, title in (("target", "target prompts (star)"), ("preserve", "neighbour and other prompts")):
+        idx = [i for i, r in enumerate(edited.rows) if r.role == role][:32]
+        captions = [edited.rows[i].prompt for i in idx]
+        grids += [
+            (f"{title} — original", original.images[idx], captions),
+            (f"{title} — ErasePro", edited.images[idx], captions),
+        ]
     with atomic_dir(out) as tmp:
-        image_grid(images).save(tmp / "grid.png")
-        (tmp / "prompts.txt").write_text("\n".join(prompts) + "\n")
-    rows = [
-        ("grid", str(out / "grid.png")),
-        ("shape agreement (these 64)", f"{shape_ok:.3f}"),
-        ("seconds", f"{time.time() - t0:.1f}"),
-    ]
-    card = ASSETS / "model_card.json"
-    if card.exists():
-        rows += [(k, str(v)) for k, v in json.loads(card.read_text())["summary"].items()]
-    console.print(_summary_table("erasekit demo — ShapeWorld", rows))
+        save_artifact(artifact, tmp / "edit")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        report = render_report(
+            metrics,
+            grids,
+            "erasekit demo: erase 'star' with ErasePro",
+            edit_section(stages, stage_plot({"ErasePro": stages})),
+        )
+        (tmp / "report.html").write_text(report)
+    o, before = metrics["overall"], metrics["overall"]["original"]
+    console.print(
+        _summary_table(
+            "erasekit demo — erase 'star' from ShapeWorld (ErasePro)",
+            [
+                ("Acc_e (star prompts still show a star)", f"{before['acc_e']:.3f} → {o['acc_e']:.3f}"),
+                ("Acc_s (other prompts show what they ask)", f"{before['acc_s']:.3f} → {o['acc_s']:.3f}"),
+                ("Acc_s relative to the original", f"{o['acc_s_relative']:.3f}"),
+                ("H", f"{o['h']:.3f}"),
+                ("fidelity (mean pixel distance, preserve)", f"{o['fidelity']:.4f}"),
+                ("edit seconds", f"{artifact.metrics['seconds']:.2f}"),
+                ("projector residual", f"{stages[-1]['residual']:.1e}"),
+                ("report", str(out / "report.html")),
+                ("artifact", str(out / "edit")),
+                ("total seconds", f"{time.time() - t0:.1f}"),
+            ],
+        )
+    )
+
+
+def _first_per_group(rows: list, per_group: int) -> list:
+    """The first ``per_group`` rows of every prompt group, in file order."""
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        seen[row.group] = seen.get(row.group, 0) + 1
+        if seen[row.group] <= per_group:
+            kept.append(row)
+    return kept
 
 
 def main() -> None:

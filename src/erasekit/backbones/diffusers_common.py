@@ -60,7 +60,10 @@ def _absent(index: dict) -> dict[str, None]:
 def load_pipeline(class_name: str, folder: Path) -> DiffusionPipeline:
     """Load ``diffusers.<class_name>`` from a local folder only, in float32 on the CPU, frozen."""
     import diffusers
+    import transformers
 
+    diffusers.utils.logging.disable_progress_bar()  # stderr carries one-line errors, not loading bars
+    transformers.utils.logging.disable_progress_bar()
     folder = Path(folder)
     index = read_model_index(folder)
     if index["_class_name"] != class_name:

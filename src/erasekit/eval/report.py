@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 
@@ -30,6 +31,8 @@ def fmt(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
+        if 0 < abs(value) < 1e-3:
+            return f"{value:.1e}"
         return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
     return html.escape(str(value))
 
@@ -53,8 +56,9 @@ def grid_section(title: str, images: np.ndarray, captions: list[str], limit: int
 
 
 def render_report(
-    metrics: dict, grids: list[tuple[str, np.ndarray, list[str]]], title: str = "erasekit evaluation"
+    metrics: dict, grids: list[tuple[str, np.ndarray, list[str]]], title: str = "erasekit evaluation", extra: str = ""
 ) -> str:
+    """A self-contained page; ``extra`` is HTML placed after the summary (e.g. an edit's stages and plots)."""
     overall = {"_label": "all", **metrics["overall"]}
     groups = [{"_label": g, **v} for g, v in metrics["groups"].items()]
     concepts = sorted(metrics["concepts"], key=lambda c: (c["role"], c.get("agree_joint") or 0))
@@ -73,8 +77,24 @@ Agreement = fraction of images whose classifier reading matches the factor the p
 prompts (lower is better), Acc_s on preserve prompts (higher is better); SW-FID/KID on classifier features
 against rendered images of the same concepts.</p>
 <h2>Summary</h2>{table([overall], SUMMARY_KEYS, "")}
+{extra}
 <h2>Per prompt group</h2>{table(groups, SUMMARY_KEYS, "group")}
 <h2>Images</h2>{sections}
 <h2>Per concept (worst 60 by joint agreement)</h2>{concept_table}
 <h2>Settings</h2><pre>{settings}</pre>
 </body></html>"""
+
+
+def edit_section(stages: list[dict], plot_png: bytes | None = None) -> str:
+    """The edit's per-stage table (gap seen, residual left, relative change) and its plot."""
+    rows = [
+        {"_label": s["stage"], **{k: s[k] for k in ("gap", "residual", "delta", "constraints", "d_in", "maps")}}
+        for s in stages
+    ]
+    plot = f'<img src="data:image/png;base64,{base64.b64encode(plot_png).decode()}">' if plot_png else ""
+    return (
+        "<h2>Edit stages</h2><p class=small>gap = ‖Y−X‖/‖Y‖ the stage saw; residual = ‖WX−W₀Y‖/‖W₀Y‖ it left; "
+        "delta = ‖ΔW‖/‖W‖.</p>"
+        + table(rows, ("gap", "residual", "delta", "constraints", "d_in", "maps"), "stage")
+        + plot
+    )

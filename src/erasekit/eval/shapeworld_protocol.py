@@ -104,11 +104,16 @@ def reference_images(rows: list[PromptRow], settings: EvalSettings) -> np.ndarra
     return images
 
 
+def unit_features(features: np.ndarray) -> np.ndarray:
+    """L2-normalised classifier features: SW-FID / KID on a fixed scale (SW-FID <= 4, 0 = same distribution)."""
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
 def quality(classifier: FactorClassifier, images: np.ndarray, rows: list[PromptRow], settings: EvalSettings) -> dict:
     if len(images) < 2:
         return {"sw_fid": None, "sw_kid": None, "sw_kid_std": None, "reference_images": 0}
     reference = reference_images(rows, settings)
-    gen_feats, ref_feats = classifier.embed(images), classifier.embed(reference)
+    gen_feats, ref_feats = unit_features(classifier.embed(images)), unit_features(classifier.embed(reference))
     kid, kid_std = kernel_inception_distance(gen_feats, ref_feats, seed=settings.reference_seed)
     return {
         "sw_fid": frechet_distance(gen_feats, ref_feats),
@@ -157,8 +162,8 @@ def evaluate(
         base = generate_rows(backbone, rows, settings, progress)
     applied = apply_artifact(backbone, edit) if edit is not None else None
     t1 = time.time()
-    try:
-        edited = generate_rows(backbone, rows, settings, progress)
+    try:  # without an edit, given images of the unedited model are the images to measure
+        edited = base if edit is None and base is not None else generate_rows(backbone, rows, settings, progress)
     finally:
         if applied is not None:
             remove_artifact(backbone, applied)

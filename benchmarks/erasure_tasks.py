@@ -1,0 +1,70 @@
+"""Compare UCE, ErasePro and ErasePro --no-progressive on the ShapeWorld erasure tasks.
+
+Writes docs/erasure_tasks.md (tables + the command), docs/erasure_tasks.json (every number) and
+docs/erasepro_stages.png (per-stage gap and change). Run:
+    .venv/bin/python benchmarks/erasure_tasks.py [--tasks instance style unsafe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from erasekit.backbones.loader import load_backbone
+from erasekit.eval.comparison import compare, markdown_table, stage_plot
+from erasekit.eval.prompts import load_prompts
+from erasekit.eval.shapeworld_protocol import EvalSettings
+from erasekit.eval.tasks import TASKS, prompt_file
+from erasekit.utils.io import atomic_file
+from erasekit.world.assets import classifier_dir
+from erasekit.world.classifier import load_classifier
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    args = parser.parse_args()
+    backbone, classifier, settings = load_backbone("shapeworld"), load_classifier(classifier_dir()), EvalSettings()
+    results, stages, started = {}, {}, time.time()
+    for name in args.tasks:
+        rows, artifacts, _ = compare(backbone, TASKS[name], load_prompts(prompt_file(name)), classifier, settings)
+        results[name] = rows
+        stages[name] = {label: a.metrics["stages"] for label, a in artifacts.items() if label.startswith("ErasePro")}
+        print(f"\n## {name}\n{markdown_table(rows)}", flush=True)
+    command = "python benchmarks/erasure_tasks.py " + " ".join(sys.argv[1:])
+    record = {
+        "command": command.strip(),
+        "settings": vars(settings),
+        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "seconds": round(time.time() - started, 1),
+        "tasks": results,
+        "stages": stages,
+    }
+    DOCS.mkdir(exist_ok=True)
+    with atomic_file(DOCS / "erasure_tasks.json") as handle:
+        handle.write(json.dumps(record, indent=2) + "\n")
+    first = next(iter(stages.values()))
+    with atomic_file(DOCS / "erasepro_stages.png", "wb") as handle:
+        handle.write(stage_plot(first))
+    sections = [f"## {name}: {TASKS[name].description}\n\n{markdown_table(rows)}\n" for name, rows in results.items()]
+    with atomic_file(DOCS / "erasure_tasks.md") as handle:
+        handle.write(
+            "# ShapeWorld erasure tasks: UCE vs ErasePro\n\n"
+            f"Regenerate with `{record['command']}` (about {record['seconds'] / 60:.0f} min on the 2-core CPU).\n"
+            "Acc_e per target group (lower is better), Acc_s on preserve prompts (joint shape+colour+pattern), "
+            "`acc_s_relative` = Acc_s / the original model's Acc_s on the same prompts and seeds, "
+            "H = harmonic mean of (1 − Acc_e) and Acc_s, `h_relative` uses the relative Acc_s. "
+            "Edit time and peak memory (RSS growth) are measured in the same process, one after another.\n\n"
+            + "\n".join(sections)
+            + "\n![ErasePro per-stage gap and change](erasepro_stages.png)\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

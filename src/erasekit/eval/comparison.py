@@ -1,0 +1,134 @@
+"""Compare erasure methods on a ShapeWorld task: one original generation, then per method erase
+(timed, peak memory), evaluate with the edit, and collect one table row (specs/evaluation.md)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from erasekit.artifacts import Artifact, build_artifact
+from erasekit.backbones.base import Backbone
+from erasekit.concepts.pairs import ConceptSet
+from erasekit.eval.metrics import harmonic_mean
+from erasekit.eval.prompts import PromptRow
+from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
+from erasekit.eval.tasks import ErasureTask
+from erasekit.methods import get_method
+from erasekit.utils.profiling import measure
+from erasekit.world.classifier import FactorClassifier
+
+TARGET_GROUPS = ("short", "complex", "paraphrased", "implicit")
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    label: str  # as shown in tables, e.g. "ErasePro --no-progressive"
+    method: str
+    options: dict
+
+
+DEFAULT_RUNS = (
+    MethodRun("UCE", "uce", {}),
+    MethodRun("ErasePro", "erasepro", {}),
+    MethodRun("ErasePro --no-progressive", "erasepro", {"progressive": False}),
+)
+
+
+def task_concepts(task: ErasureTask) -> ConceptSet:
+    return ConceptSet.build(list(task.targets), task.anchor, list(task.preserve), task.kind)
+
+
+def erase_with(backbone: Backbone, concepts: ConceptSet, run: MethodRun) -> Artifact:
+    """Run one method; the artifact's metrics carry its stages, edit seconds and peak memory."""
+    method = get_method(run.method)
+    config = method.config_class(**run.options)
+    with measure() as usage:
+        result = method.erase(backbone, concepts, config)
+    summary = {**result.summary, "seconds": usage.seconds, "peak_mib": usage.peak_mib, "stages": result.stages}
+    return build_artifact(backbone, run.method, asdict(config), concepts.to_json(), result.weights, summary)
+
+
+def table_row(label: str, metrics: dict, artifact: Artifact | None) -> dict:
+    """The comparison columns of one evaluated edit (or of the original model when artifact is None)."""
+    groups, overall = metrics["groups"], metrics["overall"]
+    row: dict = {"method": label}
+    for g in TARGET_GROUPS:
+        row[f"acc_e_{g}"] = groups[g]["acc_e"] if g in groups else None
+    row["acc_e"] = overall["acc_e"]
+    row["acc_s"] = overall["acc_s"]
+    row["acc_s_neighbour"] = groups.get("neighbour", {}).get("acc_s")
+    row["acc_s_relative"] = overall.get("acc_s_relative", 1.0 if artifact is None else None)
+    row["h"] = overall.get("h")
+    # H with Acc_s relative to the original: the erasure's own cost, not the base model's agreement ceiling
+    row["h_relative"] = harmonic_mean(row["acc_e"], row["acc_s_relative"]) if row["acc_s_relative"] else None
+    row["sw_fid"] = overall.get("sw_fid")
+    row["fidelity"] = overall.get("fidelity", 0.0 if artifact is None else None)
+    row["edit_seconds"] = artifact.metrics["seconds"] if artifact else None
+    row["peak_mib"] = artifact.metrics["peak_mib"] if artifact else None
+    return row
+
+
+def compare(
+    backbone: Backbone,
+    task: ErasureTask,
+    rows: list[PromptRow],
+    classifier: FactorClassifier,
+    settings: EvalSettings,
+    runs: tuple[MethodRun, ...] = DEFAULT_RUNS,
+) -> tuple[list[dict], dict[str, Artifact], dict[str, Generated]]:
+    """(table rows: the original then each method; artifacts by label; images by label)."""
+    concepts = task_concepts(task)
+    original = generate_rows(backbone, rows, settings)
+    metrics, _, _ = evaluate(backbone, rows, classifier, settings, base=original)
+    table, artifacts, images = [table_row("original", metrics, None)], {}, {"original": original}
+    for run in runs:
+        artifact = erase_with(backbone, concepts, run)
+        metrics, edited, _ = evaluate(backbone, rows, classifier, settings, edit=artifact, base=original)
+        table.append(table_row(run.label, metrics, artifact))
+        artifacts[run.label], images[run.label] = artifact, edited
+    return table, artifacts, images
+
+
+def stage_plot(stages_by_label: dict[str, list[dict]]) -> bytes:
+    """PNG: per stage, the gap ||Y - X||/||Y|| it saw and the change ||dW||/||W|| it made."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for label, stages in stages_by_label.items():
+        names = [s["stage"].replace("text layer ", "L") for s in stages]
+        for ax, key in zip(axes, ("gap", "delta"), strict=True):
+            ax.plot(names, [s[key] for s in stages], marker="o", label=label)
+    for ax, title in zip(axes, ("gap ‖Y−X‖/‖Y‖ before the stage", "change ‖ΔW‖/‖W‖"), strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
+
+    def cell(value) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def target_indices(generated: Generated, role: str, limit: int = 16) -> np.ndarray:
+    return np.array([i for i, r in enumerate(generated.rows) if r.role == role][:limit], dtype=int)

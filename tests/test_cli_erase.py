@@ -1,0 +1,92 @@
+"""`erasekit erase` and `--edit`: a working round trip, and bad input refused with one line, exit 2,
+nothing written."""
+
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from test_cli_errors import one_line_error
+from tiny_pipelines import build_sd
+
+
+@pytest.fixture(scope="module")
+def sd_folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sd")
+    return {"sd": build_sd(root / "sd"), "other": build_sd(root / "other", seed=1)}
+
+
+@pytest.fixture
+def sd_edit(capsys, sd_folders, tmp_path) -> Path:
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a {}\na photo of a {}\n")
+    out = tmp_path / "cat"
+    code, _, err = run_cli(
+        capsys, "erase", "--model", sd_folders["sd"], "--target", "cat", "--anchor", "animal",
+        "--templates", templates, "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    return out
+
+
+def test_erase_writes_an_artifact_and_generate_uses_it(capsys, sd_folders, sd_edit, tmp_path):
+    assert (sd_edit / "manifest.json").exists() and (sd_edit / "tensors.safetensors").exists()
+    out = tmp_path / "images"
+    code, _, err = run_cli(
+        capsys, "generate", "--model", sd_folders["sd"], "--edit", sd_edit, "--prompt", "a cat",
+        "--num-images", "1", "--steps", "2", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (out / "0_0.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--target", "star", "--anchor", "star"], "equals its anchor"),
+        (["--target", ""], "empty"),
+        (["--target", "star", "--target", "star"], "duplicate"),
+        (["--target", "star", "--preserve", "star"], "both a target"),
+        (["--method", "magic", "--target", "star"], "unknown method"),
+        (["--task", "nope"], "unknown task"),
+        ([], "no target"),
+    ],
+)
+def test_bad_erase_requests(capsys, tmp_path, args, fragment):
+    out = tmp_path / "edit"
+    code, _, err = run_cli(capsys, "erase", *args, "--out", out)
+    one_line_error(code, err, fragment)
+    assert not out.exists()
+
+
+def test_targets_file_with_a_blank_line(capsys, tmp_path):
+    targets = tmp_path / "targets.txt"
+    targets.write_text("star\n\nheart\n")
+    code, _, err = run_cli(capsys, "erase", "--targets", targets, "--out", tmp_path / "edit")
+    one_line_error(code, err, "line 2 is blank")
+    assert not (tmp_path / "edit").exists()
+
+
+def test_artifact_from_another_base_is_refused(capsys, sd_folders, sd_edit, tmp_path):
+    for model, fragment in [(sd_folders["other"], "different base model"), ("shapeworld", "made for a sd model")]:
+        out = tmp_path / "images"
+        code, _, err = run_cli(
+            capsys, "generate", "--model", model, "--edit", sd_edit, "--prompt", "a cat", "--steps", "2", "--out", out
+        )
+        one_line_error(code, err, fragment)
+        assert not out.exists()
+
+
+def test_corrupted_artifact_is_refused(capsys, sd_folders, sd_edit, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_bytes((sd_edit / "manifest.json").read_bytes())
+    data = bytearray((sd_edit / "tensors.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (broken / "tensors.safetensors").write_bytes(bytes(data))
+    out = tmp_path / "images"
+    code, _, err = run_cli(
+        capsys, "generate", "--model", sd_folders["sd"], "--edit", broken, "--prompt", "a cat", "--out", out
+    )
+    one_line_error(code, err, "corrupted")
+    assert not out.exists()
