@@ -12,6 +12,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
@@ -29,8 +30,10 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--num-images", type=int, default=2, help="images per prompt (seeds s, s+1, ...)")
     args = parser.parse_args()
-    backbone, classifier, settings = load_backbone("shapeworld"), load_classifier(classifier_dir()), EvalSettings()
+    settings = EvalSettings(num_images=args.num_images)
+    backbone, classifier = load_backbone("shapeworld"), load_classifier(classifier_dir())
     results, stages, started = {}, {}, time.time()
     for name in args.tasks:
         rows, artifacts, _ = compare(backbone, TASKS[name], load_prompts(prompt_file(name)), classifier, settings)
@@ -40,7 +43,7 @@ def main() -> None:
     command = "python benchmarks/erasure_tasks.py " + " ".join(sys.argv[1:])
     record = {
         "command": command.strip(),
-        "settings": vars(settings),
+        "settings": asdict(settings),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "seconds": round(time.time() - started, 1),
         "tasks": results,

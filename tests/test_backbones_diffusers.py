@@ -24,12 +24,7 @@ from tiny_pipelines import BUILDERS, MAX_TOKENS
 VARIANTS = ["sd", "sdxl", "sd3", "sd3_t5"]  # sd3: no T5 encoder (text_encoder_3=None); sd3_t5: a tiny T5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ denoiser) and tiny random SD 1.x / SDXL / SD3 pipelines end to end."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +23,7 @@ from erasekit.concepts.pairs import ConceptSet
 from erasekit.methods import get_method
 from tiny_pipelines import build_sd, build_sd3, build_sdxl
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +101,7 @@ def test_uce_converges_to_weighted_erasepro_as_the_erase_weight_grows(shapeworld
         return max(float(torch.linalg.matrix_norm(uce[n] - w) / torch.linalg.matrix_norm(w)) for n, w in pro.items())
 
     far, nearer, near = distance(1e1), distance(1e3), distance(1e5)  # (float64 cancels past ~1e6)
-    assert far > nearer > near and near < 1e-4
+    assert far > nearer > near and near < 1e-3
 
 
 def test_more_constraints_than_dimensions_is_reported_as_least_squares(shapeworld):

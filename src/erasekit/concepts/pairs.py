@@ -31,6 +31,14 @@ OBJECT_TEMPLATES: tuple[str, ...] = (
     "a small purple {} in the lower right corner of a brick background",
     "a large orange checkered {} in the middle of a snowy background, drawn neatly",
     "an image showing a white {} on a wooden background",
+    "one {}",
+    "a simple {} icon",
+    "a drawing of a {}",
+    "a medium gray {} in the center of a concrete background",
+    "a tiny black dotted {} at the top right, on a night sky",
+    "a pink {} with a gradient against sand, as a flat illustration",
+    "a small navy outlined {} in the lower left corner, rendered crisply",
+    "a cyan {} near the top of a grass background, in a simple icon style",
 )
 STYLE_TEMPLATES: tuple[str, ...] = (
     "{}",
@@ -45,6 +53,14 @@ STYLE_TEMPLATES: tuple[str, ...] = (
     "a large orange {} droplet in the middle of a snowy background, drawn neatly",
     "an image of a white {} diamond on a wooden background",
     "a {} ring",
+    "something {}",
+    "a simple {} icon of a cross",
+    "a drawing of a {} crescent",
+    "a medium gray {} ellipse in the center of a concrete background",
+    "a tiny black {} trapezoid at the top right, on a night sky",
+    "a pink {} hourglass against sand, as a flat illustration",
+    "a small navy {} parallelogram in the lower left corner, rendered crisply",
+    "a cyan {} lightning bolt near the top of a grass background, in a simple icon style",
 )
 TEMPLATES = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES}
 

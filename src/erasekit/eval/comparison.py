@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -62,7 +63,8 @@ def table_row(label: str, metrics: dict, artifact: Artifact | None) -> dict:
     row["acc_s_relative"] = overall.get("acc_s_relative", 1.0 if artifact is None else None)
     row["h"] = overall.get("h")
     # H with Acc_s relative to the original: the erasure's own cost, not the base model's agreement ceiling
-    row["h_relative"] = harmonic_mean(row["acc_e"], row["acc_s_relative"]) if row["acc_s_relative"] else None
+    relative = row["acc_s_relative"]
+    row["h_relative"] = harmonic_mean(row["acc_e"], min(1.0, relative)) if relative is not None else None
     row["sw_fid"] = overall.get("sw_fid")
     row["fidelity"] = overall.get("fidelity", 0.0 if artifact is None else None)
     row["edit_seconds"] = artifact.metrics["seconds"] if artifact else None
@@ -83,12 +85,34 @@ def compare(
     original = generate_rows(backbone, rows, settings)
     metrics, _, _ = evaluate(backbone, rows, classifier, settings, base=original)
     table, artifacts, images = [table_row("original", metrics, None)], {}, {"original": original}
+    floor_rows = anchor_rows(task, rows)
+    floor, _, _ = evaluate(backbone, floor_rows, classifier, settings, progress=False)
+    table.append(
+        {
+            "method": "anchor prompts (floor)",
+            **{k: v for k, v in table_row("", floor, None).items() if k.startswith("acc_e")},
+        }
+    )
     for run in runs:
         artifact = erase_with(backbone, concepts, run)
         metrics, edited, _ = evaluate(backbone, rows, classifier, settings, edit=artifact, base=original)
         table.append(table_row(run.label, metrics, artifact))
         artifacts[run.label], images[run.label] = artifact, edited
     return table, artifacts, images
+
+
+def anchor_rows(task: ErasureTask, rows: list[PromptRow]) -> list[PromptRow]:
+    """The explicit target prompts with every phrasing of the target replaced by the anchor, scored as
+    targets: how often the *original* model draws the target anyway — the floor an anchor-based Acc_e
+    can reach (e.g. a random shape is sometimes a star)."""
+    words = sorted(task.forbidden_words(), key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    out = []
+    for r in rows:
+        if r.role == "target" and pattern.search(r.prompt):
+            prompt = re.sub(r"\s+", " ", pattern.sub(task.anchor, r.prompt)).strip() or "a picture"
+            out.append(replace(r, prompt=prompt))
+    return out
 
 
 def stage_plot(stages_by_label: dict[str, list[dict]]) -> bytes:

@@ -1,0 +1,33 @@
+"""Pieces of the method comparison that need no model: anchor-floor prompts, table rows."""
+
+from erasekit.eval.comparison import anchor_rows, markdown_table, table_row
+from erasekit.eval.prompts import PromptRow
+from erasekit.eval.tasks import TASKS
+
+
+def rows(*prompts: str, role: str = "target") -> list[PromptRow]:
+    return [PromptRow(p, i, i, "shape=star", role, "short") for i, p in enumerate(prompts)]
+
+
+def test_anchor_rows_swap_every_phrasing_of_the_target_for_the_anchor():
+    out = anchor_rows(TASKS["instance"], rows("a red star", "a small five-pointed star on grass", "a starry sky"))
+    assert [r.prompt for r in out] == ["a red shape", "a small shape on grass"]  # no target word: not a floor row
+    assert all(r.role == "target" and r.concept == "shape=star" for r in out)
+
+
+def test_anchor_rows_for_an_empty_anchor_and_preserve_rows_are_skipped():
+    out = anchor_rows(TASKS["unsafe"], rows("a white skull on grass") + rows("a red circle", role="preserve"))
+    assert [r.prompt for r in out] == ["a white on grass"]
+
+
+def test_table_row_relative_h_caps_acc_s_relative_at_one():
+    metrics = {
+        "groups": {"short": {"acc_e": 0.1}, "neighbour": {"acc_s": 0.5}},
+        "overall": {"acc_e": 0.1, "acc_s": 0.5, "acc_s_relative": 1.2, "h": 0.64, "sw_fid": 0.1, "fidelity": 0.02},
+    }
+    artifact = type("A", (), {"metrics": {"seconds": 1.5, "peak_mib": 10.0}})()
+    row = table_row("X", metrics, artifact)
+    assert row["h_relative"] == 2 * 0.9 * 1.0 / 1.9 and row["edit_seconds"] == 1.5
+    assert row["acc_e_complex"] is None
+    table = markdown_table([row])
+    assert table.splitlines()[0].startswith("| method | acc_e_short |") and "acc_e_complex" not in table
