@@ -79,12 +79,13 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
 - **Denoiser**: diffusers `UNet2DConditionModel`, {denoiser["parameters"]:,} parameters, 16x16x12 latents
   (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4; DDPM objective ({objectives}), cosine schedule,
   10% caption dropout; EMA weights shipped in float16.
-- **Classifier**: CNN with heads for shape, colour, pattern, background; its penultimate features give SW-FID/KID.
+- **Classifier**: CNN with heads for shape, colour, pattern, background; its penultimate features,
+  L2-normalised, give SW-FID/KID (so SW-FID lies in [0, 4]).
 
 ## Training
 - Data: rendered on the fly, {denoiser["caption_pool"]:,} captions (every shape-colour-pattern triple's short
   prompt plus random short / complex / paraphrased / implicit-skull captions), factors not named are free.
-- Denoiser: {denoiser["steps"]} steps, batch {denoiser["config"]["batch_size"]}, lr {denoiser["config"]["lr"]},
+- Denoiser: {denoiser["steps"]} steps, batch {denoiser["config"]["batch_size"]}, lr {lr_text(denoiser)},
   seed {denoiser["config"]["seed"]}, {denoiser["wall_seconds"] / 60:.1f} min on a 2-core CPU, final loss
   {denoiser["final_loss"]:.4f}.
 - Classifier: {classifier["config"]["steps"]} steps, batch {classifier["config"]["batch_size"]}, seed
@@ -110,6 +111,13 @@ Reproduce: `erasekit world train-classifier --ship`, `erasekit world train-denoi
 `python benchmarks/throughput.py > out/throughput.jsonl` and this script.
 """)
     print(json.dumps(summary, indent=2))
+
+
+def lr_text(denoiser: dict) -> str:
+    """The learning rate of the last training segment (constant, or cosine-decayed)."""
+    config = denoiser["config"]
+    final = config.get("lr_final")
+    return f"{config['lr']}" if final is None else f"{config['lr']} cosine-decayed to {final} over the last segment"
 
 
 if __name__ == "__main__":

@@ -90,3 +90,23 @@ def test_corrupted_artifact_is_refused(capsys, sd_folders, sd_edit, tmp_path):
     )
     one_line_error(code, err, "corrupted")
     assert not out.exists()
+
+
+def test_export_writes_a_loadable_pipeline(capsys, sd_folders, sd_edit, tmp_path):
+    out = tmp_path / "exported"
+    code, _, err = run_cli(capsys, "export", "--edit", sd_edit, "--model", sd_folders["sd"], "--out", out)
+    assert code == 0, err
+    assert (out / "model_index.json").exists() and (out / "erasekit_edit.json").exists()
+    code, _, err = run_cli(
+        capsys, "generate", "--model", out, "--prompt", "a cat", "--num-images", "1", "--steps", "2",
+        "--out", tmp_path / "img",
+    )  # fmt: skip
+    assert code == 0, err
+
+
+def test_export_of_a_shapeworld_edit_is_refused(capsys, tmp_path):
+    out = tmp_path / "edit"
+    assert run_cli(capsys, "erase", "--target", "star", "--anchor", "shape", "--out", out)[0] == 0
+    code, _, err = run_cli(capsys, "export", "--edit", out, "--model", "shapeworld", "--out", tmp_path / "x")
+    one_line_error(code, err, "diffusers folder")
+    assert not (tmp_path / "x").exists()

@@ -89,3 +89,23 @@ def test_erasepro_erases_each_task_on_short_prompts(task, classifier):
     artifact = erase_with(backbone, task_concepts(TASKS[task]), MethodRun("ErasePro", "erasepro", {}))
     metrics, _, _ = evaluate(backbone, rows, classifier, EvalSettings(), edit=artifact, progress=False)
     assert metrics["overall"]["original"]["acc_e"] >= 0.6 and metrics["overall"]["acc_e"] <= 0.2, metrics["overall"]
+
+
+def test_erase_then_evaluate_with_the_edit(capsys, tmp_path):
+    edit = tmp_path / "edit"
+    code, _, err = run_cli(capsys, "erase", "--task", "instance", "--out", edit)
+    assert code == 0, err
+    manifest = json.loads((edit / "manifest.json").read_text())
+    assert manifest["method"] == "erasepro" and manifest["metrics"]["stages"][-1]["residual"] < 1e-6
+    prompts = tmp_path / "p.csv"
+    prompts.write_text(
+        "prompt,evaluation_seed,case_number,concept,role,group\n"
+        + "".join(f"a red star,{s},{s},shape=star,target,short\n" for s in range(6))
+        + "".join(f"a blue solid heart,{s},{6 + s},shape=heart;colour=blue,preserve,neighbour\n" for s in range(6))
+    )
+    out = tmp_path / "eval"
+    code, _, err = run_cli(capsys, "evaluate", "--prompts", prompts, "--edit", edit, "--out", out)
+    assert code == 0, err
+    overall = json.loads((out / "metrics.json").read_text())["overall"]
+    assert overall["original"]["acc_e"] >= 0.5 and overall["acc_e"] <= 0.34 and "fidelity" in overall
+    assert "Edit stages" in (out / "report.html").read_text()

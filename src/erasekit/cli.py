@@ -172,8 +172,17 @@ def evaluate(
         (tmp / "images").mkdir()
         _save_images(tmp / "images", edited.images, edited.names)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "report.html").write_text(render_report(metrics, grids))
+        (tmp / "report.html").write_text(render_report(metrics, grids, extra=_edit_html(artifact)))
     _print_metrics(metrics, out)
+
+
+def _edit_html(artifact) -> str:
+    """The edit's per-stage table and plot for a report (empty without an edit or stages)."""
+    from erasekit.eval.comparison import stage_plot
+    from erasekit.eval.report import edit_section
+
+    stages = artifact.metrics.get("stages") if artifact is not None else None
+    return edit_section(stages, stage_plot({artifact.method: stages})) if stages else ""
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
@@ -254,6 +263,20 @@ def erase(
             ],
         )
     )
+
+
+@app.command()
+def export(
+    edit: Annotated[Path, typer.Option(help="edit artifact folder")],
+    model: Annotated[str, typer.Option(help="the local diffusers folder the edit was made for")],
+    out: Annotated[Path, typer.Option(help="folder for the edited pipeline (save_pretrained, atomic)")],
+) -> None:
+    """Write the edited model as a complete diffusers folder (SD 1.x/2.x, SDXL, SD3)."""
+    from erasekit.artifacts import export_artifact
+
+    artifact = _load_edit(edit)
+    export_artifact(_load_model(model), artifact, out)
+    console.print(_summary_table("export", [("edit", str(edit)), ("model", model), ("out", str(out))]))
 
 
 def _print_stages(stages: list[dict]) -> None:
@@ -357,9 +380,9 @@ def demo(
 ) -> None:
     """The main job: erase 'star' from ShapeWorld with ErasePro, evaluate before/after, write a report."""
     from erasekit.artifacts import save_artifact
-    from erasekit.eval.comparison import MethodRun, erase_with, stage_plot, task_concepts
+    from erasekit.eval.comparison import MethodRun, erase_with, task_concepts
     from erasekit.eval.prompts import load_prompts
-    from erasekit.eval.report import edit_section, render_report
+    from erasekit.eval.report import render_report
     from erasekit.eval.shapeworld_protocol import EvalSettings
     from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
     from erasekit.eval.tasks import TASKS, prompt_file
@@ -383,12 +406,7 @@ def demo(
     with atomic_dir(out) as tmp:
         save_artifact(artifact, tmp / "edit")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        report = render_report(
-            metrics,
-            grids,
-            "erasekit demo: erase 'star' with ErasePro",
-            edit_section(stages, stage_plot({"ErasePro": stages})),
-        )
+        report = render_report(metrics, grids, "erasekit demo: erase 'star' with ErasePro", _edit_html(artifact))
         (tmp / "report.html").write_text(report)
     o, before = metrics["overall"], metrics["overall"]["original"]
     console.print(
