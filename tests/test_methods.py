@@ -59,9 +59,11 @@ def projector_outputs(backbone, concepts, weights=None):
     return w @ x, module.weight.double() @ y
 
 
-@pytest.mark.parametrize("progressive", [True, False])
-def test_erasepro_aligns_targets_with_anchors_where_the_denoiser_reads_them(shapeworld, star, progressive):
-    result = run(shapeworld, star, "erasepro", progressive=progressive)
+@pytest.mark.parametrize(
+    "options", [{}, {"progressive": False}, {"weighted_text": True}, {"weighted": False, "chain": "attn_out"}]
+)
+def test_erasepro_aligns_targets_with_anchors_where_the_denoiser_reads_them(shapeworld, star, options):
+    result = run(shapeworld, star, "erasepro", **options)
     assert all(stage["residual"] < 1e-6 for stage in result.stages)
     # End to end: encode targets with the whole edit applied, project: equals the original on anchors.
     edited, anchored = projector_outputs(shapeworld, star, result.weights)

@@ -215,6 +215,7 @@ def erase(
     progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
     ridge: Annotated[float, typer.Option(min=1e-12, help="lambda")] = 0.5,
     s_p: Annotated[float, typer.Option(min=0.0, help="preservation weight")] = 1.0,
+    s_e: Annotated[float, typer.Option(min=1e-12, help="UCE: erase weight")] = 1.0,
 ) -> None:
     """Erase concepts with a closed-form method and write an edit artifact."""
     from erasekit.artifacts import build_artifact, save_artifact
@@ -237,7 +238,7 @@ def erase(
     concepts = ConceptSet.build(
         names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
     )
-    options = {"ridge": ridge, "s_p": s_p} | ({"progressive": progressive} if method == "erasepro" else {})
+    options = {"ridge": ridge, "s_p": s_p} | ({"progressive": progressive} if method == "erasepro" else {"s_e": s_e})
     config = chosen.config_class(**options)
     backbone = _load_model(model)
     with measure() as usage:

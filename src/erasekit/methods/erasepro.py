@@ -6,6 +6,10 @@ stages < i; the anchor features come from the *original* model. The last stage e
 so target and anchor are exactly aligned where the denoiser reads them. ``progressive=False`` is the
 projector-only ablation.
 
+Text stages use section 3's plain form W_o + W_o (Y - X) X^+ (``weighted_text=True``: the weighted
+form there too, at several times the cost: a d_in = 1536 metric per layer); the projector stage uses the
+preservation-weighted form of section 2 when ``weighted``.
+
 [reading] The preserved features C_P of every stage come from the original model (one pass shared
 with the anchors): they weight which directions the edit must not touch, and re-encoding them at
 every stage would double the edit time for a change the zero-on-M-orthogonal property keeps small.
@@ -29,7 +33,8 @@ class EraseProConfig:
     progressive: bool = True  # False: projector-only zero-residual edit (the ablation)
     chain: str = "mlp_out"  # which map of each text layer the chain edits: mlp_out | attn_out
     chain_layers: int | None = None  # only the first k layers of each text encoder
-    weighted: bool = True  # preservation-weighted form (M = ridge I + s_p C_P C_P^T); else plain X^+
+    weighted: bool = True  # projectors: preservation-weighted form (M = ridge I + s_p C_P C_P^T); else plain X^+
+    weighted_text: bool = False  # text stages: section 3's W_o + W_o (Y - X) X^+ (True: the weighted form too)
     ridge: float = 0.5
     s_p: float = 1.0
     rtol: float = 1e-12  # eigenvalue cut of the pseudo-inverse (relative)
@@ -45,8 +50,8 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> E
     weights: dict[str, torch.Tensor] = {}
     stages = []
 
-    def fit(x, y, c):
-        return zero_residual_transform(x, y, c if config.weighted else None, config.ridge, config.s_p, config.rtol)
+    def fit(x, y, c, weighted):
+        return zero_residual_transform(x, y, c if weighted else None, config.ridge, config.s_p, config.rtol)
 
     originals = {name: module.weight.detach().clone() for name, module in chain}
     try:
@@ -59,6 +64,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> E
                 layer_columns(targets, pairs.alignments, segment, "target"),
                 layer_columns(anchors, pairs.alignments, segment, "anchor"),
                 layer_columns(preserve, pairs.preserve_positions, segment, "target"),
+                config.weighted_text,
             )
             new, row = edit_maps(f"text layer {i}", {name: module}, transform)
             with torch.no_grad():
@@ -68,7 +74,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> E
         targets, anchors, preserve = pairs.split(states0)
         if chain:
             targets = capture(backbone, pairs.targets, batch_size=config.batch_size)[0]
-        transform = fit(*pairs.encoded(targets, anchors, preserve))
+        transform = fit(*pairs.encoded(targets, anchors, preserve), config.weighted)
         new, row = edit_maps("projectors", backbone.embedding_projectors(), transform)
         weights.update(new)
         stages.append(row)
