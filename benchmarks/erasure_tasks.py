@@ -38,7 +38,7 @@ def main() -> None:
     for name in args.tasks:
         rows, artifacts, _ = compare(backbone, TASKS[name], load_prompts(prompt_file(name)), classifier, settings)
         results[name] = rows
-        stages[name] = {label: a.metrics["stages"] for label, a in artifacts.items() if label.startswith("ErasePro")}
+        stages[name] = {label: a.metrics["stages"] for label, a in artifacts.items()}
         print(f"\n## {name}\n{markdown_table(rows)}", flush=True)
     command = "python benchmarks/erasure_tasks.py " + " ".join(sys.argv[1:])
     record = {
@@ -64,9 +64,42 @@ def main() -> None:
             "`acc_s_relative` = Acc_s / the original model's Acc_s on the same prompts and seeds, "
             "H = harmonic mean of (1 − Acc_e) and Acc_s, `h_relative` uses the relative Acc_s. "
             "Edit time and peak memory (RSS growth) are measured in the same process, one after another.\n\n"
+            + "## Bars and claims, checked on these numbers\n\n"
+            + "\n".join(findings(results, stages))
+            + "\n\n"
             + "\n".join(sections)
             + "\n![ErasePro per-stage gap and change](erasepro_stages.png)\n"
         )
+
+
+def findings(results: dict[str, list[dict]], stages: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Bars and claims checked against the measured numbers (issue 3), one line each."""
+    lines = []
+    for task, rows in results.items():
+        by = {r["method"]: r for r in rows}
+        pro, uce, floor = by["ErasePro"], by["UCE"], by["anchor prompts (floor)"]
+        explicit = max(pro["acc_e_short"], pro["acc_e_complex"])
+        lines.append(
+            f"- **{task}**: ErasePro Acc_e short {pro['acc_e_short']:.3f} / complex {pro['acc_e_complex']:.3f} "
+            f"(bar ≤ 0.05: {'met' if explicit <= 0.05 else 'NOT met'}; the anchor prompts' own rate, the floor, is "
+            f"{floor['acc_e_short']:.3f} / {floor['acc_e_complex']:.3f}); H {pro['h']:.3f} (bar ≥ 0.85: "
+            f"{'met' if pro['h'] >= 0.85 else 'NOT met'}; with Acc_s relative: {pro['h_relative']:.3f}); "
+            f"complex prompts ErasePro {pro['acc_e_complex']:.3f} vs UCE {uce['acc_e_complex']:.3f} "
+            f"({'no worse' if pro['acc_e_complex'] <= uce['acc_e_complex'] else 'WORSE'}); edit time ErasePro / UCE = "
+            f"{pro['edit_seconds'] / uce['edit_seconds']:.2f} (bar ≤ 1.5)."
+        )
+    for task, by_label in stages.items():
+        chain = by_label["ErasePro"]
+        gaps = [s["gap"] for s in chain[:-1]]
+        falls = all(b <= a for a, b in zip(gaps, gaps[1:], strict=False))
+        flat = by_label["ErasePro --no-progressive"][-1]
+        lines.append(
+            f"- **{task}**, progressive claim: text-stage gaps {', '.join(f'{g:.3f}' for g in gaps)} — "
+            f"{'fall' if falls else 'do not fall'} monotonically with depth; at the projectors the gap is "
+            f"{chain[-1]['gap']:.3f} after the chain vs {flat['gap']:.3f} without it, and ‖ΔW‖/‖W‖ there "
+            f"{chain[-1]['delta']:.3f} vs {flat['delta']:.3f}."
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ def table_row(label: str, metrics: dict, artifact: Artifact | None) -> dict:
     row["acc_e"] = overall["acc_e"]
     row["acc_s"] = overall["acc_s"]
     row["acc_s_neighbour"] = groups.get("neighbour", {}).get("acc_s")
+    row["acc_s_neighbour_relative"] = groups.get("neighbour", {}).get("acc_s_relative")
     row["acc_s_relative"] = overall.get("acc_s_relative", 1.0 if artifact is None else None)
     row["h"] = overall.get("h")
     # H with Acc_s relative to the original: the erasure's own cost, not the base model's agreement ceiling
