@@ -110,3 +110,11 @@ def test_export_of_a_shapeworld_edit_is_refused(capsys, tmp_path):
     code, _, err = run_cli(capsys, "export", "--edit", out, "--model", "shapeworld", "--out", tmp_path / "x")
     one_line_error(code, err, "diffusers folder")
     assert not (tmp_path / "x").exists()
+
+
+def test_targets_file_that_is_not_text(capsys, tmp_path):
+    targets = tmp_path / "targets.bin"
+    targets.write_bytes(b"\xff\xfe\x00star")
+    code, _, err = run_cli(capsys, "erase", "--targets", targets, "--out", tmp_path / "edit")
+    one_line_error(code, err, "not a UTF-8 text file")
+    assert not (tmp_path / "edit").exists()

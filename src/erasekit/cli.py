@@ -189,7 +189,10 @@ def _read_lines(path: Path, what: str) -> list[str]:
     """Concepts from a text file, one per line; blank lines are an error (they are usually a mistake)."""
     if not path.is_file():
         raise UserError(f"{what} file not found: {path}")
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text file") from None
     blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
     if blank:
         raise UserError(f"{path}: line {blank[0]} is blank; give one concept per line")
@@ -218,12 +221,11 @@ def erase(
     s_e: Annotated[float, typer.Option(min=1e-12, help="UCE: erase weight")] = 1.0,
 ) -> None:
     """Erase concepts with a closed-form method and write an edit artifact."""
-    from erasekit.artifacts import build_artifact, save_artifact
+    from erasekit.artifacts import save_artifact
     from erasekit.concepts.pairs import ConceptSet
-    from erasekit.methods import get_method
-    from erasekit.utils.profiling import measure
+    from erasekit.methods.base import erase_to_artifact, get_method
 
-    chosen = get_method(method)
+    get_method(method)  # an unknown method is refused before any work
     names = list(target or []) + (_read_lines(targets, "targets") if targets else [])
     if task is not None:
         from erasekit.eval.tasks import TASKS
@@ -239,28 +241,20 @@ def erase(
         names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
     )
     options = {"ridge": ridge, "s_p": s_p} | ({"progressive": progressive} if method == "erasepro" else {"s_e": s_e})
-    config = chosen.config_class(**options)
-    backbone = _load_model(model)
-    with measure() as usage:
-        result = chosen.erase(backbone, concepts, config)
-    from dataclasses import asdict
-
-    summary = {**result.summary, "seconds": round(usage.seconds, 3), "peak_mib": round(usage.peak_mib, 1)}
-    artifact = build_artifact(
-        backbone, method, asdict(config), concepts.to_json(), result.weights, {**summary, "stages": result.stages}
-    )
+    artifact = erase_to_artifact(_load_model(model), concepts, method, options)
+    summary = artifact.metrics
     save_artifact(artifact, out)
-    _print_stages(result.stages)
+    _print_stages(summary["stages"])
     console.print(
         _summary_table(
             f"erase ({method}) → {out}",
             [
                 ("targets", ", ".join(concepts.targets[:5]) + (" …" if len(concepts.targets) > 5 else "")),
                 ("anchor", repr(concepts.anchors[0])),
-                ("maps edited", str(len(result.weights))),
+                ("maps edited", str(len(artifact.weights))),
                 ("constraint columns", str(summary["columns"])),
-                ("edit seconds", f"{usage.seconds:.2f}"),
-                ("peak memory (MiB)", f"{usage.peak_mib:.0f}"),
+                ("edit seconds", f"{summary['seconds']:.2f}"),
+                ("peak memory (MiB)", f"{summary['peak_mib']:.0f}"),
             ],
         )
     )

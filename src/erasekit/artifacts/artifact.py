@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from erasekit.errors import UserError
-from erasekit.utils.io import atomic_dir
+from erasekit.utils.io import atomic_dir, read_json_object, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -121,10 +120,6 @@ def _manifest(artifact: Artifact) -> dict:
     }
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def save_artifact(artifact: Artifact, out: Path) -> Path:
     """Write the artifact folder atomically: ``out`` appears only once both files are complete."""
     out = Path(out)
@@ -132,7 +127,7 @@ def save_artifact(artifact: Artifact, out: Path) -> Path:
         tensors = {key: t.detach().cpu().contiguous() for key, t in artifact.weights.items()}
         save_file(tensors, str(tmp / TENSORS), metadata={"format": "pt"})
         file_sha = hashlib.sha256((tmp / TENSORS).read_bytes()).hexdigest()
-        _write_json(tmp / MANIFEST, {**_manifest(artifact), "tensors_sha256": file_sha})
+        write_json(tmp / MANIFEST, {**_manifest(artifact), "tensors_sha256": file_sha})
     return out
 
 
@@ -146,12 +141,7 @@ def load_artifact(path: Path) -> Artifact:
         raise UserError(f"not an edit artifact (no {MANIFEST}): {path}")
     if not tensors_path.is_file():
         raise UserError(f"incomplete edit artifact (no {TENSORS}): {path}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"corrupted {MANIFEST} ({exc}): {manifest_path}") from exc
-    if not isinstance(manifest, dict):
-        raise UserError(f"corrupted {MANIFEST} (not a JSON object): {manifest_path}")
+    manifest = read_json_object(manifest_path, MANIFEST)
     missing = [key for key in MANIFEST_KEYS if key not in manifest]
     if missing:
         raise UserError(f"{MANIFEST} lacks {', '.join(missing)}: {manifest_path}")
@@ -244,7 +234,7 @@ def export_artifact(backbone, artifact: Artifact, out: Path) -> Path:
     try:
         with atomic_dir(out) as tmp:
             pipe.save_pretrained(str(tmp), safe_serialization=True)
-            _write_json(tmp / EXPORT_MANIFEST, _manifest(artifact))
+            write_json(tmp / EXPORT_MANIFEST, _manifest(artifact))
     finally:
         remove_artifact(backbone, applied)
     return out

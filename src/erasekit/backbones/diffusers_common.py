@@ -10,7 +10,6 @@ diffusers is imported only when a pipeline is loaded, so importing this module s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from erasekit.backbones.base import TokenSegment, check_generate_args, generate_in_batches, linear_modules
 from erasekit.errors import UserError
+from erasekit.utils.io import read_json_object
 from erasekit.world.text_encoder import PromptTooLongError
 
 if TYPE_CHECKING:
@@ -34,11 +34,8 @@ def read_model_index(folder: Path) -> dict:
     index = folder / "model_index.json"
     if not index.is_file():
         raise UserError(f"not a diffusers model folder (no model_index.json): {folder}")
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"corrupted model_index.json ({exc}): {index}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
+    data = read_json_object(index, "model_index.json")
+    if not isinstance(data.get("_class_name"), str):
         raise UserError(f"model_index.json names no pipeline class (_class_name): {index}")
     return data
 

@@ -9,7 +9,7 @@ counterparts. Causal encoders need no constraint before the concept.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -73,7 +73,7 @@ class ConceptSet:
     anchors: tuple[str, ...]
     preserve: tuple[str, ...] = ()
     kind: str = "object"
-    templates: tuple[str, ...] = field(default=())
+    templates: tuple[str, ...] = ()
 
     @classmethod
     def build(

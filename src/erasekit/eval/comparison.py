@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from erasekit.artifacts import Artifact, build_artifact
+from erasekit.artifacts import Artifact
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.metrics import harmonic_mean
 from erasekit.eval.prompts import PromptRow
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
 from erasekit.eval.tasks import ErasureTask
-from erasekit.methods import get_method
-from erasekit.utils.profiling import measure
+from erasekit.methods.base import erase_to_artifact
 from erasekit.world.classifier import FactorClassifier
 
 TARGET_GROUPS = ("short", "complex", "paraphrased", "implicit")
@@ -42,13 +41,7 @@ def task_concepts(task: ErasureTask) -> ConceptSet:
 
 
 def erase_with(backbone: Backbone, concepts: ConceptSet, run: MethodRun) -> Artifact:
-    """Run one method; the artifact's metrics carry its stages, edit seconds and peak memory."""
-    method = get_method(run.method)
-    config = method.config_class(**run.options)
-    with measure() as usage:
-        result = method.erase(backbone, concepts, config)
-    summary = {**result.summary, "seconds": usage.seconds, "peak_mib": usage.peak_mib, "stages": result.stages}
-    return build_artifact(backbone, run.method, asdict(config), concepts.to_json(), result.weights, summary)
+    return erase_to_artifact(backbone, concepts, run.method, run.options)
 
 
 def table_row(label: str, metrics: dict, artifact: Artifact | None) -> dict:

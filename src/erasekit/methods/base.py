@@ -49,6 +49,22 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, options: dict | None = None):
+    """Run a registered method with its config built from ``options``; the artifact's metrics carry the
+    method's summary, its stages, the edit seconds and peak memory."""
+    from dataclasses import asdict
+
+    from erasekit.artifacts import build_artifact
+    from erasekit.utils.profiling import measure
+
+    chosen = get_method(method)
+    config = chosen.config_class(**(options or {}))
+    with measure() as usage:
+        result = chosen.erase(backbone, concepts, config)
+    summary = {**result.summary, "seconds": usage.seconds, "peak_mib": usage.peak_mib, "stages": result.stages}
+    return build_artifact(backbone, method, asdict(config), concepts.to_json(), result.weights, summary)
+
+
 def stage_row(stage: str, names: list[str], gap: float, solves: list[Solve]) -> dict:
     """A stage's report: the gap it saw, the worst residual it left, the mean relative change."""
     return {

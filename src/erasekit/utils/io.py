@@ -52,3 +52,16 @@ def write_json(path: Path, data: Any) -> None:
     with atomic_file(path) as handle:
         json.dump(data, handle, indent=2, sort_keys=False)
         handle.write("\n")
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or a one-line UserError naming ``what`` when it is not one."""
+    from erasekit.errors import UserError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"corrupted {what} ({exc}): {path}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"corrupted {what} (not a JSON object): {path}")
+    return data
