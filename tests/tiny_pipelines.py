@@ -76,7 +76,7 @@ def tiny_t5_tokenizer(max_tokens: int = T5_MAX_TOKENS) -> T5Tokenizer:
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_tokens)
 
 
-def _clip_config(tokenizer: CLIPTokenizer, layers: int = 2) -> CLIPTextConfig:
+def _clip_config(tokenizer: CLIPTokenizer, layers: int = 3) -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_DIM,
@@ -200,18 +200,18 @@ def build_sd3(folder: Path, seed: int = 0, t5: bool = False) -> Path:
 
 
 def build_sd3_t5(folder: Path, seed: int = 0) -> Path:
-    """SD3 with a one-layer T5 encoder (text_encoder_3) and its tokenizer."""
+    """SD3 with a three-layer T5 encoder (text_encoder_3) and its tokenizer."""
     return build_sd3(folder, seed, t5=True)
 
 
 def _tiny_t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
-    """One-layer T5 encoder whose width is the tiny SD3 joint_attention_dim."""
+    """Three-layer T5 encoder whose width is the tiny SD3 joint_attention_dim."""
     config = T5Config(
         vocab_size=len(tokenizer),
         d_model=2 * TEXT_DIM,
         d_kv=8,
         d_ff=37,
-        num_layers=1,
+        num_layers=3,
         num_heads=4,
         relative_attention_num_buckets=8,
         pad_token_id=tokenizer.pad_token_id,

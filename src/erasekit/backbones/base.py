@@ -3,6 +3,7 @@
 - ``encode(prompts) -> (embeddings (B, L, D), mask (B, L))``: what the denoiser's cross-attention
   consumes (padding positions are masked);
 - ``text_layers()``: the linear modules of the text encoder, in depth order;
+- ``text_encoders()``: the text-encoder modules under the name prefixes ``text_layers()`` uses;
 - ``projectors()``: the named linear maps that consume text embeddings in the denoiser;
 - ``embedding_projectors()``: those projectors whose input is exactly ``encode()``'s output;
 - ``token_segments(prompts)``: which tokens sit at which ``encode()`` positions (for token alignment);
@@ -52,6 +53,10 @@ class Backbone(Protocol):
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def text_layers(self) -> list[tuple[str, nn.Linear]]: ...
+
+    def text_encoders(self) -> dict[str, nn.Module]:
+        """Name prefix -> text-encoder module; ``text_layers()`` names are a prefix + a dotted path in it."""
+        ...
 
     def projectors(self) -> dict[str, nn.Linear]: ...
 

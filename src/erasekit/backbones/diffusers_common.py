@@ -159,12 +159,11 @@ class DiffusersBackbone:
 
     def text_layers(self) -> list[tuple[str, nn.Linear]]:
         """The text encoders' linear layers in depth order, encoder after encoder, names prefixed."""
-        return [
-            item
-            for name in self.text_encoder_names
-            if getattr(self.pipe, name, None) is not None
-            for item in linear_modules(getattr(self.pipe, name), prefix=f"{name}.")
-        ]
+        return [item for name, module in self.text_encoders().items() for item in linear_modules(module, f"{name}.")]
+
+    def text_encoders(self) -> dict[str, nn.Module]:
+        names = [name for name in self.text_encoder_names if getattr(self.pipe, name, None) is not None]
+        return {name: getattr(self.pipe, name) for name in names}
 
     def projectors(self) -> dict[str, nn.Linear]:
         raise NotImplementedError

@@ -38,6 +38,9 @@ class ShapeWorldBackbone:
     def text_layers(self) -> list[tuple[str, nn.Linear]]:
         return linear_modules(self.encoder.model.encoder, prefix="text_encoder.encoder.")
 
+    def text_encoders(self) -> dict[str, nn.Module]:
+        return {"text_encoder": self.encoder.model}
+
     def projectors(self) -> dict[str, nn.Linear]:
         return {
             f"unet.{name}": module

@@ -4,7 +4,8 @@ projectors read) and the inputs of text-encoder layers, captured with forward ho
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -84,11 +85,12 @@ def capture(
     modules: dict[str, nn.Linear] | None = None,
     batch_size: int = 64,
     stop_after: str | None = None,
+    around_batch: Callable[[int], AbstractContextManager] | None = None,
 ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
     """(encode() states (B, L, D), {module name: its inputs (B, L_enc, d_in)}) for the prompts.
 
     With ``stop_after`` (a module name) the forward pass ends once that module's input is captured;
-    no states are returned then.
+    no states are returned then. ``around_batch(k)`` is entered around the k-th batch's pass.
     """
     modules = modules or {}
     store: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
@@ -96,7 +98,8 @@ def capture(
     with _input_hooks(modules, store, stop_after):
         for start in range(0, len(prompts), batch_size):
             try:
-                states.append(backbone.encode(prompts[start : start + batch_size])[0].float())
+                with around_batch(start // batch_size) if around_batch else nullcontext():
+                    states.append(backbone.encode(prompts[start : start + batch_size])[0].float())
             except _StopForward:
                 pass
             batches = start // batch_size + 1
@@ -151,3 +154,69 @@ class PairFeatures:
         """Split features of ``targets + anchors + preserve`` (in that order) into the three groups."""
         n_t, n_a = len(self.targets), len(self.anchors)
         return features[:n_t], features[n_t : n_t + n_a], features[n_t + n_a :]
+
+
+_BLOCK = re.compile(r"^(?P<prefix>[^.]+)\.(?P<blocks>.+\.(?:layer|layers|block))\.(?P<index>\d+)\.")
+
+
+class _Replay(nn.Module):
+    """Stands in for a text-encoder block: returns a recorded block output instead of computing."""
+
+    def __init__(self, output: object):
+        super().__init__()
+        self.output = output
+
+    def forward(self, *args, **kwargs):
+        return self.output
+
+
+class ProgressiveTargets:
+    """The target prompts' inputs of chain layer i from the model as edited in stages < i.
+
+    Each pass records the output of the block before the one it stops in; the next stage's pass
+    replays that output for all earlier blocks, so it computes two blocks instead of i + 1. Blocks
+    before the last edited one are unchanged since that record, so the result equals a full pass.
+    """
+
+    def __init__(self, backbone: Backbone, prompts: list[str], batch_size: int):
+        self.backbone, self.prompts, self.batch_size = backbone, prompts, batch_size
+        self.recorded: tuple[str, int, list[object]] | None = None  # (block list, index, per-batch outputs)
+
+    def _blocks(self, layer_name: str) -> tuple[str, nn.ModuleList, int] | None:
+        match = _BLOCK.match(layer_name)
+        if match is None:
+            return None
+        root = self.backbone.text_encoders().get(match["prefix"])
+        blocks = root.get_submodule(match["blocks"]) if root is not None else None
+        if not isinstance(blocks, nn.ModuleList):
+            return None
+        return f"{match['prefix']}.{match['blocks']}", blocks, int(match["index"])
+
+    def inputs(self, name: str, module: nn.Linear) -> torch.Tensor:
+        located = self._blocks(name)
+        resume = None
+        if located and self.recorded and self.recorded[0] == located[0] and self.recorded[1] < located[2]:
+            resume = self.recorded
+        outputs: list[object] = []
+
+        @contextmanager
+        def around(batch: int):
+            blocks = located[1] if located else None
+            saved = list(blocks) if blocks is not None else []
+            handle = None
+            try:
+                if resume:  # blocks 0 .. recorded index - 1 replay the recorded input of that block
+                    for k in range(resume[1]):
+                        blocks[k] = _Replay(resume[2][batch])
+                if located and located[2] > 0:
+                    handle = blocks[located[2] - 1].register_forward_hook(lambda _m, _i, out: outputs.append(out))
+                yield
+            finally:
+                if handle is not None:
+                    handle.remove()
+                for k, block in enumerate(saved):
+                    blocks[k] = block
+
+        inputs = capture(self.backbone, self.prompts, {name: module}, self.batch_size, name, around)[1][name]
+        self.recorded = (located[0], located[2], outputs) if located and located[2] > 0 else None
+        return inputs

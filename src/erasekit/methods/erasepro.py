@@ -22,7 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from erasekit.backbones.base import Backbone
-from erasekit.concepts.features import PairFeatures, capture, chain_layers, layer_columns, segment_of
+from erasekit.concepts.features import (
+    PairFeatures,
+    ProgressiveTargets,
+    capture,
+    chain_layers,
+    layer_columns,
+    segment_of,
+)
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.editing.closed_form import zero_residual_transform
 from erasekit.methods.base import EraseResult, edit_maps, register
@@ -45,26 +52,30 @@ class EraseProConfig:
 def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> EraseResult:
     pairs = PairFeatures(backbone, concepts)
     chain = chain_layers(backbone, config.chain, config.chain_layers) if config.progressive else []
-    # One pass of the original model: anchors (Y), preserved prompts (C_P) and the first stage's targets.
-    states0, inputs0 = capture(backbone, pairs.targets + pairs.anchors + pairs.preserve, dict(chain), config.batch_size)
+    # One pass of the original model: anchors (Y) and the first stage's targets at every chain layer; the
+    # preserved prompts' layer inputs only when the text stages are weighted (else just their encodings).
+    hooked = pairs.targets + pairs.anchors + (pairs.preserve if config.weighted_text else [])
+    states0, inputs0 = capture(backbone, hooked, dict(chain), config.batch_size)
+    if not config.weighted_text:
+        states0 = torch.cat([states0, capture(backbone, pairs.preserve, batch_size=config.batch_size)[0]])
     weights: dict[str, torch.Tensor] = {}
     stages = []
 
-    def fit(x, y, c, weighted):
-        return zero_residual_transform(x, y, c if weighted else None, config.ridge, config.s_p, config.rtol)
+    def fit(x, y, c):
+        return zero_residual_transform(x, y, c, config.ridge, config.s_p, config.rtol)
 
     originals = {name: module.weight.detach().clone() for name, module in chain}
+    progressive_targets = ProgressiveTargets(backbone, pairs.targets, config.batch_size)
     try:
         for i, (name, module) in enumerate(chain):
             segment = segment_of(name, pairs.target_segments)
             targets, anchors, preserve = pairs.split(inputs0[name])
             if i > 0:  # the targets as the model edited so far sees them; stop the pass at this layer
-                targets = capture(backbone, pairs.targets, {name: module}, config.batch_size, stop_after=name)[1][name]
+                targets = progressive_targets.inputs(name, module)
             transform = fit(
                 layer_columns(targets, pairs.alignments, segment, "target"),
                 layer_columns(anchors, pairs.alignments, segment, "anchor"),
-                layer_columns(preserve, pairs.preserve_positions, segment, "target"),
-                config.weighted_text,
+                layer_columns(preserve, pairs.preserve_positions, segment, "target") if config.weighted_text else None,
             )
             new, row = edit_maps(f"text layer {i}", {name: module}, transform)
             with torch.no_grad():
@@ -74,7 +85,8 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> E
         targets, anchors, preserve = pairs.split(states0)
         if chain:
             targets = capture(backbone, pairs.targets, batch_size=config.batch_size)[0]
-        transform = fit(*pairs.encoded(targets, anchors, preserve), config.weighted)
+        x, y, c = pairs.encoded(targets, anchors, preserve)
+        transform = fit(x, y, c if config.weighted else None)
         new, row = edit_maps("projectors", backbone.embedding_projectors(), transform)
         weights.update(new)
         stages.append(row)
