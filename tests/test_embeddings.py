@@ -1,0 +1,57 @@
+"""Concept embedding samples (concepts/embeddings.py): the last sub-token is found, the cache is exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from erasekit.backbones.loader import load_backbone
+from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings, last_subtoken_positions
+from tiny_pipelines import build_sd, build_sd3_t5
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def shapeworld():
+    return load_backbone("shapeworld")
+
+
+def test_context_templates_are_many_distinct_and_fit_the_encoder(shapeworld):
+    assert len(CONTEXT_TEMPLATES) >= 100 and len(set(CONTEXT_TEMPLATES)) == len(CONTEXT_TEMPLATES)
+    shapeworld.token_segments([t.format("large red checkered lightning bolt") for t in CONTEXT_TEMPLATES])
+
+
+@pytest.mark.parametrize("family", ["shapeworld", "sd", "sd3_t5"])
+def test_last_subtoken_is_the_phrase_s_last_token(family, shapeworld, tmp_path: Path):
+    builders = {"sd": build_sd, "sd3_t5": build_sd3_t5}
+    backbone = shapeworld if family == "shapeworld" else load_backbone(str(builders[family](tmp_path / family)))
+    phrase = "red striped star"
+    short = ["a {}", "the {} here", "one {}.", "{}"]  # the tiny CLIP tokenizer is byte-level: 32 bytes at most
+    templates = list(CONTEXT_TEMPLATES[:30]) if family == "shapeworld" else short
+    segment = backbone.token_segments([t.format(phrase) for t in templates])[0]
+    star = backbone.token_segments(["star"])[0].ids[0]
+    star_id = [i for i in star if i not in backbone.token_segments([""])[0].ids[0]][-1]
+    for ids, pos in zip(segment.ids, last_subtoken_positions(backbone, templates, phrase), strict=True):
+        assert ids[pos - segment.offset] == star_id
+
+
+def test_embeddings_are_cached_exactly_and_keyed_by_templates(shapeworld, tmp_path: Path):
+    phrases, templates = ["red star", "blue striped heart", "skull"], list(CONTEXT_TEMPLATES[:12])
+    fresh = concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, chunk=2, progress=False)
+    assert fresh.shape == (3, 12, 384) and len(list(tmp_path.glob("*.safetensors"))) == 3
+    assert torch.equal(concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, progress=False), fresh)
+    alone = concept_embeddings(shapeworld, phrases[1:], templates, progress=False)  # other batch: other padding
+    torch.testing.assert_close(alone, fresh[1:], rtol=0, atol=4e-3)
+    concept_embeddings(shapeworld, phrases[:1], templates[:6], cache=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4
+    # the samples of one concept differ by context; different concepts are further apart
+    within = torch.cdist(fresh[0], fresh[0]).mean()
+    assert torch.cdist(fresh[0], fresh[1]).mean() > within
+
+
+def test_a_template_without_one_placeholder_is_refused(shapeworld):
+    with pytest.raises(ValueError, match="exactly one"):
+        concept_embeddings(shapeworld, ["star"], ["a picture", "a {}"], progress=False)
