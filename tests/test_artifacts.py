@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 import erasekit.artifacts.artifact as artifact_module
 from erasekit.artifacts import (
     FORMAT_VERSION,
+    MODULE_SEP,
     Artifact,
     apply_artifact,
     build_artifact,
@@ -26,6 +29,7 @@ from erasekit.artifacts import (
 )
 from erasekit.backbones.loader import load_backbone
 from erasekit.errors import UserError
+from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig
 from tiny_pipelines import build_sd, build_sdxl
 
 PROMPTS, SEEDS, STEPS = ["a cat", "a dog"], [0, 1], 2
@@ -92,6 +96,7 @@ def test_round_trip_apply_remove_export(variant: str, folders: dict[str, Path], 
     assert sorted(p.name for p in saved.iterdir()) == ["manifest.json", "tensors.safetensors"]
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION and manifest["created"].endswith("+00:00")
+    assert "modules" not in manifest  # a weights-only edit writes the same manifest as before modules existed
     loaded = load_artifact(saved)
     assert (loaded.method, loaded.config, loaded.concepts, loaded.base) == (
         "test",
@@ -277,3 +282,312 @@ def test_export_refuses_shapeworld(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="export writes a diffusers folder; ShapeWorld edits are used with --edit"):
         export_artifact(shapeworld, artifact, tmp_path / "exported")
     assert not (tmp_path / "exported").exists()
+
+
+# --- MoEraser modules (ETC): added to projector outputs by a hook ---------------------------------
+
+SMALL = MoEraserConfig(experts=4, hidden=8, top_k=2)
+ONE = (["a cat"], [0])
+
+
+def module_names(backbone) -> list[str]:
+    """One to_k and one to_v projector (cross-attention, attn2)."""
+    return edit_names(backbone)[:2]
+
+
+def make_erasers(backbone, seed: int = 0) -> dict[str, MoEraser]:
+    """Erasers for two projectors with random (non-zero) router and output projections."""
+    generator = torch.Generator().manual_seed(seed)
+    linears = editable_linears(backbone)
+    erasers = {}
+    for name in module_names(backbone):
+        eraser = MoEraser(linears[name].in_features, linears[name].out_features, SMALL)
+        with torch.no_grad():
+            for p in (eraser.router.weight, eraser.router.bias, eraser.w_out, eraser.b_out):
+                p.copy_(torch.randn(p.shape, generator=generator))
+        erasers[name] = eraser
+    return erasers
+
+
+def noisy_weights(backbone, names: list[str], seed: int = 1) -> dict[str, torch.Tensor]:
+    """NIR-like corrupted weights W + noise (the noise's std is the weight's std)."""
+    generator = torch.Generator().manual_seed(seed)
+    linears = editable_linears(backbone)
+    return {n: (w := linears[n].weight.detach()) + w.std() * torch.randn(w.shape, generator=generator) for n in names}
+
+
+def module_artifact(backbone, erasers: dict[str, MoEraser], weights: dict | None = None) -> Artifact:
+    return build_artifact(backbone, "etc", {"k": 2}, CONCEPTS, weights or {}, {}, modules=erasers)
+
+
+def one_image(backbone) -> np.ndarray:
+    return backbone.generate(*ONE, steps=STEPS)
+
+
+def assert_detached(backbone) -> None:
+    """No hook and no attachment marker is left on any editable linear module."""
+    for linear in editable_linears(backbone).values():
+        assert not linear._forward_hooks and not hasattr(linear, artifact_module.ATTACHED)
+
+
+def test_module_artifact_round_trip_apply_remove(folders: dict[str, Path], tmp_path: Path) -> None:
+    backbone = load_backbone(folders["sd"])
+    erasers = make_erasers(backbone)
+    names = module_names(backbone)
+    linears = editable_linears(backbone)
+    artifact = module_artifact(backbone, erasers)
+    assert artifact.weights == {} and artifact.modules == erasers
+    assert artifact.original_sha256 == {f"{n}.weight": tensor_sha256(linears[n].weight) for n in names}
+
+    saved = save_artifact(artifact, tmp_path / "edit")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["modules"] == {
+        n: {"kind": "moeraser", "d_in": e.d_in, "d_out": e.d_out, "config": asdict(SMALL)} for n, e in erasers.items()
+    }
+    stored = safetensors.torch.load_file(saved / "tensors.safetensors")
+    assert set(stored) == {f"{n}{MODULE_SEP}eraser.{p}" for n, e in erasers.items() for p in e.state_dict()}
+    loaded = load_artifact(saved)
+    assert loaded.weights == {} and loaded.original_sha256 == artifact.original_sha256
+    assert loaded.modules.keys() == erasers.keys()
+    for name, eraser in erasers.items():
+        assert loaded.modules[name].config == SMALL and (loaded.modules[name].d_in, loaded.modules[name].d_out) == (
+            eraser.d_in,
+            eraser.d_out,
+        )
+        state, state_loaded = eraser.state_dict(), loaded.modules[name].state_dict()
+        assert state.keys() == state_loaded.keys() and all(torch.equal(state[k], state_loaded[k]) for k in state)
+
+    weights = snapshot(backbone)
+    base = one_image(backbone)
+    applied = apply_artifact(backbone, loaded)
+    assert_unchanged(backbone, weights)  # a module-only edit leaves the weights alone
+    edited = one_image(backbone)
+    assert not np.array_equal(edited, base)
+    with pytest.raises(UserError, match="already applied"):
+        apply_artifact(backbone, loaded)
+    with pytest.raises(UserError, match="already applied"):
+        apply_artifact(backbone, artifact)  # another artifact object: the marker on the projector tells
+    remove_artifact(backbone, applied)
+    assert_detached(backbone)
+    assert np.array_equal(one_image(backbone), base)
+
+    applied = apply_artifact(backbone, artifact)  # the in-memory artifact gives the same images
+    assert np.array_equal(one_image(backbone), edited)
+    remove_artifact(backbone, applied)
+
+    removed = apply_artifact(backbone, loaded, modules=False)  # module removal, no replaced weights: the base
+    assert not removed.hooks
+    assert_detached(backbone)
+    assert np.array_equal(one_image(backbone), base)
+    remove_artifact(backbone, removed)
+    assert_unchanged(backbone, weights)
+
+
+def test_module_removal_with_replaced_weights(folders: dict[str, Path], tmp_path: Path) -> None:
+    backbone = load_backbone(folders["sd"])
+    names = module_names(backbone)
+    nir = load_artifact(
+        save_artifact(
+            module_artifact(backbone, make_erasers(backbone), noisy_weights(backbone, names)), tmp_path / "nir"
+        )
+    )
+    assert set(nir.weights) == set(nir.original_sha256) == {f"{n}.weight" for n in names}
+    weights = snapshot(backbone)
+    base = one_image(backbone)
+    applied = apply_artifact(backbone, nir)
+    full = one_image(backbone)
+    remove_artifact(backbone, applied)
+    assert_unchanged(backbone, weights)
+    assert_detached(backbone)
+
+    removed = apply_artifact(backbone, nir, modules=False)
+    assert not removed.hooks
+    stripped = one_image(backbone)
+    with pytest.raises(UserError, match="already applied"):
+        apply_artifact(backbone, nir)  # the corrupted weights are in place
+    remove_artifact(backbone, removed)
+    assert_unchanged(backbone, weights)
+    assert np.array_equal(one_image(backbone), base)
+    assert not np.array_equal(stripped, base) and not np.array_equal(stripped, full)
+    assert not np.array_equal(full, base)
+
+
+def test_projector_output_is_weight_plus_eraser(sd) -> None:
+    erasers = make_erasers(sd)
+    artifact = module_artifact(sd, erasers)
+    linears = editable_linears(sd)
+    generator = torch.Generator().manual_seed(3)
+    inputs = {name: torch.randn(2, 5, linears[name].in_features, generator=generator) for name in erasers}
+    with torch.no_grad():
+        plain = {name: linears[name](x) for name, x in inputs.items()}
+        applied = apply_artifact(sd, artifact)
+        try:
+            for name, x in inputs.items():
+                linear = linears[name]
+                by_hand = torch.nn.functional.linear(x, linear.weight, linear.bias) + erasers[name].eval()(x)
+                assert torch.allclose(linear(x), by_hand, rtol=0, atol=1e-6)
+                assert not torch.allclose(linear(x), plain[name], atol=1e-3)
+                assert not any(p.requires_grad for p in erasers[name].parameters())
+        finally:
+            remove_artifact(sd, applied)
+        assert all(torch.equal(linears[name](x), plain[name]) for name, x in inputs.items())
+
+
+class WithDelta(torch.nn.Module):
+    """A linear module followed by an eraser, as an explicit module (the reference for the hook)."""
+
+    def __init__(self, linear: torch.nn.Linear, eraser: MoEraser) -> None:
+        super().__init__()
+        self.linear, self.eraser = linear, eraser
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.eraser(x)
+
+
+def test_eraser_hook_on_to_k_inside_a_diffusers_attention_block(sd) -> None:
+    from diffusers.models.attention_processor import Attention
+
+    name = next(n for n in sorted(sd.projectors()) if n.endswith("attn2.to_k"))
+    attn = sd.pipe.unet.get_submodule(name.removeprefix("unet.").removesuffix(".to_k"))
+    assert isinstance(attn, Attention)
+    generator = torch.Generator().manual_seed(5)
+    hidden = torch.randn(2, 6, attn.to_q.in_features, generator=generator)
+    context = torch.randn(2, 7, attn.to_k.in_features, generator=generator)
+    fresh = MoEraser(attn.to_k.in_features, attn.to_k.out_features, SMALL)  # Δ ≡ 0 at initialisation
+    randomised = make_erasers(sd)[name]
+    with torch.no_grad():
+        reference = attn(hidden, encoder_hidden_states=context)
+        applied = apply_artifact(sd, module_artifact(sd, {name: fresh}))
+        try:
+            assert torch.equal(attn(hidden, encoder_hidden_states=context), reference)
+        finally:
+            remove_artifact(sd, applied)
+        linear = attn.to_k
+        attn.to_k = WithDelta(linear, randomised.eval())
+        try:
+            expected = attn(hidden, encoder_hidden_states=context)
+        finally:
+            attn.to_k = linear
+        applied = apply_artifact(sd, module_artifact(sd, {name: randomised}))
+        try:
+            edited = attn(hidden, encoder_hidden_states=context)
+        finally:
+            remove_artifact(sd, applied)
+    assert not torch.allclose(edited, reference, atol=1e-3)
+    assert torch.allclose(edited, expected, rtol=0, atol=1e-6)
+
+
+def rewrite_tensors(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Replace the tensors file and fix the manifest's tensors_sha256, so only the finer checks can object."""
+    path = folder / "tensors.safetensors"
+    safetensors.torch.save_file(tensors, str(path), metadata={"format": "pt"})
+    rewrite_manifest(folder, tensors_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("drop", "has MoEraser tensors .* expected"),
+        ("extra", "has MoEraser tensors .* expected"),
+        ("reshape", r"MoEraser tensor .*::eraser.w_gate is torch.float32 \(32, 39\), expected .* shape \(32, 40\)"),
+        ("integer", r"MoEraser tensor .*::eraser.b_out is torch.int64"),
+        ("half", "MoEraser tensors for .* mix dtypes torch.float16, torch.float32"),
+        ("orphan", "has tensor unet.nope::eraser.w_gate for no module of manifest.json"),
+        ("not_eraser", "for no module of manifest.json"),
+        ("unknown_kind", "module .* has unknown kind 'lora'"),
+        ("unknown_field", "bad MoEraser config .*unknown config field 'rank'"),
+        ("bad_type", "bad MoEraser config .*config field hidden is '8'"),
+        ("bad_top_k", r"bad MoEraser config \(top_k must be in \[1, experts\]"),
+        ("bad_dims", "bad MoEraser config .*d_in 0"),
+        ("not_hashed", "name different weights"),
+        ("modules_list", "manifest.json has malformed modules"),
+    ],
+)
+def test_bad_module_tensors_or_entries(sd, tmp_path: Path, damage: str, message: str) -> None:
+    artifact = module_artifact(sd, make_erasers(sd))
+    folder = save_artifact(artifact, tmp_path / "edit")
+    tensors = safetensors.torch.load_file(folder / "tensors.safetensors")
+    entries = json.loads((folder / "manifest.json").read_text())["modules"]
+    name = module_names(sd)[0]
+    key = f"{name}{MODULE_SEP}eraser."
+    if damage == "drop":
+        del tensors[key + "w_up"]
+    elif damage == "extra":
+        tensors[key + "w_extra"] = torch.zeros(2)
+    elif damage == "reshape":
+        tensors[key + "w_gate"] = tensors[key + "w_gate"][:, :-1].contiguous()
+    elif damage == "integer":
+        tensors[key + "b_out"] = tensors[key + "b_out"].long()
+    elif damage == "half":
+        tensors[key + "w_out"] = tensors[key + "w_out"].half()
+    elif damage == "orphan":
+        tensors[f"unet.nope{MODULE_SEP}eraser.w_gate"] = tensors[key + "w_gate"].clone()
+    elif damage == "not_eraser":
+        tensors[f"{name}{MODULE_SEP}lora.A"] = torch.zeros(2)
+    elif damage == "unknown_kind":
+        entries[name]["kind"] = "lora"
+    elif damage == "unknown_field":
+        entries[name]["config"]["rank"] = 4
+    elif damage == "bad_type":
+        entries[name]["config"]["hidden"] = "8"
+    elif damage == "bad_top_k":
+        entries[name]["config"]["top_k"] = 9
+    elif damage == "bad_dims":
+        entries[name]["d_in"] = 0
+    elif damage == "not_hashed":
+        rewrite_manifest(folder, original_sha256={k: v for k, v in artifact.original_sha256.items() if name not in k})
+    elif damage == "modules_list":
+        entries = list(entries)
+    rewrite_manifest(folder, modules=entries)
+    rewrite_tensors(folder, tensors)
+    with pytest.raises(UserError, match=message) as info:
+        load_artifact(folder)
+    assert "\n" not in str(info.value) and str(folder) in str(info.value)
+
+
+def test_changed_module_tensor_is_caught_by_the_file_hash(sd, tmp_path: Path) -> None:
+    folder = save_artifact(module_artifact(sd, make_erasers(sd)), tmp_path / "edit")
+    path = folder / "tensors.safetensors"
+    tensors = safetensors.torch.load_file(path)
+    key = next(k for k in tensors if k.endswith("::eraser.w_out"))
+    tensors[key] = tensors[key] + 1
+    safetensors.torch.save_file(tensors, str(path), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="corrupted"):
+        load_artifact(folder)
+
+
+def test_build_refuses_unknown_or_mismatched_modules(sd) -> None:
+    erasers = make_erasers(sd)
+    name = module_names(sd)[0]
+    with pytest.raises(ValueError, match="unet.nope is not an editable linear module"):
+        module_artifact(sd, {"unet.nope": erasers[name]})
+    with pytest.raises(ValueError, match=f"{name}::x is not an editable linear module"):
+        module_artifact(sd, {f"{name}::x": erasers[name]})
+    linear = editable_linears(sd)[name]
+    wrong = MoEraser(linear.in_features + 1, linear.out_features, SMALL)
+    with pytest.raises(ValueError, match=f"MoEraser for {name} maps {linear.in_features + 1} -> "):
+        module_artifact(sd, {name: wrong})
+    with pytest.raises(ValueError, match="not a MoEraser"):
+        module_artifact(sd, {name: torch.nn.Linear(linear.in_features, linear.out_features)})
+
+
+def test_module_artifact_refuses_a_different_base_model(sd, folders: dict[str, Path]) -> None:
+    artifact = module_artifact(sd, make_erasers(sd))
+    other = load_backbone(folders["sd_other"])
+    before = snapshot(other)
+    with pytest.raises(UserError, match=r"different base model \(.*\): weight .*attn2.to_k.weight does not match"):
+        apply_artifact(other, artifact)
+    with pytest.raises(UserError, match="different base model"):
+        apply_artifact(other, artifact, modules=False)
+    assert_unchanged(other, before)
+    assert_detached(other)
+
+
+def test_export_refuses_module_artifacts(sd, tmp_path: Path) -> None:
+    weights = snapshot(sd)
+    artifact = module_artifact(sd, make_erasers(sd), noisy_weights(sd, module_names(sd)))
+    with pytest.raises(UserError, match="carries MoEraser modules .*; use it with --edit"):
+        export_artifact(sd, artifact, tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()
+    assert_unchanged(sd, weights)
+    assert_detached(sd)

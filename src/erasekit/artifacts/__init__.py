@@ -2,6 +2,7 @@
 
 from erasekit.artifacts.artifact import (
     FORMAT_VERSION,
+    MODULE_SEP,
     AppliedEdit,
     Artifact,
     apply_artifact,
@@ -16,6 +17,7 @@ from erasekit.artifacts.artifact import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "MODULE_SEP",
     "AppliedEdit",
     "Artifact",
     "apply_artifact",

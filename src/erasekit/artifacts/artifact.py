@@ -1,27 +1,38 @@
 """The edit artifact (DESIGN.md, "Architecture"): a folder with ``manifest.json`` and ``tensors.safetensors``.
 
 The manifest records the method, its config, the concept set, the base model's identity, the SHA-256
-of every weight the edit replaces (so an edit is never applied to another model), library versions
-and a metrics summary. The tensors file holds the replacement weights, keyed "<linear module>.weight".
-Tensors are read with safetensors only: nothing is ever unpickled.
+of every weight the edit replaces or wraps (so an edit is never applied to another model), library
+versions and a metrics summary. An edit may also carry MoEraser modules (specs/etc.md §4): per wrapped
+projector, a correction Δ added to its output (W c + Δ(c)), listed in the manifest's optional
+"modules" entry ({name: {"kind": "moeraser", "d_in", "d_out", "config"}}).
+
+The tensors file holds the replacement weights, keyed "<linear module>.weight", and the modules'
+parameters, keyed "<linear module>::eraser.<parameter>". The separator "::" never occurs in the module
+names torch gives diffusers / transformers models, and ``build_artifact`` refuses a name containing it,
+so a key splits unambiguously. Tensors are read with safetensors only: nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from erasekit.errors import UserError
 from erasekit.utils.io import atomic_dir, read_json_object, write_json
+
+if TYPE_CHECKING:  # imported where used: erasekit.methods imports every method, which may import artifacts
+    from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -30,11 +41,21 @@ EXPORT_MANIFEST = "erasekit_edit.json"
 MANIFEST_KEYS = ("format_version", "method", "config", "concepts", "base", "original_sha256", "tensors_sha256")
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "safetensors", "erasekit")
 WEIGHT = ".weight"
+MODULE_SEP = "::"  # "<linear module>::eraser.<parameter>": cannot occur in a module name (see above)
+ERASER = "eraser."
+MOERASER_KIND = "moeraser"
+ATTACHED = "_erasekit_eraser_attached"  # set on a projector while an artifact's eraser hooks it
 
 
 @dataclass
 class Artifact:
-    """An edit: new weights for some linear maps of one base model, plus what is needed to trust them."""
+    """An edit: new weights for some linear maps of one base model and MoErasers added to some projectors,
+    plus what is needed to trust them.
+
+    ``weights`` holds the replaced weights ("<name>.weight"); ``modules`` maps a wrapped linear module's
+    name to its eraser; ``original_sha256`` has the base model's hash of every replaced weight and of the
+    weight of every wrapped module (replaced or not).
+    """
 
     method: str
     config: dict
@@ -44,14 +65,17 @@ class Artifact:
     original_sha256: dict[str, str]
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    modules: dict[str, MoEraser] = field(default_factory=dict)
 
 
 @dataclass
 class AppliedEdit:
-    """An artifact applied to a backbone, with the weights it replaced (for ``remove_artifact``)."""
+    """An artifact applied to a backbone, with the weights it replaced and the hooks that attach its
+    erasers (for ``remove_artifact``)."""
 
     artifact: Artifact
     originals: dict[str, torch.Tensor]
+    hooks: dict[str, RemovableHandle] = field(default_factory=dict)
 
 
 def editable_linears(backbone) -> dict[str, nn.Linear]:
@@ -78,21 +102,46 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _check_name(backbone, linears: dict[str, nn.Linear], name: str) -> None:
+    if name not in linears or MODULE_SEP in name:
+        raise ValueError(f"{name} is not an editable linear module of this {backbone.identity()['family']} model")
+
+
 def build_artifact(
-    backbone, method: str, config: dict, concepts: dict, new_weights: dict[str, torch.Tensor], metrics: dict
+    backbone,
+    method: str,
+    config: dict,
+    concepts: dict,
+    new_weights: dict[str, torch.Tensor],
+    metrics: dict,
+    modules: dict[str, MoEraser] | None = None,
 ) -> Artifact:
-    """An Artifact replacing the named linear modules' weights; records the hashes of the current weights."""
+    """An Artifact replacing the named linear modules' weights and adding ``modules`` (name -> MoEraser,
+    kept as given, not copied) to the named linear modules' outputs; records the hashes of the current
+    weights of both."""
+    from erasekit.methods.etc.moeraser import MoEraser
+
     linears = editable_linears(backbone)
     weights, original = {}, {}
-    for name, tensor in new_weights.items():
-        if name not in linears:
-            raise ValueError(f"{name} is not an editable linear module of this {backbone.identity()['family']} model")
+    for name, tensor in (new_weights or {}).items():
+        _check_name(backbone, linears, name)
         current = linears[name].weight
         if tuple(tensor.shape) != tuple(current.shape):
             raise ValueError(f"new weight for {name} has shape {tuple(tensor.shape)}, expected {tuple(current.shape)}")
         key = name + WEIGHT
         original[key] = tensor_sha256(current)
         weights[key] = tensor.detach().to(device="cpu", dtype=current.dtype, copy=True).contiguous()
+    for name, eraser in (modules or {}).items():
+        _check_name(backbone, linears, name)
+        linear = linears[name]
+        if not isinstance(eraser, MoEraser):
+            raise ValueError(f"the module for {name} is a {type(eraser).__name__}, not a MoEraser")
+        if (eraser.d_in, eraser.d_out) != (linear.in_features, linear.out_features):
+            raise ValueError(
+                f"MoEraser for {name} maps {eraser.d_in} -> {eraser.d_out}, "
+                f"the module {linear.in_features} -> {linear.out_features}"
+            )
+        original[name + WEIGHT] = tensor_sha256(linear.weight)
     return Artifact(
         method=method,
         config=dict(config),
@@ -102,11 +151,17 @@ def build_artifact(
         original_sha256=original,
         metrics=dict(metrics or {}),
         versions=library_versions(),
+        modules=dict(modules or {}),
     )
 
 
+def _module_entry(eraser: MoEraser) -> dict:
+    return {"kind": MOERASER_KIND, "d_in": eraser.d_in, "d_out": eraser.d_out, "config": asdict(eraser.config)}
+
+
 def _manifest(artifact: Artifact) -> dict:
-    """The manifest fields of an artifact (without ``tensors_sha256``)."""
+    """The manifest fields of an artifact (without ``tensors_sha256``; "modules" only when it has some)."""
+    modules = {"modules": {name: _module_entry(e) for name, e in artifact.modules.items()}} if artifact.modules else {}
     return {
         "format_version": FORMAT_VERSION,
         "method": artifact.method,
@@ -114,6 +169,7 @@ def _manifest(artifact: Artifact) -> dict:
         "concepts": artifact.concepts,
         "base": artifact.base,
         "original_sha256": artifact.original_sha256,
+        **modules,
         "metrics": artifact.metrics,
         "versions": artifact.versions,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -125,6 +181,9 @@ def save_artifact(artifact: Artifact, out: Path) -> Path:
     out = Path(out)
     with atomic_dir(out) as tmp:
         tensors = {key: t.detach().cpu().contiguous() for key, t in artifact.weights.items()}
+        for name, eraser in artifact.modules.items():
+            for param, t in eraser.state_dict().items():
+                tensors[f"{name}{MODULE_SEP}{ERASER}{param}"] = t.detach().cpu().contiguous()
         save_file(tensors, str(tmp / TENSORS), metadata={"format": "pt"})
         file_sha = hashlib.sha256((tmp / TENSORS).read_bytes()).hexdigest()
         write_json(tmp / MANIFEST, {**_manifest(artifact), "tensors_sha256": file_sha})
@@ -156,11 +215,23 @@ def load_artifact(path: Path) -> Artifact:
     if hashlib.sha256(data).hexdigest() != manifest["tensors_sha256"]:
         raise UserError(f"{TENSORS} is corrupted (its SHA-256 does not match the manifest): {tensors_path}")
     try:
-        weights = safetensors.torch.load(data)
+        tensors = safetensors.torch.load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise UserError(f"could not read {TENSORS} ({str(exc).strip() or type(exc).__name__}): {path}") from exc
-    if set(weights) != set(manifest["original_sha256"]):
+    entries = manifest.get("modules", {})
+    if not isinstance(entries, dict):
+        raise UserError(f"{MANIFEST} has malformed modules: {manifest_path}")
+    weights = {key: t for key, t in tensors.items() if MODULE_SEP not in key}
+    if set(weights) | {name + WEIGHT for name in entries} != set(manifest["original_sha256"]):
         raise UserError(f"{TENSORS} and {MANIFEST} name different weights: {path}")
+    states: dict[str, dict[str, torch.Tensor]] = {name: {} for name in entries}
+    for key, t in tensors.items():
+        if MODULE_SEP in key:
+            name, _, param = key.partition(MODULE_SEP)
+            if name not in states or not param.startswith(ERASER):
+                raise UserError(f"{TENSORS} has tensor {key} for no module of {MANIFEST}: {path}")
+            states[name][param.removeprefix(ERASER)] = t
+    modules = {name: _load_eraser(name, entry, states[name], path) for name, entry in entries.items()}
     return Artifact(
         method=manifest["method"],
         config=manifest["config"],
@@ -170,7 +241,63 @@ def load_artifact(path: Path) -> Artifact:
         original_sha256=manifest["original_sha256"],
         metrics=manifest.get("metrics", {}),
         versions=manifest.get("versions", {}),
+        modules=modules,
     )
+
+
+def _eraser_config(entry: dict) -> MoEraserConfig:
+    """The MoEraserConfig of a manifest entry: known fields of the right type (missing ones take the
+    defaults); ValueError otherwise."""
+    from erasekit.methods.etc.moeraser import MoEraserConfig
+
+    config = entry.get("config")
+    if not isinstance(config, dict):
+        raise ValueError("no config")
+    types = {f.name: type(f.default) for f in fields(MoEraserConfig)}
+    for key, value in config.items():
+        wanted = types.get(key)
+        if wanted is None:
+            raise ValueError(f"unknown config field {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float) if wanted is float else wanted):
+            raise ValueError(f"config field {key} is {value!r}")
+    config = MoEraserConfig(**config)
+    if config.experts < 1 or config.hidden < 1:
+        raise ValueError("experts and hidden must be at least 1")
+    return config
+
+
+def _load_eraser(name: str, entry, state: dict[str, torch.Tensor], path: Path) -> MoEraser:
+    """A MoEraser rebuilt from its manifest entry (on the meta device, so nothing is allocated before the
+    shapes are checked) with the tensors file's parameters, strictly; every problem is a one-line UserError."""
+    from erasekit.methods.etc.moeraser import MoEraser
+
+    if not isinstance(entry, dict) or entry.get("kind") != MOERASER_KIND:
+        kind = entry.get("kind") if isinstance(entry, dict) else entry
+        raise UserError(f"{MANIFEST} module {name} has unknown kind {kind!r}: {path}")
+    try:
+        d_in, d_out = entry.get("d_in"), entry.get("d_out")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in (d_in, d_out)):
+            raise ValueError(f"d_in {d_in!r}, d_out {d_out!r}")
+        with torch.device("meta"):
+            eraser = MoEraser(d_in, d_out, _eraser_config(entry))
+    except ValueError as exc:
+        raise UserError(f"{MANIFEST} module {name} has a bad MoEraser config ({exc}): {path}") from exc
+    expected = {key: tuple(p.shape) for key, p in eraser.state_dict().items()}
+    if set(state) != set(expected):
+        raise UserError(
+            f"{TENSORS} has MoEraser tensors {sorted(state)} for {name}, expected {sorted(expected)}: {path}"
+        )
+    for key, t in state.items():
+        if tuple(t.shape) != expected[key] or not t.is_floating_point():
+            raise UserError(
+                f"MoEraser tensor {name}{MODULE_SEP}{ERASER}{key} is {t.dtype} {tuple(t.shape)}, "
+                f"expected a floating tensor of shape {expected[key]}: {path}"
+            )
+    dtypes = sorted({str(t.dtype) for t in state.values()})
+    if len(dtypes) > 1:
+        raise UserError(f"MoEraser tensors for {name} mix dtypes {', '.join(dtypes)}: {path}")
+    eraser.load_state_dict(state, strict=True, assign=True)
+    return eraser
 
 
 def _targets(backbone, artifact: Artifact) -> dict[str, nn.Linear]:
@@ -200,19 +327,67 @@ def _targets(backbone, artifact: Artifact) -> dict[str, nn.Linear]:
     return targets
 
 
-def apply_artifact(backbone, artifact: Artifact) -> AppliedEdit:
-    """Patch the backbone's weights in place; everything is checked before anything changes."""
+def _wrapped(backbone, artifact: Artifact, attach: bool) -> dict[str, nn.Linear]:
+    """The module for every eraser of the artifact, after checking names, shapes and hashes (the weights a
+    module-only edit leaves alone) and, when attaching, that no eraser is attached there already."""
+    linears = editable_linears(backbone)
+    base = artifact.base.get("source", artifact.base.get("family"))
+    wrapped = {}
+    for name, eraser in artifact.modules.items():
+        if name not in linears:
+            raise UserError(f"artifact was made for a different base model ({base}): no module {name} here")
+        linear, key = linears[name], name + WEIGHT
+        if (linear.in_features, linear.out_features) != (eraser.d_in, eraser.d_out):
+            raise UserError(
+                f"artifact was made for a different base model ({base}): module {name} maps "
+                f"{linear.in_features} -> {linear.out_features} here, {eraser.d_in} -> {eraser.d_out} in the artifact"
+            )
+        if key not in artifact.weights and tensor_sha256(linear.weight) != artifact.original_sha256.get(key):
+            raise UserError(f"artifact was made for a different base model ({base}): weight {key} does not match")
+        if attach and getattr(linear, ATTACHED, False):
+            raise UserError(f"this edit is already applied (module {name} already carries a MoEraser)")
+        wrapped[name] = linear
+    return wrapped
+
+
+def _attach(linear: nn.Linear, eraser: MoEraser) -> RemovableHandle:
+    """Hook ``linear`` so that it returns W x + b + eraser(x). The eraser itself is attached: moved to the
+    linear's device if needed, put in eval mode and frozen (no parameter gradients; gradients still flow
+    to x). It keeps its own dtype: x is cast to it and Δ back to the output's dtype."""
+    eraser.to(device=linear.weight.device).eval().requires_grad_(False)
+    dtype = eraser.w_gate.dtype
+
+    def add_delta(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
+        x = args[0] if args else kwargs["input"]
+        return output + eraser(x.to(dtype)).to(output.dtype)
+
+    handle = linear.register_forward_hook(add_delta, with_kwargs=True)
+    setattr(linear, ATTACHED, True)  # a plain attribute, not a submodule: state_dict and names are unchanged
+    return handle
+
+
+def apply_artifact(backbone, artifact: Artifact, modules: bool = True) -> AppliedEdit:
+    """Patch the backbone's weights in place and, if ``modules``, hook every eraser onto its projector
+    (``modules=False``, the module-removal attack, applies the weights only). Everything is checked
+    before anything changes."""
     targets = _targets(backbone, artifact)
+    wrapped = _wrapped(backbone, artifact, attach=modules)
     originals = {key: module.weight.detach().clone() for key, module in targets.items()}
     with torch.no_grad():
         for key, module in targets.items():
             module.weight.data.copy_(artifact.weights[key])
-    return AppliedEdit(artifact=artifact, originals=originals)
+    hooks = {name: _attach(linear, artifact.modules[name]) for name, linear in wrapped.items()} if modules else {}
+    return AppliedEdit(artifact=artifact, originals=originals, hooks=hooks)
 
 
 def remove_artifact(backbone, applied: AppliedEdit) -> None:
-    """Put the replaced weights back in place and check they hash to the recorded originals."""
+    """Detach the erasers, put the replaced weights back in place and check they hash to the recorded
+    originals."""
     linears = editable_linears(backbone)
+    for name, handle in applied.hooks.items():
+        handle.remove()
+        if hasattr(linears[name], ATTACHED):
+            delattr(linears[name], ATTACHED)
     with torch.no_grad():
         for key, original in applied.originals.items():
             linears[key.removesuffix(WEIGHT)].weight.data.copy_(original)
@@ -226,6 +401,11 @@ def export_artifact(backbone, artifact: Artifact, out: Path) -> Path:
 
     The backbone is edited only while saving and is back to its base model afterwards.
     """
+    if artifact.modules:
+        raise UserError(
+            f"this edit carries MoEraser modules ({len(artifact.modules)}), which a plain diffusers folder "
+            "cannot hold; use it with --edit"
+        )
     pipe = getattr(backbone, "pipe", None)
     if pipe is None:
         raise UserError("export writes a diffusers folder; ShapeWorld edits are used with --edit")

@@ -20,6 +20,7 @@ class EraseResult:
     weights: dict[str, torch.Tensor]  # linear module name -> its new weight
     stages: list[dict] = field(default_factory=list)  # one row per edit stage (residuals, norms, sizes)
     summary: dict = field(default_factory=dict)
+    modules: dict[str, nn.Module] = field(default_factory=dict)  # projector name -> module added to its output
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, opt
     with measure() as usage:
         result = chosen.erase(backbone, concepts, config)
     summary = {**result.summary, "seconds": usage.seconds, "peak_mib": usage.peak_mib, "stages": result.stages}
-    return build_artifact(backbone, method, asdict(config), concepts.to_json(), result.weights, summary)
+    return build_artifact(
+        backbone, method, asdict(config), concepts.to_json(), result.weights, summary, modules=result.modules
+    )
 
 
 def stage_row(stage: str, names: list[str], gap: float, solves: list[Solve]) -> dict:

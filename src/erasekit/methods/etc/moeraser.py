@@ -1,4 +1,5 @@
-"""The MoEraser (specs/etc.md §4), the projector wrapper W c + Δ(c), and NIR helpers (§5).
+"""The MoEraser (specs/etc.md §4) and NIR helpers (§5). An edit artifact attaches each eraser to its
+projector with a forward hook, so the projector returns W c + Δ(c) (``erasekit.artifacts.apply_artifact``).
 
 Δ(x) = (1/H) [(1 - κ) Σ_e g_e (h_e O_e + o_e) + κ (h_s O_s + o_s)],  h = SiLU(x̃ A + a) ⊙ (x̃ B + b),
 x̃ = RMSNorm(x), g = top-k softmax of Router(RMSNorm'(x)) (+ N(0, router_noise²) noise in training).
@@ -132,35 +133,6 @@ class MoEraser(nn.Module):
         cfg = self.config
         balance = sum((_cv_squared(v) for v in self._stats.values()), self.w_out.new_zeros(()))
         return cfg.balance_weight * balance + cfg.decorrelation_weight * self.decorrelation()
-
-
-class ErasedLinear(nn.Module):
-    """Drop-in for an nn.Linear projector: base(x) + eraser(x), ``base`` frozen (§0)."""
-
-    def __init__(self, base: nn.Linear, config: MoEraserConfig | None = None, eraser: MoEraser | None = None) -> None:
-        super().__init__()
-        self.base = base.requires_grad_(False)
-        self.eraser = eraser if eraser is not None else MoEraser(base.in_features, base.out_features, config)
-        self.eraser.to(device=base.weight.device)
-
-    @property
-    def in_features(self) -> int:
-        return self.base.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base.out_features
-
-    @property
-    def weight(self) -> Tensor:
-        return self.base.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.base.bias
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.base(x) + self.eraser(x.to(self.eraser.w_gate.dtype)).to(x.dtype)
 
 
 def nir_noise(weights: dict[str, Tensor], rho: float = 0.5, *, seed: int) -> dict[str, Tensor]:

@@ -1,0 +1,315 @@
+"""ETC end to end (specs/etc.md): concept distributions -> targets and boundary anchors -> affine transport
+to merged mapping triplets -> MoEraser training on token vectors -> NIR. Registered as ``etc``.
+
+The concept set's ``targets`` are the concepts to erase and its ``preserve`` list is the mapping pool
+(§3: same domain, disjoint from the targets; its samples are also preserved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from erasekit.backbones.base import Backbone
+from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
+from erasekit.concepts.pairs import ConceptSet
+from erasekit.errors import UserError
+from erasekit.methods.base import EraseResult, register
+from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig, layer_weights, nir_noise
+from erasekit.methods.etc.tmm import ConceptDistribution
+from erasekit.methods.etc.transport import merge_triplet, mixture_transport
+from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from erasekit.utils.profiling import measure
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class ETCConfig:
+    templates: int = len(CONTEXT_TEMPLATES)  # context templates per concept (§1; the first n of CONTEXT_TEMPLATES)
+    pca_dim: int = 32
+    components: int = 4
+    dof: float = 2.0
+    em_iterations: int = 200
+    target_samples: int = 64  # per target concept, inside the core (§2; the reference uses 2,048)
+    anchor_samples: int = 32  # per target concept, boundary anchors outside the shell
+    mapping_samples: int = 16  # per mapping-pool concept, preserved
+    core: float = 0.9
+    shell: float = 0.8
+    triplet: int = 3
+    experts: int = 8
+    hidden: int = 32
+    top_k: int = 2
+    shared_weight: float = 0.1
+    steps: int = 400
+    batch_size: int = 1024  # target tokens per step (as many anchor tokens)
+    lr: float = 1e-2
+    gamma: float = 0.5  # erase overshoot (§4)
+    preserve_weight: float = 300.0
+    layer_weighting: str = "spectral"  # λ_l: "spectral" or "uniform"
+    nir: bool = True
+    nir_rho: float = 0.5
+    nir_steps: int = 400
+    nir_seed: int | None = None  # None: a fresh secret, not stored in the artifact
+    seed: int = 0
+    work_dir: str | None = None  # embedding cache and training checkpoints (an interrupted run resumes)
+
+
+@dataclass
+class TokenData:
+    """Token vectors the erasers train on (no denoiser pass, §4), all (n, d) float32."""
+
+    targets: Tensor  # core samples of the targets
+    mapped: Tensor  # their transport images T(t)
+    anchors: Tensor  # boundary anchors, mapping samples, context tokens (all preserved)
+
+
+class StageLog:
+    """Per-stage wall time and peak memory, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    @contextmanager
+    def stage(self, name: str, **detail):
+        with measure() as usage:
+            yield detail
+        self.rows.append({"stage": name, "seconds": usage.seconds, "peak_mib": usage.peak_mib, **detail})
+
+
+def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
+    pool = concepts.preserve
+    if len(pool) < config.triplet:
+        raise UserError(f"ETC needs a mapping pool of at least {config.triplet} concepts, got {len(pool)}")
+    duplicates = sorted({p for p in pool if pool.count(p) > 1})
+    if duplicates:
+        raise UserError(f"duplicate mapping-pool concept: {duplicates[0]!r}")
+
+
+def nearest_pool(target_means: Tensor, pool_means: Tensor, size: int) -> Tensor:
+    """(C, size) indices of the most cosine-similar pool concepts of each target (§3 triplets)."""
+    sim = nn.functional.normalize(target_means, dim=-1) @ nn.functional.normalize(pool_means, dim=-1).T
+    return sim.topk(size, dim=1).indices
+
+
+def transport_targets(
+    targets: ConceptDistribution, pool: ConceptDistribution, triplets: Tensor, samples: Tensor, progress: bool
+) -> Tensor:
+    """T(t) for every target sample (C, n, d): source = the target's tMM, target = its merged triplet (§3)."""
+    out = torch.empty_like(samples)
+    for c in tqdm(range(len(samples)), desc="transport", unit="concept", disable=not progress):
+        members = pool.select(triplets[c])
+        merged = merge_triplet(
+            list(members.pca.basis),
+            list(members.mixture.means),
+            list(members.mixture.variances),
+            list(members.pca.mean),
+            list(members.mixture.weights),
+        )
+        means, covs = targets.select(slice(c, c + 1)).lifted_components()
+        transport = mixture_transport(
+            targets.mixture.weights[c],
+            means[0],
+            covs[0],
+            merged.weights,
+            merged.means,
+            merged.covariances,
+            basis=merged.basis,
+            origin=merged.origin,
+        )
+        out[c] = transport(samples[c].double()).to(samples.dtype)
+    return out
+
+
+def context_tokens(backbone: Backbone, phrases: list[str], templates: list[str]) -> Tensor:
+    """Every real token's encode() state of the phrases in the templates, and of the empty prompt: what the
+    projectors read besides concept tokens, so the erasers learn to leave it alone (§4 preserve)."""
+    prompts = [""] + [t.format(p) for p in phrases for t in templates]
+    rows = []
+    for start in range(0, len(prompts), 256):
+        states, mask = backbone.encode(prompts[start : start + 256])
+        rows.append(states.float()[mask])
+    return torch.cat(rows)
+
+
+def make_erasers(projectors: dict[str, nn.Linear], config: ETCConfig) -> dict[str, MoEraser]:
+    moe = MoEraserConfig(config.experts, config.hidden, config.top_k, config.shared_weight)
+    torch.manual_seed(config.seed)
+    return {name: MoEraser(p.in_features, p.out_features, moe) for name, p in projectors.items()}
+
+
+def fit_erasers(
+    erasers: dict[str, MoEraser],
+    batch_loss: Callable[[torch.Generator], Tensor],
+    steps: int,
+    config: ETCConfig,
+    checkpoints: Path | None,
+    desc: str,
+) -> list[float]:
+    """AdamW with cosine lr over ``steps``; checkpoints every 50 steps and resumes from the latest."""
+    bundle = nn.ModuleList(erasers[name] for name in sorted(erasers))
+    optimizer = torch.optim.AdamW(bundle.parameters(), lr=config.lr, weight_decay=0.0)
+    start, losses = 0, []
+    if checkpoints and (found := latest_checkpoint(checkpoints)):
+        state = load_checkpoint(found, {"erasers": bundle}, optimizer)
+        start, losses = state["step"], state["losses"]
+    generator = torch.Generator().manual_seed(config.seed + start)
+    bundle.train()
+    bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        loss = batch_loss(generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        if checkpoints and ((step + 1) % 50 == 0 or step + 1 == steps):
+            save_checkpoint(checkpoints, step + 1, {"erasers": bundle}, optimizer, {"losses": losses})
+    bundle.eval()
+    return losses
+
+
+def _batch(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    return x[torch.randint(len(x), (n,), generator=generator)]
+
+
+def erase_loss(projectors: dict[str, nn.Linear], erasers: dict[str, MoEraser], data: TokenData, config: ETCConfig):
+    """§4: Σ_l λ_l [ ||Δ_l(t) − (1 + γ) W_l (T(t) − t)||² + w_p ||Δ_l(a)||² ] + aux (means over tokens)."""
+    weights = layer_weights({n: p.weight for n, p in projectors.items()}, config.layer_weighting)
+
+    def loss(generator: torch.Generator) -> Tensor:
+        pick = torch.randint(len(data.targets), (config.batch_size,), generator=generator)
+        t, m = data.targets[pick], data.mapped[pick]
+        a = _batch(data.anchors, config.batch_size, generator)
+        total = t.new_zeros(())
+        for name, projector in projectors.items():
+            eraser, w = erasers[name], projector.weight.detach().float()
+            goal = (1 + config.gamma) * (m - t) @ w.T
+            erase = (eraser(t) - goal).pow(2).sum(-1).mean()
+            preserve = eraser(a).pow(2).sum(-1).mean()
+            total = total + weights[name] * (erase + config.preserve_weight * preserve) + eraser.aux_loss()
+        return total
+
+    return loss
+
+
+def restore_loss(
+    projectors: dict[str, nn.Linear],
+    students: dict[str, MoEraser],
+    teachers: dict[str, MoEraser],
+    noise: dict[str, Tensor],
+    data: TokenData,
+    config: ETCConfig,
+):
+    """§5: the student on the corrupted weights matches the teacher (clean W + trained eraser) on every
+    kind of token: ||(W + N) x + Δ_s(x) − (W x + Δ_t(x))||² = ||N x + Δ_s(x) − Δ_t(x)||²."""
+    weights = layer_weights({n: p.weight for n, p in projectors.items()}, config.layer_weighting)
+
+    def loss(generator: torch.Generator) -> Tensor:
+        pick = torch.randint(len(data.targets), (config.batch_size,), generator=generator)
+        x = torch.cat([data.targets[pick], data.mapped[pick], _batch(data.anchors, config.batch_size, generator)])
+        total = x.new_zeros(())
+        for name in projectors:
+            with torch.no_grad():
+                goal = teachers[name](x) - x @ noise[name].float().T
+            total = total + weights[name] * (students[name](x) - goal).pow(2).sum(-1).mean() + students[name].aux_loss()
+        return total
+
+    return loss
+
+
+@torch.no_grad()
+def fit_quality(
+    projectors: dict[str, nn.Linear], erasers: dict[str, MoEraser], data: TokenData, config: ETCConfig, n: int = 2048
+) -> dict[str, float]:
+    """On n fixed samples, worst over layers: how far Δ(t) is from its goal, relative to the goal, and how
+    much Δ moves preserved tokens, relative to the projector's output on them."""
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    pick = torch.randint(len(data.targets), (n,), generator=generator)
+    t, m, a = data.targets[pick], data.mapped[pick], _batch(data.anchors, n, generator)
+    erase_err, preserve_change = 0.0, 0.0
+    for name, projector in projectors.items():
+        w = projector.weight.float()
+        goal = (1 + config.gamma) * (m - t) @ w.T
+        erase_err = max(erase_err, float((erasers[name](t) - goal).norm() / goal.norm().clamp_min(1e-12)))
+        preserve_change = max(preserve_change, float(erasers[name](a).norm() / (a @ w.T).norm().clamp_min(1e-12)))
+    return {"erase_error": erase_err, "preserve_change": preserve_change}
+
+
+def _run_key(concepts: ConceptSet, config: ETCConfig) -> str:
+    fields = {k: v for k, v in asdict(config).items() if k != "work_dir"}
+    blob = json.dumps({"targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@register("etc", ETCConfig, "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore")
+def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseResult:
+    check_concepts(concepts, config)
+    work = Path(config.work_dir) if config.work_dir else None
+    run = work / f"run-{_run_key(concepts, config)}" if work else None
+    templates = list(CONTEXT_TEMPLATES[: config.templates])
+    targets, pool = list(concepts.targets), list(concepts.preserve)
+    generator = torch.Generator().manual_seed(config.seed)
+    log = StageLog()
+    cache = work / "embeddings" if work else None
+    with log.stage("encoding", concepts=len(targets) + len(pool), templates=len(templates)):
+        x_targets = concept_embeddings(backbone, targets, templates, cache)
+        x_pool = concept_embeddings(backbone, pool, templates, cache)
+        context = context_tokens(backbone, pool, templates[:: max(1, len(templates) // 8)])
+    with log.stage("fitting"):
+        fit = dict(k=config.pca_dim, components=config.components, dof=config.dof, max_iter=config.em_iterations)
+        dist_targets = ConceptDistribution.fit(x_targets.double(), generator=generator, **fit)
+        dist_pool = ConceptDistribution.fit(x_pool.double(), generator=generator, **fit)
+    with log.stage("sampling"):
+        core = dist_targets.sample_core(config.target_samples, generator, config.core)
+        shell = dist_targets.sample_shell(config.anchor_samples, generator, config.shell)
+        mapping = dist_pool.sample_core(config.mapping_samples, generator, config.core)
+    with log.stage("transport"):
+        triplets = nearest_pool(x_targets.mean(1), x_pool.mean(1), config.triplet)
+        mapped = transport_targets(dist_targets, dist_pool, triplets, core, progress=True)
+    d = core.shape[-1]
+    data = TokenData(
+        targets=core.reshape(-1, d).float(),
+        mapped=mapped.reshape(-1, d).float(),
+        anchors=torch.cat([shell.reshape(-1, d).float(), mapping.reshape(-1, d).float(), context]),
+    )
+    projectors = backbone.projectors()
+    erasers = make_erasers(projectors, config)
+    with log.stage("training", steps=config.steps):
+        losses = fit_erasers(
+            erasers, erase_loss(projectors, erasers, data, config), config.steps, config, _sub(run, "erase"), "MoEraser"
+        )
+    weights: dict[str, Tensor] = {}
+    summary = {"targets": len(targets), "pool": len(pool), "erase_loss": losses[-1] if losses else None}
+    summary |= fit_quality(projectors, erasers, data, config)
+    if config.nir:
+        with log.stage("nir", steps=config.nir_steps):
+            seed = config.nir_seed if config.nir_seed is not None else secrets.randbits(62)
+            noise = nir_noise({n: p.weight.detach() for n, p in projectors.items()}, config.nir_rho, seed=seed)
+            students = make_erasers(projectors, config)  # initialised from the teachers [reading, §5]
+            for name, student in students.items():
+                student.load_state_dict(erasers[name].state_dict())
+            for e in erasers.values():
+                e.requires_grad_(False)
+            loss = restore_loss(projectors, students, erasers, noise, data, config)
+            restore = fit_erasers(students, loss, config.nir_steps, config, _sub(run, "restore"), "NIR restore")
+            weights = {n: (p.weight.detach() + noise[n]).to(p.weight.dtype) for n, p in projectors.items()}
+            erasers, summary["restore_loss"] = students, restore[-1] if restore else None
+    summary["seconds_by_stage"] = {row["stage"]: row["seconds"] for row in log.rows}
+    return EraseResult(weights, log.rows, summary, modules=erasers)
+
+
+def _sub(run: Path | None, name: str) -> Path | None:
+    return run / name if run else None
