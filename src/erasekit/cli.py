@@ -204,7 +204,7 @@ def _read_lines(path: Path, what: str) -> list[str]:
 @app.command()
 def erase(
     out: Annotated[Path, typer.Option(help="artifact folder to write (atomically)")],
-    method: Annotated[str, typer.Option(help="uce | erasepro")] = "erasepro",
+    method: Annotated[str, typer.Option(help="uce | erasepro | etc")] = "erasepro",
     target: Annotated[list[str] | None, typer.Option(help="a concept to erase (repeatable)")] = None,
     targets: Annotated[Path | None, typer.Option(help="file with one target concept per line")] = None,
     anchor: Annotated[str | None, typer.Option(help="concept the targets are mapped to ('' = empty prompt)")] = None,
@@ -219,8 +219,17 @@ def erase(
     ridge: Annotated[float, typer.Option(min=1e-12, help="lambda")] = 0.5,
     s_p: Annotated[float, typer.Option(min=0.0, help="preservation weight")] = 1.0,
     s_e: Annotated[float, typer.Option(min=1e-12, help="UCE: erase weight")] = 1.0,
+    mapping_pool: Annotated[
+        Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="ETC: MoEraser training steps (and NIR steps)")] = None,
+    nir: Annotated[bool, typer.Option(help="ETC: noise injection-restore (robust to module removal)")] = True,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="ETC: embedding cache + checkpoints (default: OUT.work); reruns resume")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="ETC: random seed")] = 0,
 ) -> None:
-    """Erase concepts with a closed-form method and write an edit artifact."""
+    """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
     from erasekit.artifacts import save_artifact
     from erasekit.concepts.pairs import ConceptSet
     from erasekit.methods.base import erase_to_artifact, get_method
@@ -237,13 +246,22 @@ def erase(
         anchor = spec.anchor if anchor is None else anchor
         preserve = preserve or list(spec.preserve)
         kind = kind or spec.kind
-    concepts = ConceptSet.build(
-        names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
-    )
-    options = {"ridge": ridge, "s_p": s_p} | ({"progressive": progressive} if method == "erasepro" else {"s_e": s_e})
+    if method == "etc":
+        concepts = _etc_concepts(names, mapping_pool)
+        options = {"nir": nir, "seed": seed, "work_dir": str(work_dir or out.with_name(out.name + ".work"))}
+        options |= {"steps": steps, "nir_steps": steps} if steps else {}
+    else:
+        concepts = ConceptSet.build(
+            names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
+        )
+        options = {"ridge": ridge, "s_p": s_p}
+        options |= {"progressive": progressive} if method == "erasepro" else {"s_e": s_e}
     artifact = erase_to_artifact(_load_model(model), concepts, method, options)
     summary = artifact.metrics
     save_artifact(artifact, out)
+    if method == "etc":
+        _print_etc(summary, out)
+        return
     _print_stages(summary["stages"])
     console.print(
         _summary_table(
@@ -272,6 +290,38 @@ def export(
     artifact = _load_edit(edit)
     export_artifact(_load_model(model), artifact, out)
     console.print(_summary_table("export", [("edit", str(edit)), ("model", model), ("out", str(out))]))
+
+
+def _etc_concepts(names: list[str], mapping_pool: Path | None):
+    """ETC's concept set: the targets, and the mapping pool as the concepts to preserve (specs/etc.md §3)."""
+    from erasekit.concepts.pairs import ConceptSet
+
+    if mapping_pool is None:
+        raise UserError("ETC needs --mapping-pool FILE (concepts of the same domain, disjoint from the targets)")
+    pool = _read_lines(mapping_pool, "mapping pool")
+    overlap = sorted(set(names) & set(pool))
+    if overlap:
+        raise UserError(f"{overlap[0]!r} is both a target and in the mapping pool; the two must be disjoint")
+    return ConceptSet.build(names, "", pool)
+
+
+def _print_etc(summary: dict, out: Path) -> None:
+    table = Table(title="ETC stages")
+    for col in ("stage", "seconds", "peak MiB"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for row in summary["stages"]:
+        table.add_row(row["stage"], f"{row['seconds']:.1f}", f"{row['peak_mib']:.0f}")
+    console.print(table)
+    rows = [
+        ("targets", str(summary["targets"])),
+        ("mapping pool", str(summary["pool"])),
+        ("erase error (worst layer)", f"{summary['erase_error']:.3f}"),
+        ("preserve change (worst layer)", f"{summary['preserve_change']:.3f}"),
+        ("NIR restore error (worst layer)", f"{summary['restore_error']:.3f}" if "restore_error" in summary else "off"),
+        ("total seconds", f"{summary['seconds']:.1f}"),
+        ("peak memory (MiB)", f"{summary['peak_mib']:.0f}"),
+    ]
+    console.print(_summary_table(f"erase (etc) → {out}", rows))
 
 
 def _print_stages(stages: list[dict]) -> None:

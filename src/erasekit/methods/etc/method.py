@@ -155,27 +155,32 @@ def fit_erasers(
     config: ETCConfig,
     checkpoints: Path | None,
     desc: str,
+    every: int = 50,
 ) -> list[float]:
-    """AdamW with cosine lr over ``steps``; checkpoints every 50 steps and resumes from the latest."""
+    """AdamW with cosine lr over ``steps``; checkpoints every ``every`` steps and resumes from the latest.
+    Each step's batch comes from a generator seeded by (seed, step), so a resumed run equals an unbroken one."""
     bundle = nn.ModuleList(erasers[name] for name in sorted(erasers))
     optimizer = torch.optim.AdamW(bundle.parameters(), lr=config.lr, weight_decay=0.0)
     start, losses = 0, []
     if checkpoints and (found := latest_checkpoint(checkpoints)):
         state = load_checkpoint(found, {"erasers": bundle}, optimizer)
         start, losses = state["step"], state["losses"]
-    generator = torch.Generator().manual_seed(config.seed + start)
+    generator = torch.Generator()
     bundle.train()
     bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        loss = batch_loss(generator)
+        step_seed = config.seed * 1_000_003 + step
+        with torch.random.fork_rng(devices=[]):  # the router noise too: batches and noise depend on the step only
+            torch.manual_seed(step_seed)
+            loss = batch_loss(generator.manual_seed(step_seed))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        if checkpoints and ((step + 1) % 50 == 0 or step + 1 == steps):
+        if checkpoints and ((step + 1) % every == 0 or step + 1 == steps):
             save_checkpoint(checkpoints, step + 1, {"erasers": bundle}, optimizer, {"losses": losses})
     bundle.eval()
     return losses
@@ -248,6 +253,27 @@ def fit_quality(
     return {"erase_error": erase_err, "preserve_change": preserve_change}
 
 
+@torch.no_grad()
+def restore_error(
+    projectors: dict[str, nn.Linear],
+    students: dict[str, MoEraser],
+    teachers: dict[str, MoEraser],
+    noise: dict[str, Tensor],
+    data: TokenData,
+    config: ETCConfig,
+    n: int = 2048,
+) -> float:
+    """Worst layer: ||(W + N) x + Δ_s(x) − (W x + Δ_t(x))|| / ||W x|| on n fixed tokens of every kind."""
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    x = torch.cat([_batch(data.targets, n, generator), _batch(data.anchors, n, generator)])
+    worst = 0.0
+    for name, projector in projectors.items():
+        w = projector.weight.float()
+        gap = x @ noise[name].float().T + students[name](x) - teachers[name](x)
+        worst = max(worst, float(gap.norm() / (x @ w.T).norm().clamp_min(1e-12)))
+    return worst
+
+
 def _run_key(concepts: ConceptSet, config: ETCConfig) -> str:
     fields = {k: v for k, v in asdict(config).items() if k != "work_dir"}
     blob = json.dumps({"targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True)
@@ -306,6 +332,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             loss = restore_loss(projectors, students, erasers, noise, data, config)
             restore = fit_erasers(students, loss, config.nir_steps, config, _sub(run, "restore"), "NIR restore")
             weights = {n: (p.weight.detach() + noise[n]).to(p.weight.dtype) for n, p in projectors.items()}
+            summary["restore_error"] = restore_error(projectors, students, erasers, noise, data, config)
             erasers, summary["restore_loss"] = students, restore[-1] if restore else None
     summary["seconds_by_stage"] = {row["stage"]: row["seconds"] for row in log.rows}
     return EraseResult(weights, log.rows, summary, modules=erasers)

@@ -1,0 +1,156 @@
+"""ETC end to end (methods/etc/method.py) on a tiny random SD 1.x pipeline, its CLI, resume and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import run_cli
+from erasekit.artifacts import apply_artifact, load_artifact, remove_artifact, save_artifact
+from erasekit.backbones.loader import load_backbone
+from erasekit.concepts.pairs import ConceptSet
+from erasekit.errors import UserError
+from erasekit.methods.base import erase_to_artifact
+from erasekit.methods.etc.method import ETCConfig, fit_erasers, make_erasers, nearest_pool
+from tiny_pipelines import build_sd
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# The tiny CLIP tokenizer is byte-level with 32 positions: 3-letter concepts, the 10 "a {} <scene>" templates.
+TARGETS = ["cat", "dog"]
+POOL = ["cow", "pig", "owl", "bee", "ant"]
+TINY = dict(
+    templates=10,
+    pca_dim=4,
+    components=2,
+    target_samples=16,
+    anchor_samples=8,
+    mapping_samples=8,
+    experts=2,
+    hidden=8,
+    steps=60,
+    nir_steps=60,
+    batch_size=64,
+    preserve_weight=10.0,
+    nir_seed=3,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory) -> Path:
+    return build_sd(tmp_path_factory.mktemp("sd") / "sd")
+
+
+def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path: Path):
+    backbone = load_backbone(str(tiny_sd))
+    concepts = ConceptSet.build(TARGETS, "", POOL)
+    artifact = erase_to_artifact(backbone, concepts, "etc", {**TINY, "work_dir": str(tmp_path / "work")})
+    summary = artifact.metrics
+    assert [s["stage"] for s in summary["stages"]] == [
+        "encoding",
+        "fitting",
+        "sampling",
+        "transport",
+        "training",
+        "nir",
+    ]
+    # an untrained eraser has erase error exactly 1 (Δ = 0); training moves targets, barely touches anchors
+    assert summary["erase_error"] < 0.9 and summary["preserve_change"] < 0.2 and summary["restore_error"] < 0.5
+    assert set(artifact.modules) == set(backbone.projectors()) == {k.removesuffix(".weight") for k in artifact.weights}
+    loaded = load_artifact(save_artifact(artifact, tmp_path / "edit"))
+    prompts, seeds = ["a cat", "a cow"], [0, 1]
+    before = backbone.generate(prompts, seeds, steps=2)
+    applied = apply_artifact(backbone, loaded)
+    after = backbone.generate(prompts, seeds, steps=2)
+    remove_artifact(backbone, applied)
+    assert not np.array_equal(before, after)
+    assert np.array_equal(backbone.generate(prompts, seeds, steps=2), before)
+    stripped = apply_artifact(backbone, loaded, modules=False)  # module removal: NIR-corrupted weights alone
+    removed = backbone.generate(prompts, seeds, steps=2)
+    remove_artifact(backbone, stripped)
+    assert not np.array_equal(removed, before) and not np.array_equal(removed, after)
+
+
+def test_interrupted_training_resumes_to_the_same_erasers(tiny_sd: Path, tmp_path: Path):
+    projectors = dict(list(load_backbone(str(tiny_sd)).projectors().items())[:2])
+    config = ETCConfig(**TINY)
+    x = torch.randn(256, next(iter(projectors.values())).in_features)
+
+    def loss_of(erasers, stop_at=None):
+        calls = []
+
+        def loss(generator):
+            calls.append(1)
+            if stop_at is not None and len(calls) > stop_at:
+                raise KeyboardInterrupt
+            batch = x[torch.randint(len(x), (32,), generator=generator)]
+            return sum((e(batch) - 1.0).pow(2).mean() for e in erasers.values())
+
+        return loss
+
+    unbroken = make_erasers(projectors, config)
+    fit_erasers(unbroken, loss_of(unbroken), 30, config, None, "unbroken", every=10)
+    resumed = make_erasers(projectors, config)
+    with pytest.raises(KeyboardInterrupt):
+        fit_erasers(resumed, loss_of(resumed, stop_at=25), 30, config, tmp_path / "ckpt", "first", every=10)
+    resumed = make_erasers(projectors, config)  # a fresh process: everything from the checkpoint at step 20
+    fit_erasers(resumed, loss_of(resumed), 30, config, tmp_path / "ckpt", "resumed", every=10)
+    for name in projectors:
+        for a, b in zip(unbroken[name].parameters(), resumed[name].parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_nearest_pool_picks_the_most_similar_concepts():
+    pool = torch.eye(5)
+    targets = torch.tensor([[1.0, 0.9, 0.8, 0.0, 0.0], [0.0, 0.0, 0.1, 1.0, 0.5]])
+    assert nearest_pool(targets, pool, 3).tolist() == [[0, 1, 2], [3, 4, 2]]
+
+
+@pytest.mark.parametrize(
+    ("pool", "fragment"), [(["cow", "pig"], "at least 3"), (["cow", "pig", "cow", "owl"], "duplicate mapping-pool")]
+)
+def test_bad_mapping_pools_are_refused(tiny_sd: Path, pool, fragment):
+    with pytest.raises(UserError, match=fragment):
+        erase_to_artifact(load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", pool), "etc", TINY)
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("targets", "pool", "fragment"),
+    [
+        (["cat", "", "dog"], POOL, "line 2 is blank"),
+        (["cat", "dog", "cat"], POOL, "duplicate target"),
+        (TARGETS, [*POOL, "dog"], "in the mapping pool"),
+        (TARGETS, ["cow", ""], "line 2 is blank"),
+    ],
+)
+def test_cli_refuses_bad_etc_input_in_one_line(capsys, tiny_sd: Path, tmp_path: Path, targets, pool, fragment):
+    out = tmp_path / "edit"
+    code, _, err = run_cli(
+        capsys,
+        "erase",
+        "--method",
+        "etc",
+        "--model",
+        tiny_sd,
+        "--targets",
+        _write(tmp_path / "targets.txt", targets),
+        "--mapping-pool",
+        _write(tmp_path / "pool.txt", pool),
+        "--out",
+        out,
+    )
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_etc_needs_a_mapping_pool(capsys, tiny_sd: Path, tmp_path: Path):
+    code, _, err = run_cli(capsys, "erase", "--method", "etc", "--model", tiny_sd, "--target", "cat", "--out", tmp_path)
+    assert code == 2 and "--mapping-pool" in err
