@@ -1,0 +1,107 @@
+"""The ShapeWorld scale protocol: erase N triple concepts ("a red striped star") at once, N = 1 .. 2,000+.
+
+The universe is every shape x colour x pattern triple (specs/shapeworld.md). One seeded split makes three
+disjoint sets: the erase targets (runs with N concepts use the first N), a mapping pool (ETC's triplets,
+specs/etc.md section 3) and held-out triples for preservation. With thousands erased, many held-out
+triples share two of three words with an erased one ("heldout-near": the pin-point test); the others
+are "heldout-far". Single-factor prompts ("a star", "a red shape", "a striped shape") are preserved too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from erasekit.errors import UserError
+from erasekit.eval.prompts import PromptRow
+from erasekit.world.captions import short_caption
+from erasekit.world.factors import COLOURS, PATTERNS, SHAPES, VOCAB, format_concept
+
+FACTORS = ("shape", "colour", "pattern")
+
+
+@dataclass(frozen=True, order=True)
+class Triple:
+    shape: str
+    colour: str
+    pattern: str
+
+    @property
+    def prompt(self) -> str:
+        """The canonical short prompt: "a red striped star"."""
+        return short_caption(self.shape, self.colour, self.pattern)
+
+    @property
+    def phrase(self) -> str:
+        """The concept phrase without its article: "red striped star"."""
+        return self.prompt.split(" ", 1)[1]
+
+    @property
+    def concept(self) -> str:
+        return format_concept({"shape": self.shape, "colour": self.colour, "pattern": self.pattern})
+
+    def shared(self, other: Triple) -> int:
+        return sum(getattr(self, f) == getattr(other, f) for f in FACTORS)
+
+
+def universe() -> list[Triple]:
+    return [Triple(s, c, p) for s in VOCAB.shape for c in VOCAB.colour for p in VOCAB.pattern]
+
+
+@dataclass(frozen=True)
+class ScaleSplit:
+    targets: tuple[Triple, ...]  # a run with N concepts erases targets[:N]
+    pool: tuple[Triple, ...]
+    heldout: tuple[Triple, ...]
+
+    @classmethod
+    def make(cls, targets: int = 2000, pool: int = 300, heldout: int = 400, seed: int = 0) -> ScaleSplit:
+        everything = universe()
+        if targets + pool + heldout > len(everything):
+            raise UserError(f"{targets} + {pool} + {heldout} triples exceed the {len(everything)} in ShapeWorld")
+        order = np.random.default_rng(seed).permutation(len(everything))
+        picked = [everything[i] for i in order]
+        return cls(
+            tuple(picked[heldout + pool : heldout + pool + targets]),
+            tuple(picked[heldout : heldout + pool]),
+            tuple(picked[:heldout]),
+        )
+
+
+def near(triple: Triple, erased: set[Triple]) -> bool:
+    """Shares two of its three words with an erased triple (one factor changed)."""
+    for factor in FACTORS:
+        for value in VOCAB.values(factor):
+            other = Triple(**{**triple.__dict__, factor: value})
+            if other != triple and other in erased:
+                return True
+    return False
+
+
+def single_factor_rows() -> list[tuple[str, str, str]]:
+    """(prompt, concept, group) for every shape, colour and pattern named alone."""
+    rows = [(f"a {SHAPES[s][0]}", format_concept({"shape": s}), "single") for s in VOCAB.shape]
+    rows += [(f"a {COLOURS[c][0][0]} shape", format_concept({"colour": c}), "single") for c in VOCAB.colour]
+    rows += [(f"a {PATTERNS[p][0]} shape", format_concept({"pattern": p}), "single") for p in VOCAB.pattern]
+    return rows
+
+
+def scale_rows(split: ScaleSplit, n_targets: int, eval_targets: int = 200, seed: int = 0) -> list[PromptRow]:
+    """Prompt rows for a run erasing split.targets[:n_targets]: a sample of the erased triples (targets),
+    every held-out triple (near / far) and the single-factor prompts (preserve)."""
+    erased = split.targets[:n_targets]
+    rng = np.random.default_rng(seed)
+    sample = [erased[i] for i in sorted(rng.choice(len(erased), min(eval_targets, len(erased)), replace=False))]
+    erased_set = set(erased)
+    rows = [(t.prompt, t.concept, "target", "target") for t in sample]
+    rows += [
+        (t.prompt, t.concept, "preserve", "heldout-near" if near(t, erased_set) else "heldout-far")
+        for t in split.heldout
+    ]
+    rows += [(prompt, concept, "preserve", group) for prompt, concept, group in single_factor_rows()]
+    seeds = rng.integers(0, 2**31 - 1, len(rows))
+    return [
+        PromptRow(prompt, int(s), case, concept, role, group)
+        for case, ((prompt, concept, role, group), s) in enumerate(zip(rows, seeds, strict=True))
+    ]
