@@ -154,3 +154,11 @@ def test_cli_refuses_bad_etc_input_in_one_line(capsys, tiny_sd: Path, tmp_path: 
 def test_cli_etc_needs_a_mapping_pool(capsys, tiny_sd: Path, tmp_path: Path):
     code, _, err = run_cli(capsys, "erase", "--method", "etc", "--model", tiny_sd, "--target", "cat", "--out", tmp_path)
     assert code == 2 and "--mapping-pool" in err
+
+
+def test_the_nir_secret_seed_stays_in_the_work_folder_for_resumption(tmp_path: Path):
+    from erasekit.methods.etc.method import secret_seed
+
+    first = secret_seed(tmp_path / "restore")
+    assert secret_seed(tmp_path / "restore") == first  # a resumed restore sees the same noise
+    assert secret_seed(None) != secret_seed(None)  # fresh secrets (a 62-bit collision is not a concern)

@@ -153,14 +153,16 @@ def evaluate(
     edit: Artifact | None = None,
     base: Generated | None = None,
     progress: bool = True,
+    modules: bool = True,
 ) -> tuple[dict, Generated, Generated | None]:
     """Run the protocol on ``backbone`` with ``edit`` applied (removed again afterwards); the same
     backbone without the edit is the original for Acc_s-relative and fidelity (``base``: its images,
-    when already generated for these rows and settings). Returns (metrics, edited, original images)."""
+    when already generated for these rows and settings). ``modules=False`` applies only the edit's weights
+    (the module-removal attack). Returns (metrics, edited, original images)."""
     t0 = time.time()
     if edit is not None and base is None:
         base = generate_rows(backbone, rows, settings, progress)
-    applied = apply_artifact(backbone, edit) if edit is not None else None
+    applied = apply_artifact(backbone, edit, modules=modules) if edit is not None else None
     t1 = time.time()
     try:  # without an edit, given images of the unedited model are the images to measure
         edited = base if edit is None and base is not None else generate_rows(backbone, rows, settings, progress)
@@ -187,7 +189,10 @@ def evaluate(
         base_summary = summarise(base.rows, base_agree, all_idx)
         if overall["acc_s"] is not None and base_summary["acc_s"]:
             overall["acc_s_relative"] = overall["acc_s"] / base_summary["acc_s"]
-        overall["original"] = base_summary
+        original_images = base.images[preserve]
+        overall["original"] = base_summary | {
+            "sw_fid": quality(classifier, original_images, [base.rows[i] for i in preserve], settings)["sw_fid"]
+        }
         if len(preserve):
             overall["fidelity"] = fidelity(base.images[preserve], edited.images[preserve])
     metrics = {
@@ -195,7 +200,9 @@ def evaluate(
         "settings": {
             **asdict(settings),
             "backbone": backbone.identity(),
-            "edit": {"method": edit.method, "concepts": edit.concepts} if edit is not None else None,
+            "edit": {"method": edit.method, "concepts": edit.concepts, "modules": modules}
+            if edit is not None
+            else None,
         },
         "overall": overall,
         "groups": {

@@ -29,6 +29,7 @@ from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig, layer_weight
 from erasekit.methods.etc.tmm import ConceptDistribution
 from erasekit.methods.etc.transport import merge_triplet, mixture_transport
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from erasekit.utils.io import atomic_file
 from erasekit.utils.profiling import measure
 
 Tensor = torch.Tensor
@@ -274,17 +275,22 @@ def restore_error(
     return worst
 
 
-def _run_key(concepts: ConceptSet, config: ETCConfig) -> str:
-    fields = {k: v for k, v in asdict(config).items() if k != "work_dir"}
+NIR_FIELDS = ("nir", "nir_rho", "nir_steps", "nir_seed")
+
+
+def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
+    """Checkpoint folder of a training stage: the erase stage does not depend on the NIR settings, so an
+    edit with and one without NIR share their trained erasers."""
+    skip = ("work_dir", *NIR_FIELDS) if stage == "erase" else ("work_dir",)
+    fields = {k: v for k, v in asdict(config).items() if k not in skip}
     blob = json.dumps({"targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
 @register("etc", ETCConfig, "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore")
 def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseResult:
     check_concepts(concepts, config)
     work = Path(config.work_dir) if config.work_dir else None
-    run = work / f"run-{_run_key(concepts, config)}" if work else None
     templates = list(CONTEXT_TEMPLATES[: config.templates])
     targets, pool = list(concepts.targets), list(concepts.preserve)
     generator = torch.Generator().manual_seed(config.seed)
@@ -315,14 +321,20 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     erasers = make_erasers(projectors, config)
     with log.stage("training", steps=config.steps):
         losses = fit_erasers(
-            erasers, erase_loss(projectors, erasers, data, config), config.steps, config, _sub(run, "erase"), "MoEraser"
+            erasers,
+            erase_loss(projectors, erasers, data, config),
+            config.steps,
+            config,
+            _checkpoints(work, concepts, config, "erase"),
+            "MoEraser",
         )
     weights: dict[str, Tensor] = {}
     summary = {"targets": len(targets), "pool": len(pool), "erase_loss": losses[-1] if losses else None}
     summary |= fit_quality(projectors, erasers, data, config)
     if config.nir:
         with log.stage("nir", steps=config.nir_steps):
-            seed = config.nir_seed if config.nir_seed is not None else secrets.randbits(62)
+            checkpoints = _checkpoints(work, concepts, config, "restore")
+            seed = config.nir_seed if config.nir_seed is not None else secret_seed(checkpoints)
             noise = nir_noise({n: p.weight.detach() for n, p in projectors.items()}, config.nir_rho, seed=seed)
             students = make_erasers(projectors, config)  # initialised from the teachers [reading, §5]
             for name, student in students.items():
@@ -330,7 +342,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             for e in erasers.values():
                 e.requires_grad_(False)
             loss = restore_loss(projectors, students, erasers, noise, data, config)
-            restore = fit_erasers(students, loss, config.nir_steps, config, _sub(run, "restore"), "NIR restore")
+            restore = fit_erasers(students, loss, config.nir_steps, config, checkpoints, "NIR restore")
             weights = {n: (p.weight.detach() + noise[n]).to(p.weight.dtype) for n, p in projectors.items()}
             summary["restore_error"] = restore_error(projectors, students, erasers, noise, data, config)
             erasers, summary["restore_loss"] = students, restore[-1] if restore else None
@@ -338,5 +350,19 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     return EraseResult(weights, log.rows, summary, modules=erasers)
 
 
-def _sub(run: Path | None, name: str) -> Path | None:
-    return run / name if run else None
+def secret_seed(checkpoints: Path | None) -> int:
+    """A fresh NIR seed, kept beside the restore checkpoints (the user's work folder, never the artifact) so
+    an interrupted restore resumes against the same noise."""
+    path = checkpoints / "secret_seed.json" if checkpoints else None
+    if path is not None and path.is_file():
+        return int(json.loads(path.read_text())["seed"])
+    seed = secrets.randbits(62)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as handle:
+            handle.write(json.dumps({"seed": seed}))
+    return seed
+
+
+def _checkpoints(work: Path | None, concepts: ConceptSet, config: ETCConfig, stage: str) -> Path | None:
+    return work / _run_key(concepts, config, stage) if work else None
