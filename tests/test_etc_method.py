@@ -36,6 +36,7 @@ TINY = dict(
     batch_size=64,
     preserve_weight=10.0,
     nir_seed=3,
+    nir_rho=0.5,
 )
 
 
