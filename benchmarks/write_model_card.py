@@ -85,6 +85,9 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
 ## Training
 - Data: rendered on the fly, {denoiser["caption_pool"]:,} captions (every shape-colour-pattern triple's short
   prompt plus random short / complex / paraphrased / implicit-skull captions), factors not named are free.
+  At step 14000 the fine patterns were coarsened to periods of 6-10 px (at 4-6 px the denoiser drew
+  checkered, crosshatched, zigzag, ringed and diagonal as noisy mosaics); the classifier was retrained on
+  the new renders and the denoiser fine-tuned from there.
 - Denoiser: {denoiser["steps"]} steps, batch {denoiser["config"]["batch_size"]}, lr {lr_text(denoiser)},
   seed {denoiser["config"]["seed"]}, {denoiser["wall_seconds"] / 60:.1f} min on a 2-core CPU, final loss
   {denoiser["final_loss"]:.4f}.
