@@ -1,0 +1,50 @@
+"""Tune ETC on a small ShapeWorld scale split: each variant (ETCConfig overrides, JSON) erases the same N
+triples and is evaluated on the same prompts; one line of results per variant. Run, e.g.:
+    .venv/bin/python benchmarks/etc_sweep.py --concepts 50 \\
+        --variants '[{"nir": false, "steps": 200, "preserve_weight": 300}, {"nir": false, "steps": 200}]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from etc_scale import WORK, BaseImages, result_row
+
+from erasekit.backbones.loader import load_backbone
+from erasekit.concepts.pairs import ConceptSet
+from erasekit.eval.scale import ScaleSplit, scale_rows
+from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate
+from erasekit.methods.base import erase_to_artifact
+from erasekit.world.assets import classifier_dir
+from erasekit.world.classifier import load_classifier
+
+FIT = ("erase_error", "boundary_change", "preserve_change", "restore_error")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concepts", type=int, default=50)
+    parser.add_argument("--pool", type=int, default=60)
+    parser.add_argument("--heldout", type=int, default=100)
+    parser.add_argument("--eval-targets", type=int, default=60)
+    parser.add_argument("--variants", type=json.loads, default=[{}], help="JSON list of ETCConfig overrides")
+    args = parser.parse_args()
+    split = ScaleSplit.make(args.concepts, args.pool, args.heldout)
+    settings = EvalSettings(num_images=1)
+    backbone, classifier = load_backbone("shapeworld"), load_classifier(classifier_dir())
+    base = BaseImages(backbone, settings)
+    concepts = ConceptSet.build([t.phrase for t in split.targets], "", [t.phrase for t in split.pool])
+    prompts = scale_rows(split, args.concepts, args.eval_targets)
+    for variant in args.variants:
+        started = time.time()
+        edit = erase_to_artifact(backbone, concepts, "etc", {"work_dir": str(WORK), "nir_seed": 0, **variant})
+        metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=edit, base=base(prompts), progress=False)
+        row = {k: v for k, v in result_row("ETC", args.concepts, metrics, edit).items() if not k.endswith("_seconds")}
+        fit = {k: edit.metrics[k] for k in FIT if k in edit.metrics}
+        print(json.dumps({"variant": variant, **row, **fit, "seconds": round(time.time() - started)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
