@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.eval.comparison import compare, markdown_table, stage_plot
+from erasekit.eval.comparison import benchmark_record, compare, markdown_table, stage_plot
 from erasekit.eval.prompts import load_prompts
 from erasekit.eval.shapeworld_protocol import EvalSettings
 from erasekit.eval.tasks import TASKS, prompt_file
@@ -40,15 +38,9 @@ def main() -> None:
         results[name] = rows
         stages[name] = {label: a.metrics["stages"] for label, a in artifacts.items()}
         print(f"\n## {name}\n{markdown_table(rows)}", flush=True)
-    command = "python benchmarks/erasure_tasks.py " + " ".join(sys.argv[1:])
-    record = {
-        "command": command.strip(),
-        "settings": asdict(settings),
-        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "seconds": round(time.time() - started, 1),
-        "tasks": results,
-        "stages": stages,
-    }
+    record = benchmark_record(
+        "benchmarks/erasure_tasks.py", sys.argv[1:], settings, started, tasks=results, stages=stages
+    )
     DOCS.mkdir(exist_ok=True)
     with atomic_file(DOCS / "erasure_tasks.json") as handle:
         handle.write(json.dumps(record, indent=2) + "\n")

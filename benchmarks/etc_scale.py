@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.comparison import markdown_table
+from erasekit.eval.comparison import benchmark_record, markdown_table
 from erasekit.eval.metrics import harmonic_mean
 from erasekit.eval.scale import ScaleSplit, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
@@ -161,15 +159,10 @@ def main() -> None:
                 edit = erase_to_artifact(backbone, closed, method, {})
                 metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=edit, base=base_images(prompts))
                 rows.append(result_row(label, n, metrics, edit))
-    record = {
-        "command": ("python benchmarks/etc_scale.py " + " ".join(sys.argv[1:])).strip(),
-        "settings": asdict(settings),
-        "split": {"targets": max(args.sizes), "pool": args.pool, "heldout": args.heldout},
-        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "seconds": round(time.time() - started, 1),
-        "rows": rows,
-        "module_removal": attacks,
-    }
+    split_sizes = {"targets": max(args.sizes), "pool": args.pool, "heldout": args.heldout}
+    record = benchmark_record(
+        "benchmarks/etc_scale.py", sys.argv[1:], settings, started, split=split_sizes, rows=rows, module_removal=attacks
+    )
     DOCS.mkdir(exist_ok=True)
     with atomic_file(DOCS / "etc_scale.json") as handle:
         handle.write(json.dumps(record, indent=2) + "\n")

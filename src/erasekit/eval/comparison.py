@@ -150,3 +150,19 @@ def markdown_table(rows: list[dict]) -> str:
 
 def target_indices(generated: Generated, role: str, limit: int = 16) -> np.ndarray:
     return np.array([i for i, r in enumerate(generated.rows) if r.role == role][:limit], dtype=int)
+
+
+def benchmark_record(script: str, argv: list[str], settings, started: float, **results) -> dict:
+    """The header every benchmark JSON carries: the command that regenerates it, the settings, the machine,
+    the wall time; then the results."""
+    import platform
+    import time
+    from dataclasses import asdict
+
+    return {
+        "command": f"python {script} {' '.join(argv)}".strip(),
+        "settings": asdict(settings),
+        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "seconds": round(time.time() - started, 1),
+        **results,
+    }
