@@ -163,3 +163,10 @@ def test_the_nir_secret_seed_stays_in_the_work_folder_for_resumption(tmp_path: P
     first = secret_seed(tmp_path / "restore")
     assert secret_seed(tmp_path / "restore") == first  # a resumed restore sees the same noise
     assert secret_seed(None) != secret_seed(None)  # fresh secrets (a 62-bit collision is not a concern)
+
+
+def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Path):
+    pool = _write(tmp_path / "pool.txt", POOL)
+    args = ("erase", "--method", "etc", "--model", tiny_sd, "--target", "cat", "--mapping-pool", pool)
+    code, _, err = run_cli(capsys, *args, "--anchor", "animal", "--out", tmp_path / "edit")
+    assert code == 2 and "takes no --anchor" in err and not (tmp_path / "edit").exists()

@@ -247,6 +247,8 @@ def erase(
         preserve = preserve or list(spec.preserve)
         kind = kind or spec.kind
     if method == "etc":
+        if anchor is not None or preserve or templates is not None:
+            raise UserError("ETC takes no --anchor, --preserve or --templates: it maps targets onto the --mapping-pool")
         concepts = _etc_concepts(names, mapping_pool)
         options = {"nir": nir, "seed": seed, "work_dir": str(work_dir or out.with_name(out.name + ".work"))}
         options |= {"steps": steps, "nir_steps": steps} if steps else {}

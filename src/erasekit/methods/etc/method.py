@@ -264,9 +264,9 @@ def fit_quality(
         w, eraser = projector.weight.float(), erasers[name]
         goal = (1 + config.gamma) * (m - t) @ w.T
         measured = {
-            "erase_error": (eraser(t) - goal).norm() / goal.norm(),
-            "boundary_change": eraser(boundary).norm() / (boundary @ w.T).norm(),
-            "preserve_change": eraser(others).norm() / (others @ w.T).norm(),
+            "erase_error": (eraser(t) - goal).norm() / goal.norm().clamp_min(1e-12),
+            "boundary_change": eraser(boundary).norm() / (boundary @ w.T).norm().clamp_min(1e-12),
+            "preserve_change": eraser(others).norm() / (others @ w.T).norm().clamp_min(1e-12),
         }
         worst = {k: max(worst[k], float(v)) for k, v in measured.items()}
     return worst
