@@ -1,4 +1,4 @@
-"""Concept embedding samples (concepts/embeddings.py): the last sub-token is found, the cache is exact."""
+"""Concept embedding samples (concepts/embeddings.py): the phrase's sub-tokens are found, the cache is exact."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings, last_subtoken_positions
+from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings, last_tokens, phrase_token_positions
 from tiny_pipelines import build_sd, build_sd3_t5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,26 +25,30 @@ def test_context_templates_are_many_distinct_and_fit_the_encoder(shapeworld):
 
 
 @pytest.mark.parametrize("family", ["shapeworld", "sd", "sd3_t5"])
-def test_last_subtoken_is_the_phrase_s_last_token(family, shapeworld, tmp_path: Path):
+def test_phrase_positions_hold_exactly_the_phrase_s_sub_tokens(family, shapeworld, tmp_path: Path):
     builders = {"sd": build_sd, "sd3_t5": build_sd3_t5}
     backbone = shapeworld if family == "shapeworld" else load_backbone(str(builders[family](tmp_path / family)))
     phrase = "red striped star"
     short = ["a {}", "the {} here", "one {}.", "{}"]  # the tiny CLIP tokenizer is byte-level: 32 bytes at most
     templates = list(CONTEXT_TEMPLATES[:30]) if family == "shapeworld" else short
     segment = backbone.token_segments([t.format(phrase) for t in templates])[0]
-    star = backbone.token_segments(["star"])[0].ids[0]
-    star_id = [i for i in star if i not in backbone.token_segments([""])[0].ids[0]][-1]
-    for ids, pos in zip(segment.ids, last_subtoken_positions(backbone, templates, phrase), strict=True):
-        assert ids[pos - segment.offset] == star_id
+    specials = set(backbone.token_segments([""])[0].ids[0])
+    phrase_ids = [i for i in backbone.token_segments([phrase])[0].ids[0] if i not in specials]
+    for ids, positions in zip(segment.ids, phrase_token_positions(backbone, templates, phrase), strict=True):
+        assert [ids[p - segment.offset] for p in positions] == phrase_ids
 
 
 def test_embeddings_are_cached_exactly_and_keyed_by_templates(shapeworld, tmp_path: Path):
     phrases, templates = ["red star", "blue striped heart", "skull"], list(CONTEXT_TEMPLATES[:12])
     fresh = concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, chunk=2, progress=False)
-    assert fresh.shape == (3, 12, 384) and len(list(tmp_path.glob("*.safetensors"))) == 3
-    assert torch.equal(concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, progress=False), fresh)
+    assert [x.shape for x in fresh] == [(12, 2, 384), (12, 3, 384), (12, 1, 384)]
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+    cached = concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(cached, fresh, strict=True))
     alone = concept_embeddings(shapeworld, phrases[1:], templates, progress=False)  # other batch: other padding
-    torch.testing.assert_close(alone, fresh[1:], rtol=0, atol=4e-3)
+    for a, b in zip(alone, fresh[1:], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=4e-3)
+    fresh = last_tokens(fresh)
     concept_embeddings(shapeworld, phrases[:1], templates[:6], cache=tmp_path, progress=False)
     assert len(list(tmp_path.glob("*.safetensors"))) == 4
     # the samples of one concept differ by context; different concepts are further apart

@@ -14,7 +14,7 @@ from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import erase_to_artifact
-from erasekit.methods.etc.method import ETCConfig, fit_erasers, make_erasers, nearest_pool
+from erasekit.methods.etc.method import ETCConfig, TokenConcepts, fit_erasers, make_erasers, nearest_pool
 from tiny_pipelines import build_sd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,6 +108,22 @@ def test_nearest_pool_picks_the_most_similar_concepts():
     pool = torch.eye(5)
     targets = torch.tensor([[1.0, 0.9, 0.8, 0.0, 0.0], [0.0, 0.0, 0.1, 1.0, 0.5]])
     assert nearest_pool(targets, pool, 3).tolist() == [[0, 1, 2], [3, 4, 2]]
+
+
+def test_token_concepts_give_each_sub_token_its_distribution_and_align_them_from_the_end():
+    # concept 0 has 2 sub-tokens, concept 1 has 3; sample values name (concept, position from the start)
+    embeddings = [
+        torch.full((4, 2, 1), 0.0) + torch.tensor([0.0, 1.0])[None, :, None],
+        torch.full((4, 3, 1), 10.0) + torch.tensor([0.0, 1.0, 2.0])[None, :, None],
+    ]
+    tokens = TokenConcepts.build(embeddings, "phrase")
+    assert tokens.owner.tolist() == [0, 0, 1, 1, 1] and tokens.from_end.tolist() == [0, 1, 0, 1, 2]
+    assert tokens.samples[:, 0, 0].tolist() == [1.0, 0.0, 12.0, 11.0, 10.0]  # last sub-token first
+    assert tokens.concept_means()[:, 0].tolist() == [0.5, 11.0]
+    # concept 0's sub-token 2 from the end does not exist: clamped to its first sub-token
+    assert tokens.at(torch.tensor([[0, 1], [0, 1]]), torch.tensor([[2, 2], [0, 0]])).tolist() == [[1, 4], [0, 2]]
+    last = TokenConcepts.build(embeddings, "last")
+    assert last.samples[:, 0, 0].tolist() == [1.0, 12.0] and last.from_end.tolist() == [0, 0]
 
 
 @pytest.mark.parametrize(

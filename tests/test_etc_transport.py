@@ -179,8 +179,9 @@ def test_support_reduction_matches_the_full_dimensional_computation():
     mu_s = torch.randn(3, d, generator=g, dtype=F64)
     mu_s = mu_s[0] + (mu_s - mu_s[0]) @ w @ w.T  # source means in mean + span(W)
     s_s = (w * (torch.rand(3, 1, k, generator=g, dtype=F64) + 0.2)) @ w.T  # rank-k covariances
+    member_bases = [orthonormal(d, k, g) for _ in range(3)]
     merged = merge_triplet(
-        [orthonormal(d, k, g) for _ in range(3)],
+        member_bases,
         [torch.randn(2, k, generator=g, dtype=F64) for _ in range(3)],
         [torch.rand(2, k, generator=g, dtype=F64) + 0.2 for _ in range(3)],
         [torch.randn(d, generator=g, dtype=F64) for _ in range(3)],
@@ -193,6 +194,15 @@ def test_support_reduction_matches_the_full_dimensional_computation():
     assert torch.allclose(reduced.A @ w, full.A @ w, atol=1e-6)
     y = reduced(x)
     assert torch.allclose(y, full(x), atol=1e-5)
+    # one 2k-dim support per member gives the same map
+    supports = [
+        (torch.arange(2 * i, 2 * i + 2), torch.linalg.qr(torch.cat([w, b], 1)).Q) for i, b in enumerate(member_bases)
+    ]
+    per_member = mixture_transport(*args, basis=merged.basis, origin=merged.origin, supports=supports)
+    assert torch.allclose(per_member.A @ w, full.A @ w, atol=1e-6)
+    assert torch.allclose(per_member(x), full(x), atol=1e-5)
+    with pytest.raises(ValueError, match="partition"):
+        mixture_transport(*args, supports=supports[:2])
     # with a basis the output lies in origin + span(U)
     off = (y - merged.origin) - (y - merged.origin) @ merged.basis @ merged.basis.T
     assert off.abs().max() < 1e-10

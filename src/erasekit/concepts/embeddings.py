@@ -1,6 +1,7 @@
 """A concept's text-embedding samples (specs/etc.md section 1): fill many context templates with the
-concept phrase, encode them, keep the ``encode()`` state at the phrase's **last sub-token** — what the
-denoiser's projectors read there. Results are cached on disk per (model, templates, phrase).
+concept phrase, encode them, keep the ``encode()`` states at the phrase's sub-tokens — what the denoiser's
+projectors read there. The spec keeps the **last sub-token** (``last_tokens``); ETC on a bidirectional
+encoder uses every sub-token (methods/etc/method.py). Results are cached on disk per (model, templates, phrase).
 """
 
 from __future__ import annotations
@@ -47,23 +48,27 @@ _SCENES = (
 CONTEXT_TEMPLATES: tuple[str, ...] = tuple(lead + scene for lead in _LEADS for scene in _SCENES)
 
 
-def last_subtoken_positions(backbone: Backbone, templates: list[str], phrase: str) -> list[int]:
-    """encode() position of the phrase's last sub-token in each filled template (first token segment).
+def phrase_token_positions(backbone: Backbone, templates: list[str], phrase: str) -> list[list[int]]:
+    """Per template, the ``encode()`` positions of every sub-token of the phrase, first to last.
 
-    The position is the length of the tokenised prefix ``template-up-to-the-phrase + phrase`` without its
-    closing special tokens; the full prompt must tokenise to the same leading ids (checked).
+    The phrase spans from the tokenised length of the template's text before ``{}`` to that of the text up to
+    and including the phrase (each without its closing special tokens); the full prompt must tokenise to the
+    same leading ids (checked), and the phrase to as many sub-tokens in every template.
     """
     prompts = [t.format(phrase) for t in templates]
-    prefixes = [t.split("{}", 1)[0] + phrase for t in templates]
+    befores = [t.split("{}", 1)[0] for t in templates]
     segment = backbone.token_segments(prompts)[0]
-    prefix_ids = backbone.token_segments(prefixes)[0].ids
-    closing = _common_suffix_length(prefix_ids[0], backbone.token_segments([""])[0].ids[0])
+    before_ids = backbone.token_segments(befores)[0].ids
+    through_ids = backbone.token_segments([b + phrase for b in befores])[0].ids
+    closing = _common_suffix_length(through_ids[0], backbone.token_segments([""])[0].ids[0])
     positions = []
-    for prompt, full, prefix in zip(prompts, segment.ids, prefix_ids, strict=True):
-        last = len(prefix) - closing - 1
-        if last < 0 or full[: last + 1] != prefix[: last + 1]:
-            raise ValueError(f"cannot locate the concept's last token in {prompt!r}")
-        positions.append(segment.offset + last)
+    for prompt, full, before, through in zip(prompts, segment.ids, before_ids, through_ids, strict=True):
+        first, last = len(before) - closing, len(through) - closing - 1
+        if first > last or full[: last + 1] != through[: last + 1] or full[:first] != before[:first]:
+            raise ValueError(f"cannot locate the concept's tokens in {prompt!r}")
+        positions.append(list(range(segment.offset + first, segment.offset + last + 1)))
+    if len({len(p) for p in positions}) > 1:
+        raise ValueError(f"{phrase!r} tokenises to different numbers of sub-tokens in different templates")
     return positions
 
 
@@ -75,23 +80,28 @@ def _common_suffix_length(a: list[int], b: list[int]) -> int:
 
 
 def _cache_key(backbone: Backbone, templates: list[str], phrase: str) -> str:
-    blob = json.dumps({"model": backbone.identity(), "templates": templates, "phrase": phrase}, sort_keys=True)
+    blob = json.dumps(
+        {"model": backbone.identity(), "templates": templates, "phrase": phrase, "tokens": "phrase"}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 @torch.no_grad()
-def encode_phrases(backbone: Backbone, phrases: list[str], templates: list[str], batch_size: int = 256) -> torch.Tensor:
-    """(C, N, d) float32: every phrase in every template, the state at its last sub-token."""
+def encode_phrases(
+    backbone: Backbone, phrases: list[str], templates: list[str], batch_size: int = 256
+) -> list[torch.Tensor]:
+    """Per phrase, (N, n, d) float32: its states at each of its n sub-tokens in every one of N templates."""
     prompts, positions = [], []
     for phrase in phrases:
         prompts += [t.format(phrase) for t in templates]
-        positions += last_subtoken_positions(backbone, templates, phrase)
+        positions += phrase_token_positions(backbone, templates, phrase)
     rows = []
     for start in range(0, len(prompts), batch_size):
         states = backbone.encode(prompts[start : start + batch_size])[0].float()
-        index = torch.tensor(positions[start : start + batch_size])
-        rows.append(states[torch.arange(len(index)), index])
-    return torch.cat(rows).reshape(len(phrases), len(templates), -1)
+        for row, index in enumerate(positions[start : start + batch_size]):
+            rows.append(states[row, index])
+    n = len(templates)
+    return [torch.stack(rows[i * n : (i + 1) * n]) for i in range(len(phrases))]
 
 
 def concept_embeddings(
@@ -101,8 +111,8 @@ def concept_embeddings(
     cache: Path | None = None,
     chunk: int = 16,
     progress: bool = True,
-) -> torch.Tensor:
-    """(C, N, d) float32 embedding samples of every phrase; cached per phrase under ``cache`` (float16)."""
+) -> list[torch.Tensor]:
+    """Per phrase, (N, n, d) float32 samples at its n sub-tokens; cached per phrase under ``cache`` (float16)."""
     templates = list(templates)
     if any(t.count("{}") != 1 for t in templates):
         raise ValueError("every context template needs exactly one {} for the concept phrase")
@@ -116,12 +126,18 @@ def concept_embeddings(
     for start in range(0, len(missing), chunk):
         todo = missing[start : start + chunk]
         encoded = encode_phrases(backbone, [phrases[i] for i in todo], templates)
-        for i, x in zip(todo, encoded.to(torch.float16), strict=True):  # as the cache holds it: same numbers
+        for i, x in zip(todo, encoded, strict=True):
+            x = x.to(torch.float16).contiguous()  # as the cache holds it: the same numbers either way
             out[i] = x.float()
             if paths[i] is not None:
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
                 with atomic_file(paths[i], "wb") as handle:
-                    handle.write(save({"embeddings": x.contiguous()}))
+                    handle.write(save({"embeddings": x}))
         bar.update(len(todo))
     bar.close()
-    return torch.stack(out) if out else torch.zeros(0, len(templates), 0)
+    return out
+
+
+def last_tokens(embeddings: list[torch.Tensor]) -> torch.Tensor:
+    """(C, N, d): each phrase's samples at its last sub-token (the spec's reading, specs/etc.md §1)."""
+    return torch.stack([e[:, -1] for e in embeddings])
