@@ -37,6 +37,7 @@ TINY = dict(
     preserve_weight=10.0,
     nir_seed=3,
     nir_rho=0.5,
+    chunk=4,  # two chunks of target distributions
 )
 
 
@@ -50,6 +51,8 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     concepts = ConceptSet.build(TARGETS, "", POOL)
     artifact = erase_to_artifact(backbone, concepts, "etc", {**TINY, "work_dir": str(tmp_path / "work")})
     summary = artifact.metrics
+    phrase_tokens = sum(len(backbone.token_segments([t])[0].ids[0]) - 2 for t in TARGETS)  # without BOS/EOS
+    assert summary["distributions"] == phrase_tokens > len(TARGETS)
     assert [s["stage"] for s in summary["stages"]] == [
         "encoding",
         "fitting",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +53,7 @@ class ETCConfig:
     mapping_samples: int = 16  # per mapping-pool concept, preserved
     core: float = 0.9
     shell: float = 0.8
+    chunk: int = 1024  # target distributions fitted, sampled and transported at a time (memory)
     triplet: int = 3
     experts: int = 8
     hidden: int = 32
@@ -97,9 +97,14 @@ class StageLog:
 
     @contextmanager
     def stage(self, name: str, **detail):
+        """Time a stage; a stage entered again (once per chunk) adds its seconds and keeps its highest peak."""
         with measure() as usage:
             yield detail
-        self.rows.append({"stage": name, "seconds": usage.seconds, "peak_mib": usage.peak_mib, **detail})
+        row = next((r for r in self.rows if r["stage"] == name), None)
+        if row is None:
+            self.rows.append({"stage": name, "seconds": usage.seconds, "peak_mib": usage.peak_mib, **detail})
+        else:
+            row.update(seconds=row["seconds"] + usage.seconds, peak_mib=max(row["peak_mib"], usage.peak_mib), **detail)
 
 
 TOKEN_MODES = ("phrase", "last")
@@ -187,30 +192,21 @@ def transport_one(source: ConceptDistribution, members: ConceptDistribution, sam
 
 
 def transport_targets(
-    targets: ConceptDistribution, pool: ConceptDistribution, triplets: Tensor, samples: Tensor, progress: bool
+    targets: ConceptDistribution, pool: ConceptDistribution, triplets: Tensor, samples: Tensor
 ) -> Tensor:
     """T(t) for every target sample (S, n, d), the triplet of target s being the pool distributions
-    ``triplets[s]`` (§3). Targets are independent: one single-threaded worker per CPU core."""
+    ``triplets[s]`` (§3). Targets are independent: as many single-threaded workers as torch has threads."""
 
     def one(s: int) -> Tensor:
         return transport_one(targets.select(slice(s, s + 1)), pool.select(triplets[s]), samples[s])
 
-    with single_threaded_ops(), ThreadPoolExecutor(os.cpu_count() or 1) as workers:
-        mapped = list(
-            tqdm(
-                workers.map(one, range(len(samples))),
-                total=len(samples),
-                desc="transport",
-                unit="distribution",
-                disable=not progress,
-            )
-        )
-    return torch.stack(mapped) if mapped else torch.empty_like(samples)
+    with ThreadPoolExecutor(torch.get_num_threads()) as workers, single_threaded_ops():
+        return torch.stack(list(workers.map(one, range(len(samples)))))
 
 
 @contextmanager
 def single_threaded_ops():
-    """torch ops on one thread each (the caller runs one worker per core), restored afterwards."""
+    """torch ops on one thread each (the caller runs parallel workers), restored afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -398,24 +394,34 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
         tok_targets = TokenConcepts.build(concept_embeddings(backbone, targets, templates, cache), config.tokens)
         tok_pool = TokenConcepts.build(concept_embeddings(backbone, pool, templates, cache), config.tokens)
         context = context_tokens(backbone, pool, templates[:: max(1, len(templates) // 8)])
-    with log.stage("fitting", distributions=len(tok_targets.owner) + len(tok_pool.owner)):
-        fit = dict(k=config.pca_dim, components=config.components, dof=config.dof, max_iter=config.em_iterations)
-        dist_targets = ConceptDistribution.fit(tok_targets.samples.double(), generator=generator, **fit)
+    fit = dict(k=config.pca_dim, components=config.components, dof=config.dof, max_iter=config.em_iterations)
+    with log.stage("fitting"):
         dist_pool = ConceptDistribution.fit(tok_pool.samples.double(), generator=generator, **fit)
     with log.stage("sampling"):
-        core = dist_targets.sample_core(config.target_samples, generator, config.core)
-        shell = dist_targets.sample_shell(config.anchor_samples, generator, config.shell)
-        mapping = dist_pool.sample_core(config.mapping_samples, generator, config.core)
-    with log.stage("transport"):
-        triplets = nearest_pool(tok_targets.concept_means(), tok_pool.concept_means(), config.triplet)
-        members = tok_pool.at(triplets[tok_targets.owner], tok_targets.from_end[:, None].expand(-1, config.triplet))
-        mapped = transport_targets(dist_targets, dist_pool, members, core, progress=True)
-    d = core.shape[-1]
+        mapping = dist_pool.sample_core(config.mapping_samples, generator, config.core).float()
+    triplets = nearest_pool(tok_targets.concept_means(), tok_pool.concept_means(), config.triplet)
+    members = tok_pool.at(triplets[tok_targets.owner], tok_targets.from_end[:, None].expand(-1, config.triplet))
+    core, shell, mapped = [], [], []
+    count = len(tok_targets.owner)
+    bar = tqdm(total=count, desc="fit, sample, transport", unit="distribution")
+    for start in range(0, count, config.chunk):  # memory: the targets' distributions a chunk at a time
+        part = slice(start, start + config.chunk)
+        with log.stage("fitting"):
+            dist = ConceptDistribution.fit(tok_targets.samples[part].double(), generator=generator, **fit)
+        with log.stage("sampling"):
+            core.append(dist.sample_core(config.target_samples, generator, config.core))
+            shell.append(dist.sample_shell(config.anchor_samples, generator, config.shell).float())
+        with log.stage("transport"):
+            mapped.append(transport_targets(dist, dist_pool, members[part], core[-1]).float())
+        core[-1] = core[-1].float()
+        bar.update(len(core[-1]))
+    bar.close()
+    d = tok_targets.samples.shape[-1]
     data = TokenData(
-        targets=core.reshape(-1, d).float(),
-        mapped=mapped.reshape(-1, d).float(),
-        anchors=torch.cat([shell.reshape(-1, d).float(), mapping.reshape(-1, d).float(), context]),
-        boundary=shell.shape[0] * shell.shape[1],
+        targets=torch.cat(core).reshape(-1, d),
+        mapped=torch.cat(mapped).reshape(-1, d),
+        anchors=torch.cat([torch.cat(shell).reshape(-1, d), mapping.reshape(-1, d), context]),
+        boundary=count * config.anchor_samples,
     )
     projectors = backbone.projectors()
     erasers = make_erasers(projectors, config)
@@ -429,7 +435,8 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             "MoEraser",
         )
     weights: dict[str, Tensor] = {}
-    summary = {"targets": len(targets), "pool": len(pool), "erase_loss": losses[-1] if losses else None}
+    summary = {"targets": len(targets), "pool": len(pool), "distributions": count}
+    summary["erase_loss"] = losses[-1] if losses else None
     summary |= fit_quality(projectors, erasers, data, config)
     if config.nir:
         with log.stage("nir", steps=config.nir_steps):

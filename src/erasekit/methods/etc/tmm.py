@@ -319,13 +319,22 @@ class ConceptDistribution:
         self, n: int, generator: torch.Generator | None = None, coverage: float = 0.9, n_mc: int = 10_000
     ) -> Tensor:
         """Targets (specs/etc.md §2): n samples per concept inside the coverage-HPD core, lifted → (C, n, d)."""
-        return self.pca.lift(sample_band(self.mixture, n, generator, inside=coverage, n_mc=n_mc))
+        return self._sample_band(n, generator, n_mc, inside=coverage)
 
     def sample_shell(
         self, n: int, generator: torch.Generator | None = None, outside: float = 0.8, n_mc: int = 10_000
     ) -> Tensor:
         """Boundary anchors (specs/etc.md §2): n samples per concept outside the outside-HPD region → (C, n, d)."""
-        return self.pca.lift(sample_band(self.mixture, n, generator, outside=outside, n_mc=n_mc))
+        return self._sample_band(n, generator, n_mc, outside=outside)
+
+    def _sample_band(self, n: int, generator: torch.Generator | None, n_mc: int, chunk: int = 256, **band) -> Tensor:
+        """sample_band over chunks of concepts (memory ~ chunk x n_mc x k), lifted to R^d."""
+        count = len(self.mixture.weights)
+        parts = [
+            sample_band(self.mixture.select(slice(start, start + chunk)), n, generator, n_mc=n_mc, **band)
+            for start in range(0, count, chunk)
+        ]
+        return self.pca.lift(torch.cat(parts))
 
     def lifted_components(self) -> tuple[Tensor, Tensor]:
         """Components in R^d (specs/etc.md §3): means m + W μ_z (C, K, d), covariances W diag(Σ) Wᵀ (C, K, d, d)."""
