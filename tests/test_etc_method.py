@@ -78,6 +78,20 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     assert not np.array_equal(removed, before) and not np.array_equal(removed, after)
 
 
+def test_a_rerun_loads_the_token_vectors_and_erasers_from_the_work_folder(tiny_sd: Path, tmp_path: Path):
+    backbone, concepts = load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", POOL)
+    options = {**TINY, "nir": False, "work_dir": str(tmp_path / "work")}
+    first = erase_to_artifact(backbone, concepts, "etc", options)
+    again = erase_to_artifact(backbone, concepts, "etc", {**options, "lr": 5e-3})  # training settings differ
+    assert [s["stage"] for s in again.metrics["stages"]] == ["tokens from the work folder", "training"]
+    assert again.metrics["distributions"] == first.metrics["distributions"]
+    assert again.metrics["erase_loss"] != first.metrics["erase_loss"]  # retrained, on the same token vectors
+    same = erase_to_artifact(backbone, concepts, "etc", options)
+    for name, eraser in first.modules.items():
+        for a, b in zip(eraser.parameters(), same.modules[name].parameters(), strict=True):
+            assert torch.equal(a, b)
+
+
 def test_interrupted_training_resumes_to_the_same_erasers(tiny_sd: Path, tmp_path: Path):
     projectors = dict(list(load_backbone(str(tiny_sd)).projectors().items())[:2])
     config = ETCConfig(**TINY)

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -90,6 +92,20 @@ class TokenData:
     mapped: Tensor  # their transport images T(t)
     anchors: Tensor  # boundary anchors, then mapping samples and context tokens (all preserved)
     boundary: int = 0  # how many of the anchors (the first ones) are boundary anchors of the targets
+    distributions: int = 0  # target distributions (concept, sub-token) they were sampled from
+
+    def save(self, path: Path) -> None:
+        tensors = {"targets": self.targets, "mapped": self.mapped, "anchors": self.anchors}
+        counts = {"boundary": str(self.boundary), "distributions": str(self.distributions)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, "wb") as handle:
+            handle.write(save({k: v.contiguous() for k, v in tensors.items()}, metadata=counts))
+
+    @classmethod
+    def load(cls, path: Path) -> TokenData:
+        with safe_open(str(path), "pt") as handle:
+            counts = {k: int(v) for k, v in handle.metadata().items()}
+            return cls(**{k: handle.get_tensor(k) for k in ("targets", "mapped", "anchors")}, **counts)
 
 
 class StageLog:
@@ -373,25 +389,29 @@ def restore_error(
 
 
 NIR_FIELDS = ("nir", "nir_rho", "nir_steps", "nir_seed")
+TOKEN_FIELDS = ("templates", "tokens", "pca_dim", "components", "dof", "em_iterations", "target_samples")
+TOKEN_FIELDS += ("anchor_samples", "mapping_samples", "core", "shell", "chunk", "triplet", "seed")
 
 
 def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
-    """Checkpoint folder of a training stage: the erase stage does not depend on the NIR settings, so an
-    edit with and one without NIR share their trained erasers."""
-    skip = ("work_dir", *NIR_FIELDS) if stage == "erase" else ("work_dir",)
-    fields = {k: v for k, v in asdict(config).items() if k not in skip}
+    """Work folder of a stage, keyed by the settings it depends on: the token vectors (§1-§3) only on
+    TOKEN_FIELDS, the erase stage on everything but NIR (an edit with and one without NIR share their
+    trained erasers), the restore stage on everything."""
+    fields = asdict(config)
+    if stage == "tokens":
+        fields = {k: fields[k] for k in TOKEN_FIELDS}
+    else:
+        fields = {k: v for k, v in fields.items() if k != "work_dir" and (stage != "erase" or k not in NIR_FIELDS)}
     blob = json.dumps({"targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True)
     return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-@register("etc", ETCConfig, "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore")
-def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseResult:
-    check_concepts(concepts, config)
+def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, log: StageLog) -> TokenData:
+    """§1-§3: encode, fit the tMMs, sample targets and anchors, transport the targets."""
     work = Path(config.work_dir) if config.work_dir else None
     templates = list(CONTEXT_TEMPLATES[: config.templates])
     targets, pool = list(concepts.targets), list(concepts.preserve)
     generator = torch.Generator().manual_seed(config.seed)
-    log = StageLog()
     cache = work / "embeddings" if work else None
     with log.stage("encoding", concepts=len(targets) + len(pool), templates=len(templates)):
         tok_targets = TokenConcepts.build(concept_embeddings(backbone, targets, templates, cache), config.tokens)
@@ -420,12 +440,35 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
         bar.update(len(core[-1]))
     bar.close()
     d = tok_targets.samples.shape[-1]
-    data = TokenData(
+    return TokenData(
         targets=torch.cat(core).reshape(-1, d),
         mapped=torch.cat(mapped).reshape(-1, d),
         anchors=torch.cat([torch.cat(shell).reshape(-1, d), mapping.reshape(-1, d), context]),
         boundary=count * config.anchor_samples,
+        distributions=count,
     )
+
+
+def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, log: StageLog) -> TokenData:
+    """prepare_tokens, kept in the erase stage's work folder: a rerun (an interrupted one, or the same erasure
+    without NIR) loads the token vectors instead of recomputing §1-§3."""
+    folder = _checkpoints(Path(config.work_dir), concepts, config, "tokens") if config.work_dir else None
+    path = folder / "tokens.safetensors" if folder else None
+    if path is not None and path.is_file():
+        with log.stage("tokens from the work folder"):
+            return TokenData.load(path)
+    data = prepare_tokens(backbone, concepts, config, log)
+    if path is not None:
+        data.save(path)
+    return data
+
+
+@register("etc", ETCConfig, "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore")
+def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseResult:
+    check_concepts(concepts, config)
+    work = Path(config.work_dir) if config.work_dir else None
+    log = StageLog()
+    data = cached_tokens(backbone, concepts, config, log)
     projectors = backbone.projectors()
     erasers = make_erasers(projectors, config)
     with log.stage("training", steps=config.steps):
@@ -438,7 +481,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             "MoEraser",
         )
     weights: dict[str, Tensor] = {}
-    summary = {"targets": len(targets), "pool": len(pool), "distributions": count}
+    summary = {"targets": len(concepts.targets), "pool": len(concepts.preserve), "distributions": data.distributions}
     summary["erase_loss"] = losses[-1] if losses else None
     summary |= fit_quality(projectors, erasers, data, config)
     if config.nir:
