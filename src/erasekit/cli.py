@@ -362,6 +362,25 @@ def _print_metrics(metrics: dict, out: Path) -> None:
     )
 
 
+def _pattern_weights(items: list[str]) -> dict[str, float] | None:
+    """Parse repeated ``PATTERN=W`` options; a bad one is a UserError."""
+    from erasekit.world.factors import VOCAB
+
+    weights: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in VOCAB.pattern:
+            known = ", ".join(VOCAB.pattern)
+            raise UserError(f"--pattern-weight {item!r}: expected PATTERN=W with PATTERN one of {known}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise UserError(f"--pattern-weight {item!r}: {value!r} is not a number") from None
+        if not weights[name] > 0:
+            raise UserError(f"--pattern-weight {item!r}: the weight must be positive")
+    return weights or None
+
+
 @world_app.command("train-denoiser")
 def train_denoiser_cmd(
     out: Annotated[Path, typer.Option(help="checkpoint folder; an existing one is resumed")] = Path("runs/denoiser"),
@@ -376,12 +395,23 @@ def train_denoiser_cmd(
     continue_shipped: Annotated[
         bool, typer.Option(help="start from the shipped weights (when --out has no checkpoint yet)")
     ] = False,
+    pattern_weight: Annotated[
+        list[str] | None,
+        typer.Option(help="PATTERN=W: draw captions naming PATTERN W times as often (repeatable)"),
+    ] = None,
 ) -> None:
     """Train the ShapeWorld denoiser (checkpoints every 100 steps; resumes automatically)."""
     from erasekit.world.assets import denoiser_dir
     from erasekit.world.train_denoiser import DenoiserTrainConfig, train_denoiser
 
-    config = DenoiserTrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_final=lr_final, seed=seed)
+    config = DenoiserTrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        lr_final=lr_final,
+        seed=seed,
+        pattern_weights=_pattern_weights(pattern_weight or []),
+    )
     init = denoiser_dir() if continue_shipped else None
     if init is not None and not (init / "training.json").exists():
         raise UserError("no shipped denoiser to continue from")

@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from erasekit.utils.io import atomic_dir
-from erasekit.world.data import CaptionPool, build_pool
+from erasekit.world.data import FACTORS, CaptionPool, build_pool
 from erasekit.world.denoiser import SCHEDULER_CONFIG, build_unet, images_to_latents, train_scheduler, training_target
+from erasekit.world.factors import VOCAB
 from erasekit.world.text_encoder import shared_encoder
 
 
@@ -33,6 +34,9 @@ class DenoiserTrainConfig:
     pool_random_captions: int = 12000
     pool_canonical: bool = True  # include the short prompt of every shape-colour-pattern triple
     unet_config: dict | None = None  # None: the shipped architecture (world/denoiser.py)
+    # Oversample captions that name these patterns (relative weight; others 1), e.g. the ones the model
+    # still draws badly. None: every caption equally likely.
+    pattern_weights: dict[str, float] | None = None
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -64,6 +68,17 @@ def _pool_cache(out: Path, config: DenoiserTrainConfig) -> CaptionPool:
     )
     meta_path.write_text(json.dumps({"texts": pool.texts}))
     return pool
+
+
+def caption_probabilities(pool: CaptionPool, pattern_weights: dict[str, float] | None) -> np.ndarray | None:
+    """Sampling probability of every caption in the pool; None when uniform."""
+    if not pattern_weights:
+        return None
+    weights = np.ones(len(pool.texts))
+    pattern_ids = pool.factor_ids[:, FACTORS.index("pattern")]
+    for name, weight in pattern_weights.items():
+        weights[pattern_ids == VOCAB.index("pattern", name)] = weight
+    return weights / weights.sum()
 
 
 def learning_rate(step: int, segment_start: int, config: DenoiserTrainConfig) -> float:
@@ -127,6 +142,7 @@ def train_denoiser(
             {"from_step": start, "prediction_type": objective, "note": f"continued from {init_from}, fresh optimizer"},
         ]
         tqdm.write(f"continuing from {init_from} at step {start}")
+    probabilities = caption_probabilities(pool, config.pattern_weights)
     log = (out / "loss.jsonl").open("a")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="denoiser", unit="step")
     t0 = time.time()
@@ -134,7 +150,11 @@ def train_denoiser(
         # Data and noise are a function of (seed, step), so a resumed run continues the same stream.
         rng = np.random.default_rng([config.seed, step])
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        idx = rng.integers(0, len(pool.texts), config.batch_size)
+        idx = (
+            rng.integers(0, len(pool.texts), config.batch_size)
+            if probabilities is None
+            else rng.choice(len(pool.texts), config.batch_size, p=probabilities)
+        )
         latents = images_to_latents(torch.from_numpy(pool.render_batch(rng, idx)))
         states, mask = pool.embeddings[idx].float(), pool.masks[idx]
         drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
