@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from erasekit.world.assets import classifier_dir
 from erasekit.world.captions import short_caption
 from erasekit.world.classifier import load_classifier
 from erasekit.world.denoiser import build_unet
-from erasekit.world.factors import VOCAB
+from erasekit.world.factors import VOCAB, format_concept
 from erasekit.world.text_encoder import shared_encoder
 
 
@@ -35,23 +36,25 @@ def probe_rows(per_pattern: int, seed: int) -> list[PromptRow]:
         for _ in range(per_pattern):
             shape, colour = str(rng.choice(VOCAB.shape)), str(rng.choice(VOCAB.colour))
             factors = {"shape": shape, "colour": colour, "pattern": pattern}
+            seed = int(rng.integers(0, 100_000))
             rows.append(
-                PromptRow(
-                    prompt=short_caption(factors["shape"], factors["colour"], pattern),
-                    evaluation_seed=int(rng.integers(0, 100_000)),
-                    case_number=len(rows),
-                    concept=";".join(f"{k}={v}" for k, v in factors.items()),
-                    role="preserve",
-                )
+                PromptRow(short_caption(shape, colour, pattern), seed, len(rows), format_concept(factors), "preserve")
             )
     return rows
 
 
-def load_backbone(checkpoint: Path | None) -> ShapeWorldBackbone:
+def probe_backbone(checkpoint: Path | None) -> ShapeWorldBackbone:
+    """The shipped model, or a checkpoint's EMA weights in the architecture that checkpoint was trained with."""
     if checkpoint is None:
         return ShapeWorldBackbone.load()
-    unet = build_unet()
-    unet.load_state_dict(load_file(checkpoint / "ema.safetensors"))
+    weights, state = checkpoint / "ema.safetensors", checkpoint / "state.json"
+    if not (weights.is_file() and state.is_file()):
+        print(
+            f"error: {checkpoint}: not a train-denoiser checkpoint (needs ema.safetensors, state.json)", file=sys.stderr
+        )
+        sys.exit(2)
+    unet = build_unet(json.loads(state.read_text())["config"]["unet_config"])
+    unet.load_state_dict(load_file(weights))
     return ShapeWorldBackbone(unet, shared_encoder(), source=str(checkpoint))
 
 
@@ -63,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     rows = probe_rows(args.per_pattern, args.seed)
-    images = load_backbone(args.checkpoint).generate(
+    images = probe_backbone(args.checkpoint).generate(
         [r.prompt for r in rows], [r.evaluation_seed for r in rows], steps=25, guidance=5.0
     )
     agree = agreement(rows, load_classifier(classifier_dir()).predict(images))

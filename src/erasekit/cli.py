@@ -376,8 +376,8 @@ def _pattern_weights(items: list[str]) -> dict[str, float] | None:
             weights[name] = float(value)
         except ValueError:
             raise UserError(f"--pattern-weight {item!r}: {value!r} is not a number") from None
-        if not weights[name] > 0:
-            raise UserError(f"--pattern-weight {item!r}: the weight must be positive")
+        if not 0 < weights[name] < float("inf"):
+            raise UserError(f"--pattern-weight {item!r}: the weight must be a positive finite number")
     return weights or None
 
 
