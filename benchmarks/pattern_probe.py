@@ -53,7 +53,8 @@ def probe_backbone(checkpoint: Path | None) -> ShapeWorldBackbone:
             f"error: {checkpoint}: not a train-denoiser checkpoint (needs ema.safetensors, state.json)", file=sys.stderr
         )
         sys.exit(2)
-    unet = build_unet(json.loads(state.read_text())["config"]["unet_config"])
+    saved = json.loads(state.read_text())
+    unet = build_unet(saved.get("architecture") or saved["config"]["unet_config"])
     unet.load_state_dict(load_file(weights))
     return ShapeWorldBackbone(unet, shared_encoder(), source=str(checkpoint))
 

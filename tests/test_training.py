@@ -57,6 +57,26 @@ def test_denoiser_continues_from_an_exported_model(tmp_path):
     assert not (tmp_path / "second" / "step-00000002").exists() and (tmp_path / "second" / "step-00000004").exists()
 
 
+def test_continuing_into_other_attention_heads_says_so(tmp_path):
+    train_denoiser(tmp_path / "first", tiny_denoiser_config(2), export=tmp_path / "export")
+    config = tiny_denoiser_config(3)
+    config.unet_config = {**TINY_UNET_CONFIG, "attention_head_dim": (2, 4, 4)}
+    card = train_denoiser(tmp_path / "second", config, init_from=tmp_path / "export")
+    assert card["objective_history"][-1]["note"].endswith("attention heads 8 -> [2, 4, 4]")
+    unchanged = train_denoiser(tmp_path / "third", tiny_denoiser_config(3), init_from=tmp_path / "export")
+    assert "attention heads" not in unchanged["objective_history"][-1]["note"]
+
+
+def test_resume_builds_the_architecture_the_checkpoint_was_saved_with(tmp_path):
+    train_denoiser(tmp_path / "run", tiny_denoiser_config(2))
+    config = tiny_denoiser_config(4)
+    config.unet_config = {**TINY_UNET_CONFIG, "attention_head_dim": (2, 4, 4)}  # e.g. UNET_CONFIG changed since
+    train_denoiser(tmp_path / "run", config, export=tmp_path / "export")
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["attention_head_dim"] == 8
+    state = json.loads((tmp_path / "run" / "step-00000004" / "state.json").read_text())
+    assert state["architecture"]["attention_head_dim"] == 8
+
+
 def test_pattern_weights_oversample_the_named_pattern():
     from erasekit.world.data import FACTORS, CaptionPool
     from erasekit.world.factors import VOCAB

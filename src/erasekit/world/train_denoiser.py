@@ -17,7 +17,14 @@ from tqdm import tqdm
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from erasekit.utils.io import atomic_dir
 from erasekit.world.data import FACTORS, CaptionPool, build_pool
-from erasekit.world.denoiser import SCHEDULER_CONFIG, build_unet, images_to_latents, train_scheduler, training_target
+from erasekit.world.denoiser import (
+    SCHEDULER_CONFIG,
+    UNET_CONFIG,
+    build_unet,
+    images_to_latents,
+    train_scheduler,
+    training_target,
+)
 from erasekit.world.factors import VOCAB
 from erasekit.world.text_encoder import shared_encoder
 
@@ -99,6 +106,13 @@ def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
         (tmp / "training.json").write_text(json.dumps(card, indent=2))
 
 
+def _head_change(init_from: Path, unet: torch.nn.Module) -> str:
+    """'attention heads A -> B' when the exported denoiser at ``init_from`` splits attention otherwise."""
+    before = json.loads((init_from / "config.json").read_text())["attention_head_dim"]
+    after = json.loads(json.dumps(unet.config.attention_head_dim))  # tuples as the lists config.json holds
+    return "" if before == after else f"attention heads {before} -> {after}"
+
+
 def train_denoiser(
     out: Path, config: DenoiserTrainConfig, export: Path | None = None, init_from: Path | None = None
 ) -> dict:
@@ -112,7 +126,11 @@ def train_denoiser(
     pool = _pool_cache(out, config)
     empty_states, empty_mask = shared_encoder()([""])
 
-    unet = build_unet(config.unet_config)
+    resume = latest_checkpoint(out)
+    # A checkpoint builds the architecture it was saved with, whatever UNET_CONFIG has become since.
+    recorded = json.loads((resume / "state.json").read_text()).get("architecture") if resume else None
+    architecture = json.loads(json.dumps(recorded or config.unet_config or UNET_CONFIG))  # JSON-safe (lists)
+    unet = build_unet(architecture)
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
     scheduler = train_scheduler()
@@ -121,7 +139,6 @@ def train_denoiser(
     objective = SCHEDULER_CONFIG["prediction_type"]
     start, elapsed, running, history = 0, 0.0, None, [{"from_step": 0, "prediction_type": objective}]
     segment_start = 0  # where the optimizer (and the lr schedule) last started afresh
-    resume = latest_checkpoint(out)
     if resume is not None:
         state = load_checkpoint(resume, {"unet": unet, "ema": ema}, optimizer)
         start, elapsed = state["step"], state["wall_seconds"]
@@ -137,10 +154,12 @@ def train_denoiser(
             module.load_state_dict({k: v.float() for k, v in weights.items()})
         start, elapsed, running = card["steps"], card["wall_seconds"], card["final_loss"]
         segment_start = start
-        history = [
-            *card["objective_history"],
-            {"from_step": start, "prediction_type": objective, "note": f"continued from {init_from}, fresh optimizer"},
-        ]
+        note = f"continued from {init_from}, fresh optimizer"
+        heads = _head_change(Path(init_from), unet)
+        if heads:  # the weights fit, but attention computes another function until re-learned
+            note += f"; {heads}"
+            tqdm.write(f"warm start: {heads}")
+        history = [*card["objective_history"], {"from_step": start, "prediction_type": objective, "note": note}]
         tqdm.write(f"continuing from {init_from} at step {start}")
     probabilities = caption_probabilities(pool, config.pattern_weights)
     log = (out / "loss.jsonl").open("a")
@@ -198,6 +217,7 @@ def train_denoiser(
                     "loss": running,
                     "history": history,
                     "segment_start": segment_start,
+                    "architecture": architecture,
                 },
             )
     wall = elapsed + time.time() - t0
