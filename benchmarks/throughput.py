@@ -1,7 +1,8 @@
 """Throughput of the renderer and of ShapeWorld generation (25 DDIM steps, CFG, batch 64) on this CPU.
 
 Run: make bench   (or .venv/bin/python benchmarks/throughput.py [--repeats N])
-Prints a JSON line per measurement; the acceptance bars are >= 5,000 renders/s and >= 5 images/s.
+Prints a JSON line per measurement: renders, generation eager and with `--compile` (torch.compile; its
+one-time compile seconds reported); the acceptance bars are >= 5,000 renders/s and >= 5 images/s.
 """
 
 from __future__ import annotations
@@ -59,20 +60,28 @@ def main() -> None:
     ]
     seeds = list(range(args.batch))
     backbone.generate(prompts[:4], seeds[:4], steps=2)
-    seconds = best_of(lambda: backbone.generate(prompts, seeds, steps=25, guidance=5.0), args.repeats)
-    print(
-        json.dumps(
-            {
-                "what": "generate",
-                "images": args.batch,
-                "steps": 25,
-                "guidance": 5.0,
-                "seconds": round(seconds, 3),
-                "images_per_second": round(args.batch / seconds, 2),
-                **env,
-            }
+    for what in ("generate", "generate_compiled"):
+        extra = {}
+        if what == "generate_compiled":  # erasekit generate/evaluate --compile
+            backbone.compile_denoiser()
+            t0 = time.perf_counter()
+            backbone.generate(prompts, seeds, steps=1)  # compiles for this batch shape
+            extra["compile_seconds"] = round(time.perf_counter() - t0, 1)
+        seconds = best_of(lambda: backbone.generate(prompts, seeds, steps=25, guidance=5.0), args.repeats)
+        print(
+            json.dumps(
+                {
+                    "what": what,
+                    "images": args.batch,
+                    "steps": 25,
+                    "guidance": 5.0,
+                    "seconds": round(seconds, 3),
+                    "images_per_second": round(args.batch / seconds, 2),
+                    **extra,
+                    **env,
+                }
+            )
         )
-    )
 
 
 if __name__ == "__main__":

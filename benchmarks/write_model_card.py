@@ -47,6 +47,14 @@ def main() -> None:
         **{f"classifier_{k}_acc": v for k, v in classifier["heldout_accuracy"].items()},
         **quality,
         "generate_images_per_second": speed["generate"]["images_per_second"],
+        **(
+            {
+                "generate_compiled_images_per_second": speed["generate_compiled"]["images_per_second"],
+                "compile_seconds": speed["generate_compiled"]["compile_seconds"],
+            }
+            if "generate_compiled" in speed
+            else {}
+        ),
         "render_images_per_second": speed["render"]["images_per_second"],
         "denoiser_steps": denoiser["steps"],
         "denoiser_train_seconds": denoiser["wall_seconds"],

@@ -74,3 +74,21 @@ def test_generate_is_seeded_and_projectors_are_live(backbone):
 def test_generate_checks_seed_count(backbone):
     with pytest.raises(ValueError, match="seeds"):
         backbone.generate(["a red star"], [0, 1], steps=2)
+
+
+@pytest.mark.slow
+def test_compiled_denoiser_samples_what_eager_does_and_follows_weight_edits():
+    torch.manual_seed(0)
+    backbone = ShapeWorldBackbone(build_unet(TINY_UNET_CONFIG), shared_encoder(), source="tiny")  # own: mutated
+    states, mask = backbone.encode(["a red star", "a blue circle"])
+    eager = backbone.denoise(states, mask, [0, 1], steps=2, guidance=5.0)
+    backbone.compile_denoiser()
+    assert torch.allclose(backbone.denoise(states, mask, [0, 1], steps=2, guidance=5.0), eager, atol=1e-4)
+    projector = next(iter(backbone.projectors().values()))
+    with torch.no_grad():
+        projector.weight.mul_(0.0)  # an edit applied in place after compiling must take effect
+    edited_compiled = backbone.denoise(states, mask, [0, 1], steps=2, guidance=5.0)
+    backbone.compiled = None
+    edited_eager = backbone.denoise(states, mask, [0, 1], steps=2, guidance=5.0)
+    assert not torch.allclose(edited_eager, eager, atol=1e-4)
+    assert torch.allclose(edited_compiled, edited_eager, atol=1e-4)

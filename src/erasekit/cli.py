@@ -37,10 +37,18 @@ def _load_classifier():
     return load_classifier(classifier_dir())
 
 
-def _load_model(model: str):
+COMPILE_HELP = "sample through torch.compile: ~40 s once, then ~1.4x faster (ShapeWorld; for long prompt sets)"
+
+
+def _load_model(model: str, compile_denoiser: bool = False):
     from erasekit.backbones.loader import load_backbone
 
-    return load_backbone(model)
+    backbone = load_backbone(model)
+    if compile_denoiser:
+        if not hasattr(backbone, "compile_denoiser"):
+            raise UserError(f"--compile: only the shapeworld model supports it, not {backbone.family}")
+        backbone.compile_denoiser()
+    return backbone
 
 
 def _save_images(folder: Path, images: np.ndarray, names: list[str]) -> None:
@@ -70,6 +78,7 @@ def generate(
     num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 4,
     steps: Annotated[int, typer.Option(min=1)] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
+    compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
 ) -> None:
     """Generate images: {case_number}_{k}.png per prompt, plus grid.png."""
     from erasekit.eval.grids import image_grid
@@ -87,7 +96,7 @@ def generate(
         if prompts
         else [PromptRow(prompt.strip(), seed, 0, "", "preserve")]
     )
-    backbone = _load_model(model)
+    backbone = _load_model(model, compile_denoiser)
     if artifact is not None:
         from erasekit.artifacts import apply_artifact
 
@@ -148,6 +157,7 @@ def evaluate(
     num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 1,
     steps: Annotated[int, typer.Option(min=1)] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
+    compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
 ) -> None:
     """Run the ShapeWorld protocol on a prompt set; write metrics.json and report.html."""
     from erasekit.eval.prompts import load_prompts
@@ -158,7 +168,7 @@ def evaluate(
 
     artifact = _load_edit(edit)
     rows = load_prompts(prompts)
-    backbone = _load_model(model)
+    backbone = _load_model(model, compile_denoiser)
     if backbone.family != "shapeworld":
         raise UserError("the ShapeWorld protocol needs a ShapeWorld model; SD-scale protocols arrive later")
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)

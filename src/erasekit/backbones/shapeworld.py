@@ -22,6 +22,12 @@ class ShapeWorldBackbone:
         self.unet = unet.eval().requires_grad_(False)
         self.encoder = encoder
         self.source = source
+        self.compiled: nn.Module | None = None  # set by compile_denoiser()
+
+    def compile_denoiser(self) -> None:
+        """Sample through ``torch.compile`` of the UNet: ~40 s once per batch shape, then ~1.4x faster
+        on the CPU. Its weights stay the module's, so an edit applied or removed later takes effect."""
+        self.compiled = torch.compile(self.unet)
 
     @classmethod
     def load(cls, folder: Path | None = None) -> ShapeWorldBackbone:
@@ -77,8 +83,9 @@ class ShapeWorldBackbone:
         n = len(seeds)
         both_states = torch.cat([u_states.expand(n, -1, -1), states])
         both_mask = torch.cat([u_mask.expand(n, -1), mask])
+        unet = self.compiled if self.compiled is not None else self.unet
         for t in scheduler.timesteps:
-            eps = self.unet(
+            eps = unet(
                 torch.cat([latents, latents]), t, encoder_hidden_states=both_states, encoder_attention_mask=both_mask
             ).sample
             eps_u, eps_c = eps.chunk(2)
