@@ -64,3 +64,10 @@ def test_generate_needs_exactly_one_prompt_source(capsys, tmp_path):
 def test_unknown_option_is_a_usage_error(capsys):
     code, _, err = run_cli(capsys, "generate", "--frobnicate")
     assert code == 2 and "frobnicate" in err
+
+
+def test_compile_without_a_cpp_compiler_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("erasekit.backbones.shapeworld.has_cpp_compiler", lambda: False)
+    code, _, err = run_cli(capsys, "generate", "--compile", "--prompt", "a red star", "--out", tmp_path / "out")
+    assert code == 2 and "C++ compiler" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

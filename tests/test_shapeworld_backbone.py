@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from erasekit.backbones.base import Backbone
-from erasekit.backbones.shapeworld import ShapeWorldBackbone
+from erasekit.backbones.shapeworld import ShapeWorldBackbone, has_cpp_compiler
 from erasekit.world.denoiser import build_unet, images_to_latents, latents_to_images
 from erasekit.world.render import render
 from erasekit.world.text_encoder import MAX_TOKENS, PromptTooLongError, shared_encoder
@@ -77,6 +77,7 @@ def test_generate_checks_seed_count(backbone):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not has_cpp_compiler(), reason="torch.compile needs a C++ compiler")
 def test_compiled_denoiser_samples_what_eager_does_and_follows_weight_edits():
     torch.manual_seed(0)
     backbone = ShapeWorldBackbone(build_unet(TINY_UNET_CONFIG), shared_encoder(), source="tiny")  # own: mutated

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,15 @@ from diffusers import UNet2DConditionModel
 from torch import nn
 
 from erasekit.backbones.base import TokenSegment, check_generate_args, generate_in_batches, linear_modules
+from erasekit.errors import UserError
 from erasekit.world.assets import denoiser_dir
 from erasekit.world.denoiser import latents_to_images, sample_scheduler
 from erasekit.world.text_encoder import MiniLMEncoder, shared_encoder
+
+
+def has_cpp_compiler() -> bool:
+    """torch.compile's CPU code generation builds C++ with $CXX (default: c++ or g++)."""
+    return any(shutil.which(name) for name in (os.environ.get("CXX", ""), "c++", "g++") if name)
 
 
 class ShapeWorldBackbone:
@@ -27,6 +35,8 @@ class ShapeWorldBackbone:
     def compile_denoiser(self) -> None:
         """Sample through ``torch.compile`` of the UNet: ~40 s once per batch shape, then ~1.4x faster
         on the CPU. Its weights stay the module's, so an edit applied or removed later takes effect."""
+        if not has_cpp_compiler():
+            raise UserError("--compile needs a C++ compiler for torch.compile (e.g. apt install g++)")
         self.compiled = torch.compile(self.unet)
 
     @classmethod
