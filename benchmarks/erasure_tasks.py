@@ -51,7 +51,8 @@ def main() -> None:
     with atomic_file(DOCS / "erasure_tasks.md") as handle:
         handle.write(
             "# ShapeWorld erasure tasks: UCE vs ErasePro\n\n"
-            f"Regenerate with `{record['command']}` (about {record['seconds'] / 60:.0f} min on the 2-core CPU).\n"
+            f"Regenerate with `{record['command']}` (about {record['seconds'] / 60:.0f} min on the 2-core CPU), "
+            f"measured on the shipped ShapeWorld denoiser at {record['denoiser_steps']} steps.\n"
             "Acc_e per target group (lower is better), Acc_s on preserve prompts (joint shape+colour+pattern), "
             "`acc_s_relative` = Acc_s / the original model's Acc_s on the same prompts and seeds, "
             "H = harmonic mean of (1 − Acc_e) and Acc_s, `h_relative` uses the relative Acc_s. "

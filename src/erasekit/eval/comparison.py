@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from dataclasses import dataclass, replace
 
@@ -159,8 +160,12 @@ def benchmark_record(script: str, argv: list[str], settings, started: float, **r
     import time
     from dataclasses import asdict
 
+    from erasekit.world.assets import denoiser_dir
+
+    training = json.loads((denoiser_dir() / "training.json").read_text())
     return {
         "command": f"python {script} {' '.join(argv)}".strip(),
+        "denoiser_steps": training["steps"],  # which shipped ShapeWorld model the figures are of
         "settings": asdict(settings),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "seconds": round(time.time() - started, 1),
