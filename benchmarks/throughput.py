@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import torch
 
-from erasekit.backbones.shapeworld import ShapeWorldBackbone
+from erasekit.backbones.shapeworld import ShapeWorldBackbone, has_cpp_compiler
 from erasekit.world.captions import short_caption
 from erasekit.world.factors import VOCAB
 from erasekit.world.render import render
@@ -63,6 +64,9 @@ def main() -> None:
     for what in ("generate", "generate_compiled"):
         extra = {}
         if what == "generate_compiled":  # erasekit generate/evaluate --compile
+            if not has_cpp_compiler():
+                print("no C++ compiler: generate_compiled skipped", file=sys.stderr)
+                continue
             backbone.compile_denoiser()
             t0 = time.perf_counter()
             backbone.generate(prompts, seeds, steps=1)  # compiles for this batch shape

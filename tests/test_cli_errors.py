@@ -3,6 +3,7 @@
 import pytest
 
 from cli_helpers import run_cli
+from tiny_pipelines import build_sd
 
 HEADER = "prompt,evaluation_seed,case_number,concept,role\n"
 
@@ -69,5 +70,13 @@ def test_unknown_option_is_a_usage_error(capsys):
 def test_compile_without_a_cpp_compiler_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("erasekit.backbones.shapeworld.has_cpp_compiler", lambda: False)
     code, _, err = run_cli(capsys, "generate", "--compile", "--prompt", "a red star", "--out", tmp_path / "out")
-    assert code == 2 and "C++ compiler" in err and len(err.strip().splitlines()) == 1
+    one_line_error(code, err, "C++ compiler")
+    assert not (tmp_path / "out").exists()
+
+
+def test_compile_is_refused_for_a_diffusers_model(capsys, tmp_path):
+    model = build_sd(tmp_path / "sd")
+    args = ("--compile", "--prompt", "a castle", "--model", model, "--out", tmp_path / "out")
+    code, _, err = run_cli(capsys, "generate", *args)
+    one_line_error(code, err, "only the shapeworld model")
     assert not (tmp_path / "out").exists()

@@ -37,7 +37,7 @@ def _load_classifier():
     return load_classifier(classifier_dir())
 
 
-COMPILE_HELP = "sample through torch.compile: ~40 s once, then ~1.4x faster (ShapeWorld; for long prompt sets)"
+COMPILE_HELP = "sample through torch.compile: ~40 s once (cached after), then 1.1-1.5x faster (ShapeWorld only)"
 
 
 def _load_model(model: str, compile_denoiser: bool = False):

@@ -24,8 +24,8 @@ UNET_CONFIG: dict = {
     "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     "cross_attention_dim": 384,
     # diffusers reads this UNet's ``attention_head_dim`` as the number of heads: (3, 3, 4) gives heads
-    # 32 wide at every level. Shipped models up to step 21000 had 32 heads 3-4 wide, which cost a
-    # third of the sampling time in attention softmax (same weights' shapes; see the model card).
+    # 32 wide at every level. Shipped models up to step 21000 had 32 heads 3-4 wide, which cost about a
+    # quarter of the sampling time in attention softmax (same weights' shapes; see the model card).
     "attention_head_dim": (3, 3, 4),
     "norm_num_groups": 16,
 }

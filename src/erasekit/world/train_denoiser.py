@@ -106,10 +106,11 @@ def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
         (tmp / "training.json").write_text(json.dumps(card, indent=2))
 
 
-def _head_change(init_from: Path, unet: torch.nn.Module) -> str:
-    """'attention heads A -> B' when the exported denoiser at ``init_from`` splits attention otherwise."""
+def _head_change(init_from: Path, architecture: dict) -> str:
+    """'attention heads A -> B' when the exported denoiser at ``init_from`` splits attention otherwise
+    (``architecture`` JSON-safe, as config.json holds it)."""
     before = json.loads((init_from / "config.json").read_text())["attention_head_dim"]
-    after = json.loads(json.dumps(unet.config.attention_head_dim))  # tuples as the lists config.json holds
+    after = architecture["attention_head_dim"]
     return "" if before == after else f"attention heads {before} -> {after}"
 
 
@@ -155,7 +156,7 @@ def train_denoiser(
         start, elapsed, running = card["steps"], card["wall_seconds"], card["final_loss"]
         segment_start = start
         note = f"continued from {init_from}, fresh optimizer"
-        heads = _head_change(Path(init_from), unet)
+        heads = _head_change(Path(init_from), architecture)
         if heads:  # the weights fit, but attention computes another function until re-learned
             note += f"; {heads}"
             tqdm.write(f"warm start: {heads}")
