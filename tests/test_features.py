@@ -1,4 +1,5 @@
-"""Feature capture (concepts/features.py): the progressive stages' resumed passes equal full passes."""
+"""Feature capture (concepts/features.py): the progressive stages' resumed passes (and the final states) equal
+full passes."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def test_progressive_targets_equal_full_passes_of_the_model_as_edited(family: st
             replayed += resumed and progressive.recorded is not None
             with torch.no_grad():  # an edit every later stage must see
                 module.weight.add_(0.5 * torch.randn_like(module.weight) * module.weight.std())
+        # the final states replay the last record too, and still equal a full pass of the edited model
+        torch.testing.assert_close(
+            progressive.states(), capture(backbone, prompts, batch_size=3)[0], rtol=1e-5, atol=1e-5
+        )
     finally:
         with torch.no_grad():
             for (_, module), weight in zip(chain, originals, strict=True):

@@ -176,11 +176,13 @@ class ProgressiveTargets:
     Each pass records the output of the block before the one it stops in; the next stage's pass
     replays that output for all earlier blocks, so it computes two blocks instead of i + 1. Blocks
     before the last edited one are unchanged since that record, so the result equals a full pass.
+    ``states()`` ends the chain the same way: the edited encoder's output from the last record on.
     """
 
     def __init__(self, backbone: Backbone, prompts: list[str], batch_size: int):
         self.backbone, self.prompts, self.batch_size = backbone, prompts, batch_size
-        self.recorded: tuple[str, int, list[object]] | None = None  # (block list, index, per-batch outputs)
+        # (block list's name, the list, index, per-batch outputs of the block before that index)
+        self.recorded: tuple[str, nn.ModuleList, int, list[object]] | None = None
 
     def _blocks(self, layer_name: str) -> tuple[str, nn.ModuleList, int] | None:
         match = _BLOCK.match(layer_name)
@@ -195,28 +197,46 @@ class ProgressiveTargets:
     def inputs(self, name: str, module: nn.Linear) -> torch.Tensor:
         located = self._blocks(name)
         resume = None
-        if located and self.recorded and self.recorded[0] == located[0] and self.recorded[1] < located[2]:
+        if located and self.recorded and self.recorded[0] == located[0] and self.recorded[2] < located[2]:
             resume = self.recorded
         outputs: list[object] = []
+        around = self._around(resume, located[1:] if located else None, outputs)
+        inputs = capture(self.backbone, self.prompts, {name: module}, self.batch_size, name, around)[1][name]
+        self.recorded = (*located, outputs) if located and located[2] > 0 else None
+        return inputs
+
+    def states(self) -> torch.Tensor:
+        """encode() states of the prompts from the model as edited by every stage so far: the blocks before
+        the last record replay it (they are unchanged since), the rest compute."""
+        return capture(
+            self.backbone, self.prompts, batch_size=self.batch_size, around_batch=self._around(self.recorded)
+        )[0]
+
+    def _around(
+        self,
+        resume: tuple[str, nn.ModuleList, int, list[object]] | None,
+        record: tuple[nn.ModuleList, int] | None = None,
+        outputs: list[object] | None = None,
+    ) -> Callable[[int], AbstractContextManager]:
+        """Per batch: blocks before ``resume``'s index replay its recorded output; with ``record``
+        (blocks, index) the output of the block before that index is appended to ``outputs``."""
+        replayed = resume[1] if resume else None
 
         @contextmanager
         def around(batch: int):
-            blocks = located[1] if located else None
-            saved = list(blocks) if blocks is not None else []
+            saved = list(replayed) if replayed is not None else []
             handle = None
             try:
-                if resume:  # blocks 0 .. recorded index - 1 replay the recorded input of that block
-                    for k in range(resume[1]):
-                        blocks[k] = _Replay(resume[2][batch])
-                if located and located[2] > 0:
-                    handle = blocks[located[2] - 1].register_forward_hook(lambda _m, _i, out: outputs.append(out))
+                if resume:
+                    for k in range(resume[2]):
+                        replayed[k] = _Replay(resume[3][batch])
+                if record and record[1] > 0:
+                    handle = record[0][record[1] - 1].register_forward_hook(lambda _m, _i, out: outputs.append(out))
                 yield
             finally:
                 if handle is not None:
                     handle.remove()
                 for k, block in enumerate(saved):
-                    blocks[k] = block
+                    replayed[k] = block
 
-        inputs = capture(self.backbone, self.prompts, {name: module}, self.batch_size, name, around)[1][name]
-        self.recorded = (located[0], located[2], outputs) if located and located[2] > 0 else None
-        return inputs
+        return around

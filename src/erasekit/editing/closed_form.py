@@ -53,22 +53,40 @@ class Transform:
 
     def apply(self, w0: Tensor) -> Solve:
         w0d = w0.double()
-        w = w0d + (w0d @ self.left.to(w0.device)) @ self.right.to(w0.device)
-        x, y = self.x.to(w0.device), self.y.to(w0.device)
-        delta = torch.linalg.matrix_norm(w - w0d) / torch.linalg.matrix_norm(w0d).clamp_min(1e-300)
+        left, right, x, y = (t.to(w0.device) for t in (self.left, self.right, self.x, self.y))
         n = x.shape[1]
-        return Solve(w.to(w0.dtype), relative_residual(w, w0, x, y), float(delta), self.rank, n, self.rank < n)
+        mapped = w0d @ torch.cat([left, y], dim=1)  # W0 (Y - X) and W0 Y in one product
+        w0_left, w0_y = mapped[:, :n], mapped[:, n:]
+        change = w0_left @ right
+        # W X - W0 Y = W0 (X - Y) + W0 L R X = W0 L (R X - I), as L = Y - X: no product with W0 again
+        gap = w0_left @ (right @ x) - w0_left
+        residual = torch.linalg.matrix_norm(gap) / torch.linalg.matrix_norm(w0_y).clamp_min(1e-300)
+        delta = torch.linalg.matrix_norm(change) / torch.linalg.matrix_norm(w0d).clamp_min(1e-300)
+        return Solve((w0d + change).to(w0.dtype), float(residual), float(delta), self.rank, n, self.rank < n)
 
 
 def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
-    """Pseudo-inverse of a symmetric PSD Gram matrix via its eigendecomposition, and its numerical rank.
+    """Pseudo-inverse of a symmetric PSD Gram matrix, and its numerical rank.
 
-    Eigenvalues below ``rtol * max`` are dropped: the constraint is then met in the least-squares sense.
+    Full rank (the usual case: N <= d_in independent columns) by Cholesky; otherwise, or when the
+    factor's pivots fall below ``rtol * max`` (a singular or ill-conditioned system), by the
+    eigendecomposition with eigenvalues below ``rtol * max`` dropped: the constraint is then met in the
+    least-squares sense. Both give the same inverse where the Gram matrix is well-conditioned.
     """
+    factor, info = torch.linalg.cholesky_ex(gram)
+    pivots = factor.diagonal() ** 2
+    if int(info) == 0 and bool(pivots.min() > rtol**0.5 * pivots.max()):
+        return torch.cholesky_inverse(factor), gram.shape[0]
     vals, vecs = torch.linalg.eigh(gram)
     keep = vals > rtol * vals.max().clamp_min(1e-300)
     inv = torch.where(keep, 1.0 / torch.where(keep, vals, torch.ones_like(vals)), torch.zeros_like(vals))
     return (vecs * inv) @ vecs.T, int(keep.sum())
+
+
+def numerical_rank(x: Tensor, rtol: float = 1e-12) -> int:
+    """Rank of the columns of ``x`` from their Gram matrix (what the zero-residual solve would see)."""
+    xd = x.double()
+    return _gram_pinv(xd.T @ xd, rtol)[1]
 
 
 def solve_metric(x: Tensor, preserve: Tensor | None, ridge: float, s_p: float, erase: Tensor | None = None) -> Tensor:
@@ -111,7 +129,7 @@ def uce_transform(
       = W0 + s_e W0 (Y - X) X^T (M + s_e X X^T)^-1, M = ridge I + s_p C_P C_P^T."""
     xd, yd = x.double(), y.double()
     m_inv_x = solve_metric(xd, preserve, ridge, s_p, erase=(s_e**0.5) * xd)  # (M + s_e X X^T)^-1 X
-    return Transform(yd - xd, s_e * m_inv_x.T, xd, yd, int(torch.linalg.matrix_rank(xd)))
+    return Transform(yd - xd, s_e * m_inv_x.T, xd, yd, numerical_rank(xd))
 
 
 def zero_residual(w0: Tensor, x: Tensor, y: Tensor, preserve: Tensor | None = None, **options) -> Solve:

@@ -84,7 +84,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> E
             stages.append(row)
         targets, anchors, preserve = pairs.split(states0)
         if chain:
-            targets = capture(backbone, pairs.targets, batch_size=config.batch_size)[0]
+            targets = progressive_targets.states()
         x, y, c = pairs.encoded(targets, anchors, preserve)
         transform = fit(x, y, c if config.weighted else None)
         new, row = edit_maps("projectors", backbone.embedding_projectors(), transform)
