@@ -27,9 +27,14 @@ def test_longer_concept_maps_to_the_anchors_last_token_and_shifts_the_suffix():
     assert pairs == [(2, 2), (3, 2), (4, 2), (5, 3), (6, 4), (7, 5), (8, 6)]
 
 
-def test_empty_anchor_maps_the_concept_to_the_token_before_it():
+def test_empty_anchor_maps_the_concept_to_the_anchors_end_token():
+    # "a skull" -> "": the concept tokens map to the anchor's end-of-text, whatever the template before it
     t, a = [BOS, 1, 3, EOS], [BOS, EOS]
-    assert align_tokens(t, a, causal=True, pad_attended=False, length=6) == [(1, 0), (2, 0), (3, 1)]
+    assert align_tokens(t, a, causal=True, pad_attended=False, length=6) == [(1, 1), (2, 1), (3, 1)]
+    # "a skull on grass" -> "a on grass" (bidirectional): the suffix keeps its counterparts
+    t, a = [BOS, 1, 3, 7, 8, EOS], [BOS, 1, 7, 8, EOS]
+    pairs = align_tokens(t, a, causal=False, pad_attended=False, length=6)
+    assert pairs == [(0, 0), (1, 1), (2, 4), (3, 2), (4, 3), (5, 4)]
 
 
 def test_padding_of_a_shorter_target_is_clipped_to_the_sequence():

@@ -2,8 +2,9 @@
 
 A target prompt and its anchor prompt share a template; the concept phrase is swapped for the anchor
 phrase. Tokens before the concept are identical; the concept's tokens map to the anchor's tokens
-(one to one when the counts agree, else all to the anchor's last one); later tokens map to their
-counterparts. Causal encoders need no constraint before the concept.
+(one to one when the counts agree, else all to the anchor's last one; for an empty anchor, to the
+anchor prompt's end-of-text token [reading]); later tokens map to their counterparts. Causal encoders
+need no constraint before the concept.
 """
 
 from __future__ import annotations
@@ -168,8 +169,10 @@ def align_tokens(
     pairs = [] if causal else [(i, i) for i in range(prefix)]
     if len(span_t) == len(span_a):
         pairs += list(zip(span_t, span_a, strict=True))
-    else:  # all concept tokens to the anchor's last one (or, for an empty anchor, the token before)
-        last = span_a[-1] if len(span_a) else max(prefix - 1, 0)
+    else:  # all concept tokens to the anchor's last one; for an empty anchor, to its end-of-text token
+        # (the token before the concept would give each template a different target for nearly the same
+        # concept feature: an ill-posed constraint whose exact solution wrecks every other prompt)
+        last = span_a[-1] if len(span_a) else n_a - 1
         pairs += [(i, last) for i in span_t]
     pairs += [(n_t - suffix + k, n_a - suffix + k) for k in range(suffix)]
     if pad_attended:  # padding after the prompt maps to the anchor's padding at the same offset
