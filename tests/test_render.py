@@ -3,6 +3,7 @@ import time
 import numpy as np
 import pytest
 
+from erasekit.world import render as render_module
 from erasekit.world.factors import VOCAB
 from erasekit.world.render import IMAGE_SIZE, render, render_scenes, sample_scenes, shape_templates
 
@@ -69,3 +70,10 @@ def test_renderer_throughput_is_in_the_thousands():
     # The acceptance figure (>= 5,000/s) is measured by benchmarks/throughput.py; this guards regressions
     # with margin for a loaded CI machine.
     assert 4000 / (time.perf_counter() - t0) > 1500
+
+
+def test_chunked_rendering_gives_the_same_images(monkeypatch):
+    batch = sample_scenes(np.random.default_rng(3), 50)
+    whole = render_scenes(batch)
+    monkeypatch.setattr(render_module, "RENDER_CHUNK", 7)  # 7 chunks, the last one short
+    np.testing.assert_array_equal(render_scenes(batch), whole)

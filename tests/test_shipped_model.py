@@ -85,10 +85,14 @@ def test_erasepro_erases_each_task_on_short_prompts(task, classifier):
     from erasekit.eval.tasks import TASKS, prompt_file
 
     backbone = load_backbone("shapeworld")
-    rows = [r for r in load_prompts(prompt_file(task)) if r.group == "short"][:16]
+    rows = load_prompts(prompt_file(task))
+    rows = [r for r in rows if r.group == "short"][:16] + [r for r in rows if r.group == "neighbour"][:16]
     artifact = erase_with(backbone, task_concepts(TASKS[task]), MethodRun("ErasePro", "erasepro", {}))
     metrics, _, _ = evaluate(backbone, rows, classifier, EvalSettings(), edit=artifact, progress=False)
-    assert metrics["overall"]["original"]["acc_e"] >= 0.6 and metrics["overall"]["acc_e"] <= 0.2, metrics["overall"]
+    short, neighbour = metrics["groups"]["short"], metrics["groups"]["neighbour"]
+    assert short["acc_e_original"] >= 0.6 and short["acc_e"] <= 0.3, short
+    # and the neighbours survive (an ill-posed empty-anchor alignment once left unsafe neighbours at 0.07 of it)
+    assert neighbour["acc_s_relative"] >= 0.6, neighbour
 
 
 def test_erase_then_evaluate_with_the_edit(capsys, tmp_path):

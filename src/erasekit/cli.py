@@ -226,8 +226,10 @@ def erase(
     ] = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
     progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
-    ridge: Annotated[float, typer.Option(min=1e-12, help="lambda")] = 0.5,
-    s_p: Annotated[float, typer.Option(min=0.0, help="preservation weight")] = 1.0,
+    ridge: Annotated[float | None, typer.Option(min=1e-12, help="lambda (default: the method's, 0.5)")] = None,
+    s_p: Annotated[
+        float | None, typer.Option(min=0.0, help="preservation weight (default: the method's; UCE 1, ErasePro 0.1)")
+    ] = None,
     s_e: Annotated[float, typer.Option(min=1e-12, help="UCE: erase weight")] = 1.0,
     mapping_pool: Annotated[
         Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
@@ -266,7 +268,7 @@ def erase(
         concepts = ConceptSet.build(
             names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
         )
-        options = {"ridge": ridge, "s_p": s_p}
+        options = {k: v for k, v in (("ridge", ridge), ("s_p", s_p)) if v is not None}
         options |= {"progressive": progressive} if method == "erasepro" else {"s_e": s_e}
     artifact = erase_to_artifact(_load_model(model), concepts, method, options)
     summary = artifact.metrics
