@@ -227,9 +227,7 @@ def erase(
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
     progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
     ridge: Annotated[float | None, typer.Option(min=1e-12, help="lambda (default: the method's, 0.5)")] = None,
-    s_p: Annotated[
-        float | None, typer.Option(min=0.0, help="preservation weight (default: the method's; UCE 1, ErasePro 0.1)")
-    ] = None,
+    s_p: Annotated[float | None, typer.Option(min=0.0, help="preservation weight (default: the method's, 1)")] = None,
     s_e: Annotated[float, typer.Option(min=1e-12, help="UCE: erase weight")] = 1.0,
     mapping_pool: Annotated[
         Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
