@@ -228,7 +228,7 @@ def erase(
     progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
     ridge: Annotated[float | None, typer.Option(min=1e-12, help="lambda (default: the method's, 0.5)")] = None,
     s_p: Annotated[float | None, typer.Option(min=0.0, help="preservation weight (default: the method's, 1)")] = None,
-    s_e: Annotated[float, typer.Option(min=1e-12, help="UCE: erase weight")] = 1.0,
+    s_e: Annotated[float | None, typer.Option(min=1e-12, help="UCE: erase weight (default: UCE's, 1)")] = None,
     mapping_pool: Annotated[
         Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
     ] = None,
@@ -267,7 +267,7 @@ def erase(
             names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
         )
         options = {k: v for k, v in (("ridge", ridge), ("s_p", s_p)) if v is not None}
-        options |= {"progressive": progressive} if method == "erasepro" else {"s_e": s_e}
+        options |= {"progressive": progressive} if method == "erasepro" else {"s_e": s_e} if s_e is not None else {}
     artifact = erase_to_artifact(_load_model(model), concepts, method, options)
     summary = artifact.metrics
     save_artifact(artifact, out)

@@ -181,10 +181,10 @@ class ProgressiveTargets:
 
     def __init__(self, backbone: Backbone, prompts: list[str], batch_size: int):
         self.backbone, self.prompts, self.batch_size = backbone, prompts, batch_size
-        # (block list's name, the list, index, per-batch outputs of the block before that index)
-        self.recorded: tuple[str, nn.ModuleList, int, list[object]] | None = None
+        # (block list, index, per-batch outputs of the block before that index)
+        self.recorded: tuple[nn.ModuleList, int, list[object]] | None = None
 
-    def _blocks(self, layer_name: str) -> tuple[str, nn.ModuleList, int] | None:
+    def _blocks(self, layer_name: str) -> tuple[nn.ModuleList, int] | None:
         match = _BLOCK.match(layer_name)
         if match is None:
             return None
@@ -192,17 +192,17 @@ class ProgressiveTargets:
         blocks = root.get_submodule(match["blocks"]) if root is not None else None
         if not isinstance(blocks, nn.ModuleList):
             return None
-        return f"{match['prefix']}.{match['blocks']}", blocks, int(match["index"])
+        return blocks, int(match["index"])
 
     def inputs(self, name: str, module: nn.Linear) -> torch.Tensor:
         located = self._blocks(name)
         resume = None
-        if located and self.recorded and self.recorded[0] == located[0] and self.recorded[2] < located[2]:
+        if located and self.recorded and self.recorded[0] is located[0] and self.recorded[1] < located[1]:
             resume = self.recorded
         outputs: list[object] = []
-        around = self._around(resume, located[1:] if located else None, outputs)
+        around = self._around(resume, located, outputs)
         inputs = capture(self.backbone, self.prompts, {name: module}, self.batch_size, name, around)[1][name]
-        self.recorded = (*located, outputs) if located and located[2] > 0 else None
+        self.recorded = (*located, outputs) if located and located[1] > 0 else None
         return inputs
 
     def states(self) -> torch.Tensor:
@@ -214,13 +214,13 @@ class ProgressiveTargets:
 
     def _around(
         self,
-        resume: tuple[str, nn.ModuleList, int, list[object]] | None,
+        resume: tuple[nn.ModuleList, int, list[object]] | None,
         record: tuple[nn.ModuleList, int] | None = None,
         outputs: list[object] | None = None,
     ) -> Callable[[int], AbstractContextManager]:
         """Per batch: blocks before ``resume``'s index replay its recorded output; with ``record``
         (blocks, index) the output of the block before that index is appended to ``outputs``."""
-        replayed = resume[1] if resume else None
+        replayed = resume[0] if resume else None
 
         @contextmanager
         def around(batch: int):
@@ -228,8 +228,8 @@ class ProgressiveTargets:
             handle = None
             try:
                 if resume:
-                    for k in range(resume[2]):
-                        replayed[k] = _Replay(resume[3][batch])
+                    for k in range(resume[1]):
+                        replayed[k] = _Replay(resume[2][batch])
                 if record and record[1] > 0:
                     handle = record[0][record[1] - 1].register_forward_hook(lambda _m, _i, out: outputs.append(out))
                 yield

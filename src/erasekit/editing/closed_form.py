@@ -68,10 +68,10 @@ class Transform:
 def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
     """Pseudo-inverse of a symmetric PSD Gram matrix, and its numerical rank.
 
-    Full rank (the usual case: N <= d_in independent columns) by Cholesky; otherwise, or when the
-    factor's pivots fall below ``rtol * max`` (a singular or ill-conditioned system), by the
-    eigendecomposition with eigenvalues below ``rtol * max`` dropped: the constraint is then met in the
-    least-squares sense. Both give the same inverse where the Gram matrix is well-conditioned.
+    Full rank (the usual case: N <= d_in independent columns) by Cholesky. When that fails, or a pivot
+    falls below ``sqrt(rtol) * max`` (a margin: the pivots bound the smallest eigenvalue only from above),
+    by the eigendecomposition with eigenvalues below ``rtol * max`` dropped: the constraint is then met in
+    the least-squares sense. Both give the same inverse where the Gram matrix is well-conditioned.
     """
     factor, info = torch.linalg.cholesky_ex(gram)
     pivots = factor.diagonal() ** 2
