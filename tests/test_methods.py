@@ -81,6 +81,20 @@ def test_progressive_chain_covers_every_text_layer_then_the_projectors(shapeworl
     assert result.stages[-1]["delta"] < flat.stages[-1]["delta"]
 
 
+@pytest.mark.parametrize("family", ["shapeworld", "sdxl"])
+def test_one_pass_chain_equals_the_chain_resumed_stage_by_stage(family, shapeworld, tmp_path: Path):
+    """All targets in one batch: each map edits itself as its input arrives. More targets than a batch:
+    one resumed pass per stage. Both are the same progressive edit (SDXL: two encoders in one chain)."""
+    backbone = shapeworld if family == "shapeworld" else load_backbone(str(build_sdxl(tmp_path / "sdxl")))
+    concepts = ConceptSet.build(["star"], "shape", ["heart"], templates=["a {}", "a red {}", "a big {} on grass"])
+    one_pass, resumed = run(backbone, concepts, "erasepro"), run(backbone, concepts, "erasepro", batch_size=2)
+    assert [s["first"] for s in one_pass.stages] == [s["first"] for s in resumed.stages]
+    assert len(one_pass.stages) == len(chain_layers(backbone)) + 1
+    for name, weight in one_pass.weights.items():
+        assert not torch.is_inference(weight)
+        torch.testing.assert_close(weight, resumed.weights[name], rtol=1e-4, atol=1e-5)
+
+
 def test_erase_leaves_the_backbone_untouched(shapeworld, star):
     before = {n: m.weight.detach().clone() for n, m in [*shapeworld.text_layers(), *shapeworld.projectors().items()]}
     run(shapeworld, star, "erasepro")

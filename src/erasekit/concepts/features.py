@@ -50,6 +50,36 @@ def segment_of(layer_name: str, segments: list[TokenSegment]) -> int:
     raise ValueError(f"no token segment covers text encoder {encoder!r}")
 
 
+@contextmanager
+def edit_on_arrival(chain: list[tuple[str, nn.Linear]], edit: Callable[[int, str, nn.Linear, torch.Tensor], None]):
+    """Forward pre-hooks on the chain maps: when map i's input arrives, ``edit(i, name, module, input)`` runs
+    (it may rewrite the weight), then the map computes with the edited weight.
+
+    One forward pass of a batch then walks the whole progressive chain: every map sees its input from the
+    model as edited by the maps before it. The edit runs outside inference mode, so the weights it makes
+    are ordinary tensors.
+    """
+
+    arrived: set[str] = set()
+
+    def hook(i, name):
+        def arrive(module, args):
+            if name in arrived:  # a second batch would be edited again, by its own inputs only
+                raise RuntimeError(f"{name} ran twice: edit_on_arrival needs the prompts in one batch")
+            arrived.add(name)
+            with torch.inference_mode(False), torch.no_grad():
+                edit(i, name, module, args[0].detach().float().clone())
+
+        return arrive
+
+    handles = [module.register_forward_pre_hook(hook(i, name)) for i, (name, module) in enumerate(chain)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class _StopForward(Exception):
     """Raised by a hook once every wanted input is captured: the rest of the forward pass is skipped."""
 

@@ -47,21 +47,23 @@ class Transform:
 
     left: Tensor
     right: Tensor
-    x: Tensor  # the target features it was fitted to (for the residual)
+    right_x: Tensor  # R X (N x N), for the residual W0 L (R X - I); the identity when the constraint is exact
+    x: Tensor  # the target features it was fitted to
     y: Tensor
     rank: int
 
     def apply(self, w0: Tensor) -> Solve:
         w0d = w0.double()
-        left, right, x, y = (t.to(w0.device) for t in (self.left, self.right, self.x, self.y))
-        n = x.shape[1]
-        mapped = w0d @ torch.cat([left, y], dim=1)  # W0 (Y - X) and W0 Y in one product
-        w0_left, w0_y = mapped[:, :n], mapped[:, n:]
+        left, right, right_x = (t.to(w0.device) for t in (self.left, self.right, self.right_x))
+        w0_left = w0d @ left
         change = w0_left @ right
         # W X - W0 Y = W0 (X - Y) + W0 L R X = W0 L (R X - I), as L = Y - X: no product with W0 again
-        gap = w0_left @ (right @ x) - w0_left
-        residual = torch.linalg.matrix_norm(gap) / torch.linalg.matrix_norm(w0_y).clamp_min(1e-300)
+        gap = w0_left @ right_x - w0_left
+        # ||W0 Y|| only scales the residual: float32 is ample for it, at half the cost of the largest product
+        scale = torch.linalg.matrix_norm(w0.float() @ self.y.to(w0.device, torch.float32)).double()
+        residual = torch.linalg.matrix_norm(gap) / scale.clamp_min(1e-300)
         delta = torch.linalg.matrix_norm(change) / torch.linalg.matrix_norm(w0d).clamp_min(1e-300)
+        n = left.shape[1]
         return Solve((w0d + change).to(w0.dtype), float(residual), float(delta), self.rank, n, self.rank < n)
 
 
@@ -117,8 +119,9 @@ def zero_residual_transform(
     """
     xd, yd = x.double(), y.double()
     m_inv_x = xd if preserve is None or not preserve.shape[1] else solve_metric(xd, preserve, ridge, s_p)
-    gram_inv, rank = _gram_pinv(xd.T @ m_inv_x, rtol)
-    return Transform(yd - xd, gram_inv @ m_inv_x.T, xd, yd, rank)
+    gram = xd.T @ m_inv_x
+    gram_inv, rank = _gram_pinv(gram, rtol)
+    return Transform(yd - xd, gram_inv @ m_inv_x.T, gram_inv @ gram, xd, yd, rank)  # R X = G^+ G
 
 
 def uce_transform(
@@ -129,7 +132,8 @@ def uce_transform(
       = W0 + s_e W0 (Y - X) X^T (M + s_e X X^T)^-1, M = ridge I + s_p C_P C_P^T."""
     xd, yd = x.double(), y.double()
     m_inv_x = solve_metric(xd, preserve, ridge, s_p, erase=(s_e**0.5) * xd)  # (M + s_e X X^T)^-1 X
-    return Transform(yd - xd, s_e * m_inv_x.T, xd, yd, numerical_rank(xd))
+    right = s_e * m_inv_x.T
+    return Transform(yd - xd, right, right @ xd, xd, yd, numerical_rank(xd))
 
 
 def zero_residual(w0: Tensor, x: Tensor, y: Tensor, preserve: Tensor | None = None, **options) -> Solve:

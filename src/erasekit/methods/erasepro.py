@@ -17,9 +17,11 @@ every stage would double the edit time for a change the zero-on-M-orthogonal pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.features import (
@@ -27,6 +29,7 @@ from erasekit.concepts.features import (
     ProgressiveTargets,
     capture,
     chain_layers,
+    edit_on_arrival,
     layer_columns,
     segment_of,
 )
@@ -52,9 +55,10 @@ class EraseProConfig:
 def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> EraseResult:
     pairs = PairFeatures(backbone, concepts)
     chain = chain_layers(backbone, config.chain, config.chain_layers) if config.progressive else []
-    # One pass of the original model: anchors (Y) and the first stage's targets at every chain layer; the
-    # preserved prompts' layer inputs only when the text stages are weighted (else just their encodings).
-    hooked = pairs.targets + pairs.anchors + (pairs.preserve if config.weighted_text else [])
+    # One pass of the original model: the anchors (Y) at every chain layer and at encode(); the preserved
+    # prompts' layer inputs only when the text stages are weighted (else just their encodings).
+    n_anchors = len(pairs.anchors)
+    hooked = pairs.anchors + (pairs.preserve if config.weighted_text else [])
     states0, inputs0 = capture(backbone, hooked, dict(chain), config.batch_size)
     if not config.weighted_text:
         states0 = torch.cat([states0, capture(backbone, pairs.preserve, batch_size=config.batch_size)[0]])
@@ -64,28 +68,25 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> E
     def fit(x, y, c):
         return zero_residual_transform(x, y, c, config.ridge, config.s_p, config.rtol)
 
+    def edit_stage(i: int, name: str, module: nn.Linear, targets: torch.Tensor) -> None:
+        """Stage i: fit map i to its target inputs (from the model edited so far) and write the edit in."""
+        segment = segment_of(name, pairs.target_segments)
+        anchors, preserve = inputs0[name][:n_anchors], inputs0[name][n_anchors:]
+        transform = fit(
+            layer_columns(targets, pairs.alignments, segment, "target"),
+            layer_columns(anchors, pairs.alignments, segment, "anchor"),
+            layer_columns(preserve, pairs.preserve_positions, segment, "target") if config.weighted_text else None,
+        )
+        new, row = edit_maps(f"text layer {i}", {name: module}, transform)
+        module.weight.copy_(new[name])  # later stages see the model as edited so far
+        weights.update(new)
+        stages.append(row)
+
     originals = {name: module.weight.detach().clone() for name, module in chain}
-    progressive_targets = ProgressiveTargets(backbone, pairs.targets, config.batch_size)
     try:
-        for i, (name, module) in enumerate(chain):
-            segment = segment_of(name, pairs.target_segments)
-            targets, anchors, preserve = pairs.split(inputs0[name])
-            if i > 0:  # the targets as the model edited so far sees them; stop the pass at this layer
-                targets = progressive_targets.inputs(name, module)
-            transform = fit(
-                layer_columns(targets, pairs.alignments, segment, "target"),
-                layer_columns(anchors, pairs.alignments, segment, "anchor"),
-                layer_columns(preserve, pairs.preserve_positions, segment, "target") if config.weighted_text else None,
-            )
-            new, row = edit_maps(f"text layer {i}", {name: module}, transform)
-            with torch.no_grad():
-                module.weight.copy_(new[name])  # later stages see the model as edited so far
-            weights.update(new)
-            stages.append(row)
-        targets, anchors, preserve = pairs.split(states0)
-        if chain:
-            targets = progressive_targets.states()
-        x, y, c = pairs.encoded(targets, anchors, preserve)
+        with torch.no_grad():
+            target_states = progressive_target_states(backbone, pairs.targets, chain, edit_stage, config.batch_size)
+        x, y, c = pairs.encoded(target_states, states0[:n_anchors], states0[n_anchors:])
         transform = fit(x, y, c if config.weighted else None)
         new, row = edit_maps("projectors", backbone.embedding_projectors(), transform)
         weights.update(new)
@@ -95,3 +96,26 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> E
             for name, module in chain:
                 module.weight.copy_(originals[name])  # the backbone is left as it came; the edit is returned
     return EraseResult(weights, stages, {"pairs": len(pairs.targets), "columns": int(transform.x.shape[1])})
+
+
+def progressive_target_states(
+    backbone: Backbone,
+    prompts: list[str],
+    chain: list[tuple[str, nn.Linear]],
+    edit_stage: Callable[[int, str, nn.Linear, torch.Tensor], None],
+    batch_size: int,
+) -> torch.Tensor:
+    """Run the chain's stages in depth order on the target prompts; return their encode() states from the
+    model as edited by every stage (the original model's when the chain is empty).
+
+    When the prompts fit in one batch, a single forward pass does it: each map edits itself as its input
+    arrives. Otherwise each stage runs its own pass over the batches, resumed from the block the previous
+    stage recorded (ProgressiveTargets); both give the same edit.
+    """
+    if not chain or len(prompts) <= batch_size:
+        with edit_on_arrival(chain, edit_stage):
+            return capture(backbone, prompts, batch_size=len(prompts))[0]
+    progressive = ProgressiveTargets(backbone, prompts, batch_size)
+    for i, (name, module) in enumerate(chain):
+        edit_stage(i, name, module, progressive.inputs(name, module))
+    return progressive.states()
