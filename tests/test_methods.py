@@ -92,7 +92,18 @@ def test_one_pass_chain_equals_the_chain_resumed_stage_by_stage(family, shapewor
     assert len(one_pass.stages) == len(chain_layers(backbone)) + 1
     for name, weight in one_pass.weights.items():
         assert not torch.is_inference(weight)
-        torch.testing.assert_close(weight, resumed.weights[name], rtol=1e-4, atol=1e-5)
+        other = resumed.weights[name]  # batch padding changes float rounding only
+        assert torch.linalg.matrix_norm(weight - other) <= 1e-5 * torch.linalg.matrix_norm(other), name
+
+
+def test_preserve_sample_is_evenly_spaced_and_keeps_both_ends():
+    from erasekit.methods.erasepro import preserve_sample
+
+    assert preserve_sample(5, 32) == [0, 1, 2, 3, 4] and preserve_sample(5, None) == [0, 1, 2, 3, 4]
+    sample = preserve_sample(101, 32)
+    assert len(sample) == 32 and sample[0] == 0 and sample[-1] == 100  # the empty prompt comes last
+    gaps = {b - a for a, b in zip(sample, sample[1:])}
+    assert gaps <= {3, 4}
 
 
 def test_erase_leaves_the_backbone_untouched(shapeworld, star):
@@ -110,7 +121,7 @@ def test_uce_leaves_a_residual_that_erasepro_removes(shapeworld, star):
 
 
 def test_uce_converges_to_weighted_erasepro_as_the_erase_weight_grows(shapeworld, star):
-    pro = run(shapeworld, star, "erasepro", progressive=False).weights
+    pro = run(shapeworld, star, "erasepro", progressive=False, s_p=1.0).weights
 
     def distance(s_e: float) -> float:
         uce = run(shapeworld, star, "uce", s_e=s_e).weights

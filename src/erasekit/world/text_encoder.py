@@ -53,14 +53,15 @@ class MiniLMEncoder(nn.Module):
         return int(self.model.config.hidden_size)
 
     def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+        tokens = self.tokenizer(prompts, padding="longest", return_tensors="pt")
+        lengths = tokens["attention_mask"].sum(dim=1).tolist()
         too_long = [(p, n) for p, n in zip(prompts, lengths, strict=True) if n > self.max_tokens]
         if too_long:
             prompt, n = too_long[0]
             raise PromptTooLongError(
                 f"prompt has {n} tokens, more than the encoder's maximum of {self.max_tokens}: {prompt[:60]!r}"
             )
-        return self.tokenizer(prompts, padding="longest", return_tensors="pt")
+        return tokens
 
     @torch.inference_mode()
     def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
