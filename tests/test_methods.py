@@ -102,7 +102,7 @@ def test_preserve_sample_is_evenly_spaced_and_keeps_both_ends():
     assert preserve_sample(5, 32) == [0, 1, 2, 3, 4] and preserve_sample(5, None) == [0, 1, 2, 3, 4]
     sample = preserve_sample(101, 32)
     assert len(sample) == 32 and sample[0] == 0 and sample[-1] == 100  # the empty prompt comes last
-    gaps = {b - a for a, b in zip(sample, sample[1:])}
+    gaps = {b - a for a, b in zip(sample[:-1], sample[1:], strict=True)}
     assert gaps <= {3, 4}
 
 
