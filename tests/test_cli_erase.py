@@ -118,3 +118,16 @@ def test_targets_file_that_is_not_text(capsys, tmp_path):
     code, _, err = run_cli(capsys, "erase", "--targets", targets, "--out", tmp_path / "edit")
     one_line_error(code, err, "not a UTF-8 text file")
     assert not (tmp_path / "edit").exists()
+
+
+def test_chain_layers_limits_the_progressive_chain(capsys, tmp_path):
+    import json
+
+    out = tmp_path / "edit"
+    code, stdout, err = run_cli(
+        capsys, "erase", "--target", "star", "--anchor", "shape", "--chain-layers", "2", "--out", out
+    )
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = [s["stage"] for s in manifest["metrics"]["stages"]]
+    assert stages == ["text layer 0", "text layer 1", "projectors"] and manifest["config"]["chain_layers"] == 2

@@ -227,7 +227,12 @@ def erase(
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
     progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
     ridge: Annotated[float | None, typer.Option(min=1e-12, help="lambda (default: the method's, 0.5)")] = None,
-    s_p: Annotated[float | None, typer.Option(min=0.0, help="preservation weight (default: the method's, 1)")] = None,
+    s_p: Annotated[
+        float | None, typer.Option(min=0.0, help="preservation weight (default: the method's: UCE 1, ErasePro 0.1)")
+    ] = None,
+    chain_layers: Annotated[
+        int | None, typer.Option(min=1, help="ErasePro: chain through only the first K layers of each text encoder")
+    ] = None,
     s_e: Annotated[float | None, typer.Option(min=1e-12, help="UCE: erase weight (default: UCE's, 1)")] = None,
     mapping_pool: Annotated[
         Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
@@ -267,7 +272,10 @@ def erase(
             names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
         )
         options = {k: v for k, v in (("ridge", ridge), ("s_p", s_p)) if v is not None}
-        options |= {"progressive": progressive} if method == "erasepro" else {"s_e": s_e} if s_e is not None else {}
+        if method == "erasepro":
+            options |= {"progressive": progressive} | ({"chain_layers": chain_layers} if chain_layers else {})
+        elif s_e is not None:
+            options |= {"s_e": s_e}
     artifact = erase_to_artifact(_load_model(model), concepts, method, options)
     summary = artifact.metrics
     save_artifact(artifact, out)
