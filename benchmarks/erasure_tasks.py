@@ -80,7 +80,7 @@ def findings(results: dict[str, list[dict]], stages: dict[str, dict[str, list[di
             f"complex prompts ErasePro {pro['acc_e_complex']:.3f} vs UCE {uce['acc_e_complex']:.3f} "
             f"({'no worse' if pro['acc_e_complex'] <= uce['acc_e_complex'] else 'WORSE'}); edit time ErasePro / UCE = "
             f"{pro['edit_seconds'] / uce['edit_seconds']:.2f} (bar ≤ 1.5; one run each, UCE first: the fair timing, "
-            "warmed up and best of 5, is docs/edit_times.md)."
+            "warmed up, 15 interleaved rounds, is docs/edit_times.md)."
         )
     for task, by_label in stages.items():
         chain = by_label["ErasePro"]
