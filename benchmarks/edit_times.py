@@ -2,10 +2,9 @@
 
 `erasure_tasks.py` times each method once, in the order it runs them, so the first one also pays the
 process's warm-up. Here every method is run once untimed, then the methods take turns for
-``--repeats`` rounds; each one's fastest round is reported, and the median of the per-round ratio
-ErasePro / UCE (the machine's speed varies by tens of percent from minute to minute; a ratio within one
-round cancels that drift). Writes docs/edit_times.md
-and docs/edit_times.json. Run:
+``--repeats`` rounds. Reported: each one's fastest round, and the median over rounds of ErasePro / UCE
+within a round (the machine's speed drifts by tens of percent from minute to minute; a ratio of two runs
+seconds apart cancels that). Writes docs/edit_times.md and docs/edit_times.json. Run:
     .venv/bin/python benchmarks/edit_times.py [--tasks instance style unsafe] [--repeats 15]
 """
 

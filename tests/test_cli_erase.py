@@ -50,6 +50,9 @@ def test_erase_writes_an_artifact_and_generate_uses_it(capsys, sd_folders, sd_ed
         (["--method", "magic", "--target", "star"], "unknown method"),
         (["--task", "nope"], "unknown task"),
         ([], "no target"),
+        (["--method", "uce", "--target", "star", "--chain-layers", "2"], "--chain-layers applies to --method erasepro"),
+        (["--target", "star", "--s-e", "10"], "--s-e applies to --method uce"),
+        (["--method", "etc", "--target", "red star", "--ridge", "1"], "--ridge applies to --method uce / erasepro"),
     ],
 )
 def test_bad_erase_requests(capsys, tmp_path, args, fragment):

@@ -60,7 +60,14 @@ def projector_outputs(backbone, concepts, weights=None):
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"progressive": False}, {"weighted_text": True}, {"weighted": False, "chain": "attn_out"}]
+    "options",
+    [
+        {},
+        {"progressive": False},
+        {"weighted_text": False},
+        {"text_preserve_prompts": None},
+        {"weighted": False, "chain": "attn_out"},
+    ],
 )
 def test_erasepro_aligns_targets_with_anchors_where_the_denoiser_reads_them(shapeworld, star, options):
     result = run(shapeworld, star, "erasepro", **options)
@@ -94,6 +101,22 @@ def test_one_pass_chain_equals_the_chain_resumed_stage_by_stage(family, shapewor
         assert not torch.is_inference(weight)
         other = resumed.weights[name]  # batch padding changes float rounding only
         assert torch.linalg.matrix_norm(weight - other) <= 1e-5 * torch.linalg.matrix_norm(other), name
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"chain": "ffn"}, "unknown chain"),
+        ({"chain_layers": 0}, "chain_layers must be"),
+        ({"text_preserve_prompts": 0}, "text_preserve_prompts must be"),
+    ],
+)
+def test_erasepro_config_refuses_bad_values(options, fragment):
+    from erasekit.errors import UserError
+    from erasekit.methods.erasepro import EraseProConfig
+
+    with pytest.raises(UserError, match=fragment):
+        EraseProConfig(**options)
 
 
 def test_preserve_sample_is_evenly_spaced_and_keeps_both_ends():

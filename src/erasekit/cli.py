@@ -250,6 +250,18 @@ def erase(
     from erasekit.methods.base import erase_to_artifact, get_method
 
     get_method(method)  # an unknown method is refused before any work
+    closed_form = ("uce", "erasepro")
+    method_options = {  # flag: (its value, the methods it applies to)
+        "--ridge": (ridge, closed_form),
+        "--s-p": (s_p, closed_form),
+        "--s-e": (s_e, ("uce",)),
+        "--chain-layers": (chain_layers, ("erasepro",)),
+        "--mapping-pool": (mapping_pool, ("etc",)),
+        "--steps": (steps, ("etc",)),
+    }
+    for flag, (value, owners) in method_options.items():
+        if value is not None and method not in owners:
+            raise UserError(f"{flag} applies to --method {' / '.join(owners)}, not {method}")
     names = list(target or []) + (_read_lines(targets, "targets") if targets else [])
     if task is not None:
         from erasekit.eval.tasks import TASKS

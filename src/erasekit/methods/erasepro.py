@@ -15,8 +15,9 @@ with the anchors): they weight which directions the edit must not touch, and re-
 every stage would double the edit time for a change the zero-on-M-orthogonal property keeps small.
 The text stages (d_in = 1536 on MiniLM, 3072 on CLIP-L) weight by an evenly spaced sample of the
 preserved prompts (``text_preserve_prompts``, s_p scaled up by the sampling fraction): the metric's
-cost grows with its columns, and on the ShapeWorld style task 16 of 101 prompts keep most of the
-preservation the full set gives (docs/erasure_tasks.md). The constraint stays exact for any metric.
+cost grows with its columns, and on the ShapeWorld style task 16 of 101 prompts keep the preservation
+the full set gives (Acc_s 0.792 both, plain text stages 0.683) at 1.0 s instead of 2.6 s
+(docs/erasepro_text_metric.md). The constraint stays exact for any metric.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.features import (
+    CHAIN_PATTERNS,
     PairFeatures,
     ProgressiveTargets,
     capture,
@@ -39,6 +41,7 @@ from erasekit.concepts.features import (
 )
 from erasekit.concepts.pairs import ConceptSet, token_positions
 from erasekit.editing.closed_form import zero_residual_transform
+from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, edit_maps, register
 
 
@@ -54,6 +57,14 @@ class EraseProConfig:
     s_p: float = 0.1  # UCE's public code uses 0.1 when many concepts are preserved
     rtol: float = 1e-12  # eigenvalue cut of the pseudo-inverse (relative)
     batch_size: int = 64
+
+    def __post_init__(self):
+        if self.chain not in CHAIN_PATTERNS:
+            raise UserError(f"unknown chain {self.chain!r}; choose one of {', '.join(CHAIN_PATTERNS)}")
+        for name in ("chain_layers", "text_preserve_prompts"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"{name} must be at least 1, got {value}")
 
 
 @register("erasepro", EraseProConfig, "ErasePro: zero-residual constraint, progressive shallow-to-deep alignment")
@@ -134,9 +145,9 @@ def progressive_target_states(
     arrives. Otherwise each stage runs its own pass over the batches, resumed from the block the previous
     stage recorded (ProgressiveTargets); both give the same edit.
     """
-    if not chain or len(prompts) <= batch_size:
+    if not chain or len(prompts) <= batch_size:  # (no chain: no hooks, a plain capture in batches)
         with edit_on_arrival(chain, edit_stage):
-            return capture(backbone, prompts, batch_size=len(prompts))[0]
+            return capture(backbone, prompts, batch_size=batch_size)[0]
     progressive = ProgressiveTargets(backbone, prompts, batch_size)
     for i, (name, module) in enumerate(chain):
         edit_stage(i, name, module, progressive.inputs(name, module))
