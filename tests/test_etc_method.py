@@ -151,6 +151,12 @@ def test_bad_mapping_pools_are_refused(tiny_sd: Path, pool, fragment):
         erase_to_artifact(load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", pool), "etc", TINY)
 
 
+@pytest.mark.parametrize(("option", "fragment"), [({"hpd_samples": 50}, "hpd_samples"), ({"tokens": "all"}, "tokens")])
+def test_bad_etc_options_are_refused(tiny_sd: Path, option, fragment):
+    with pytest.raises(UserError, match=fragment):
+        erase_to_artifact(load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", POOL), "etc", TINY | option)
+
+
 def _write(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path

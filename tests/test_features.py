@@ -43,3 +43,15 @@ def test_progressive_targets_equal_full_passes_of_the_model_as_edited(family: st
             for (_, module), weight in zip(chain, originals, strict=True):
                 module.weight.copy_(weight)
     assert replayed >= 1  # some stage resumed from a recorded block instead of a full pass
+
+
+@pytest.mark.parametrize("record", [0, 2, 4, 5])  # none; inside the first batch; across batches; all
+def test_capture_keeps_the_inputs_of_the_first_prompts_only(record: int):
+    backbone = load_backbone("shapeworld")
+    name, module = chain_layers(backbone)[0]
+    prompts = ["a red cat on grass", "a cat", "the photo of a big cat", "cats", "a blue striped star"]
+    states, full = capture(backbone, prompts, {name: module}, batch_size=3)
+    kept_states, kept = capture(backbone, prompts, {name: module}, batch_size=3, record=record)
+    assert kept[name].shape[0] == record
+    torch.testing.assert_close(kept_states, states)
+    torch.testing.assert_close(kept[name], full[name][:record, : kept[name].shape[1]])

@@ -85,10 +85,14 @@ class _StopForward(Exception):
 
 
 @contextmanager
-def _input_hooks(modules: dict[str, nn.Linear], store: dict[str, list[torch.Tensor]], stop_after: str | None):
+def _input_hooks(
+    modules: dict[str, nn.Linear], store: dict[str, list[torch.Tensor]], stop_after: str | None, keep: list[int]
+):
+    """Record each module's input, its first ``keep[0]`` rows (the caller sets it per batch)."""
+
     def hook(name):
         def record(_module, inputs, _output):
-            store[name].append(inputs[0].detach().float().clone())
+            store[name].append(inputs[0].detach()[: keep[0]].float().clone())
             if name == stop_after:
                 raise _StopForward
 
@@ -104,6 +108,8 @@ def _input_hooks(modules: dict[str, nn.Linear], store: dict[str, list[torch.Tens
 
 def _stack_padded(chunks: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate (b, L_i, d) chunks along the batch, zero-padding L to the longest."""
+    if len(chunks) == 1:
+        return chunks[0]  # one batch: nothing to pad, no copy
     length = max(c.shape[1] for c in chunks)
     return torch.cat([nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) for c in chunks])
 
@@ -116,17 +122,22 @@ def capture(
     batch_size: int = 64,
     stop_after: str | None = None,
     around_batch: Callable[[int], AbstractContextManager] | None = None,
+    record: int | None = None,
 ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-    """(encode() states (B, L, D), {module name: its inputs (B, L_enc, d_in)}) for the prompts.
+    """(encode() states (B, L, D), {module name: its inputs (B', L_enc, d_in)}) for the prompts.
 
-    With ``stop_after`` (a module name) the forward pass ends once that module's input is captured;
-    no states are returned then. ``around_batch(k)`` is entered around the k-th batch's pass.
+    The modules' inputs are kept for the first ``record`` prompts (B' of them; default all): the others
+    share the batches, and only their states are wanted. With ``stop_after`` (a module name) the forward
+    pass ends once that module's input is captured; no states are returned then. ``around_batch(k)`` is
+    entered around the k-th batch's pass.
     """
     modules = modules or {}
     store: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     states = []
-    with _input_hooks(modules, store, stop_after):
+    keep = [0]
+    with _input_hooks(modules, store, stop_after, keep):
         for start in range(0, len(prompts), batch_size):
+            keep[0] = batch_size if record is None else max(0, record - start)
             try:
                 with around_batch(start // batch_size) if around_batch else nullcontext():
                     states.append(backbone.encode(prompts[start : start + batch_size])[0].float())

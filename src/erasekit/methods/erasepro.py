@@ -71,18 +71,17 @@ class EraseProConfig:
 def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> EraseResult:
     pairs = PairFeatures(backbone, concepts)
     chain = chain_layers(backbone, config.chain, config.chain_layers) if config.progressive else []
-    # One pass of the original model: the anchors (Y) and the sample of preserved prompts that weights the
-    # text stages at every chain layer, and their encodings; then the other preserved prompts' encodings.
+    # One pass of the original model over the anchors (Y), the sample of preserved prompts that weights the
+    # text stages, then the other preserved prompts: the encodings of all, the chain layers' inputs of the first two.
     weigh_text = config.weighted_text and bool(chain)
     sample = preserve_sample(len(pairs.preserve), config.text_preserve_prompts) if weigh_text else []
     sampled = [pairs.preserve[k] for k in sample]
-    n_anchors = len(pairs.anchors)
-    states0, inputs0 = capture(backbone, pairs.anchors + sampled, dict(chain), config.batch_size)
     rest = sorted(set(range(len(pairs.preserve))) - set(sample))
+    n_anchors = len(pairs.anchors)
+    prompts0 = pairs.anchors + sampled + [pairs.preserve[k] for k in rest]
+    states0, inputs0 = capture(backbone, prompts0, dict(chain), config.batch_size, record=n_anchors + len(sample))
     preserve_states = torch.empty((len(pairs.preserve), *states0.shape[1:]), dtype=states0.dtype)
-    preserve_states[sample] = states0[n_anchors:]
-    if rest:
-        preserve_states[rest] = capture(backbone, [pairs.preserve[k] for k in rest], batch_size=config.batch_size)[0]
+    preserve_states[sample + rest] = states0[n_anchors:]
     sample_positions = token_positions(backbone.token_segments(sampled)) if sampled else []
     # the sample's columns stand for all preserved prompts: s_p scaled so the metric keeps its size
     s_p_text = config.s_p * len(pairs.preserve) / max(len(sample), 1)

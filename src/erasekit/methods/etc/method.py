@@ -55,6 +55,9 @@ class ETCConfig:
     mapping_samples: int = 16  # per mapping-pool concept, preserved
     core: float = 0.9
     shell: float = 0.8
+    # Monte Carlo draws per distribution that place each HPD threshold (§2): its (1 - c) quantile of log p. At
+    # 2,000 the core's 10% quantile has a standard error of 0.7% of coverage; 10,000 took 19% of a 2,000-triple run
+    hpd_samples: int = 2000
     chunk: int = 1024  # target distributions fitted, sampled and transported at a time (memory)
     triplet: int = 3
     experts: int = 8
@@ -166,6 +169,8 @@ class TokenConcepts:
 def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
     if config.tokens not in TOKEN_MODES:
         raise UserError(f"ETC tokens must be one of {', '.join(TOKEN_MODES)}, got {config.tokens!r}")
+    if config.hpd_samples < 100:
+        raise UserError(f"ETC hpd_samples must be at least 100 to place an HPD threshold, got {config.hpd_samples}")
     pool = concepts.preserve
     if len(pool) < config.triplet:
         raise UserError(f"ETC needs a mapping pool of at least {config.triplet} concepts, got {len(pool)}")
@@ -390,7 +395,7 @@ def restore_error(
 
 NIR_FIELDS = ("nir", "nir_rho", "nir_steps", "nir_seed")
 TOKEN_FIELDS = ("templates", "tokens", "pca_dim", "components", "dof", "em_iterations", "target_samples")
-TOKEN_FIELDS += ("anchor_samples", "mapping_samples", "core", "shell", "chunk", "triplet", "seed")
+TOKEN_FIELDS += ("anchor_samples", "mapping_samples", "core", "shell", "hpd_samples", "chunk", "triplet", "seed")
 
 
 def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
@@ -421,7 +426,7 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
     with log.stage("fitting"):
         dist_pool = ConceptDistribution.fit(tok_pool.samples.double(), generator=generator, **fit)
     with log.stage("sampling"):
-        mapping = dist_pool.sample_core(config.mapping_samples, generator, config.core).float()
+        mapping = dist_pool.sample_core(config.mapping_samples, generator, config.core, config.hpd_samples).float()
     triplets = nearest_pool(tok_targets.concept_means(), tok_pool.concept_means(), config.triplet)
     members = tok_pool.at(triplets[tok_targets.owner], tok_targets.from_end[:, None].expand(-1, config.triplet))
     core, shell, mapped = [], [], []
@@ -432,8 +437,8 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
         with log.stage("fitting"):
             dist = ConceptDistribution.fit(tok_targets.samples[part].double(), generator=generator, **fit)
         with log.stage("sampling"):
-            core.append(dist.sample_core(config.target_samples, generator, config.core))
-            shell.append(dist.sample_shell(config.anchor_samples, generator, config.shell).float())
+            core.append(dist.sample_core(config.target_samples, generator, config.core, config.hpd_samples))
+            shell.append(dist.sample_shell(config.anchor_samples, generator, config.shell, config.hpd_samples).float())
         with log.stage("transport"):
             mapped.append(transport_targets(dist, dist_pool, members[part], core[-1]).float())
         core[-1] = core[-1].float()
