@@ -1,7 +1,8 @@
 """Tune ETC on a small ShapeWorld scale split: each variant (ETCConfig overrides, JSON) erases the same N
-triples and is evaluated on the same prompts; one line of results per variant. Run, e.g.:
+triples and is evaluated on the same prompts; one line of results per variant. A variant's "pool": k uses the
+first k of the split's mapping pool (the targets and held-out triples stay the same). Run, e.g.:
     .venv/bin/python benchmarks/etc_sweep.py --concepts 50 \\
-        --variants '[{"nir": false, "steps": 200, "preserve_weight": 300}, {"nir": false, "steps": 200}]'
+        --variants '[{"nir": false, "steps": 200, "preserve_weight": 300}, {"nir": false, "pool": 30}]'
 """
 
 from __future__ import annotations
@@ -35,15 +36,19 @@ def main() -> None:
     settings = EvalSettings(num_images=1)
     backbone, classifier = load_backbone("shapeworld"), load_classifier(classifier_dir())
     base = BaseImages(backbone, settings)
-    concepts = ConceptSet.build([t.phrase for t in split.targets], "", [t.phrase for t in split.pool])
     prompts = scale_rows(split, args.concepts, args.eval_targets)
     for variant in args.variants:
         started = time.time()
-        edit = erase_to_artifact(backbone, concepts, "etc", {"work_dir": str(WORK), "nir_seed": 0, **variant})
+        options = {k: v for k, v in variant.items() if k != "pool"}
+        pool = [t.phrase for t in split.pool[: variant.get("pool", len(split.pool))]]
+        concepts = ConceptSet.build([t.phrase for t in split.targets], "", pool)
+        edit = erase_to_artifact(backbone, concepts, "etc", {"work_dir": str(WORK), "nir_seed": 0, **options})
         metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=edit, base=base(prompts), progress=False)
         row = {k: v for k, v in result_row("ETC", args.concepts, metrics, edit).items() if not k.endswith("_seconds")}
         fit = {k: edit.metrics[k] for k in FIT if k in edit.metrics}
-        print(json.dumps({"variant": variant, **row, **fit, "seconds": round(time.time() - started)}), flush=True)
+        stages = {k: round(v) for k, v in edit.metrics["seconds_by_stage"].items()}
+        record = {"variant": variant, **row, **fit, "stages": stages, "seconds": round(time.time() - started)}
+        print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

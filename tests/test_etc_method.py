@@ -14,7 +14,14 @@ from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import erase_to_artifact
-from erasekit.methods.etc.method import ETCConfig, TokenConcepts, fit_erasers, make_erasers, nearest_pool
+from erasekit.methods.etc.method import (
+    ETCConfig,
+    TokenConcepts,
+    TokenData,
+    fit_erasers,
+    make_erasers,
+    nearest_pool,
+)
 from tiny_pipelines import build_sd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -209,3 +216,12 @@ def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Pa
     args = ("erase", "--method", "etc", "--model", tiny_sd, "--target", "cat", "--mapping-pool", pool)
     code, _, err = run_cli(capsys, *args, "--anchor", "animal", "--out", tmp_path / "edit")
     assert code == 2 and "takes no --anchor" in err and not (tmp_path / "edit").exists()
+
+
+def test_preserve_batches_draw_every_kind_of_preserved_token_equally():
+    anchors = torch.cat([torch.zeros(900, 2), torch.ones(30, 2), torch.full((70, 2), 2.0)])  # boundary, mapping, ctx
+    data = TokenData(torch.zeros(4, 2), torch.zeros(4, 2), anchors, boundary=900, mapping=30, distributions=1)
+    batch = data.preserve_batch(301, torch.Generator().manual_seed(0))
+    assert torch.bincount(batch[:, 0].long()).tolist() == [101, 100, 100]
+    no_pool = TokenData(torch.zeros(4, 2), torch.zeros(4, 2), anchors[:900], boundary=900)
+    assert len(no_pool.preserve_groups()) == 1 and len(no_pool.preserve_batch(8, torch.Generator())) == 8
