@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=100)
     parser.add_argument("--eval-targets", type=int, default=60)
     parser.add_argument("--variants", type=json.loads, default=[{}], help="JSON list of ETCConfig overrides")
+    parser.add_argument("--fit-only", action="store_true", help="no images: the fit on the token vectors only")
     args = parser.parse_args()
     split = ScaleSplit.make(args.concepts, args.pool, args.heldout)
     settings = EvalSettings(num_images=1)
@@ -43,8 +44,13 @@ def main() -> None:
         pool = [t.phrase for t in split.pool[: variant.get("pool", len(split.pool))]]
         concepts = ConceptSet.build([t.phrase for t in split.targets], "", pool)
         edit = erase_to_artifact(backbone, concepts, "etc", {"work_dir": str(WORK), "nir_seed": 0, **options})
-        metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=edit, base=base(prompts), progress=False)
-        row = {k: v for k, v in result_row("ETC", args.concepts, metrics, edit).items() if not k.endswith("_seconds")}
+        row = {}
+        if not args.fit_only:
+            metrics, _, _ = evaluate(
+                backbone, prompts, classifier, settings, edit=edit, base=base(prompts), progress=False
+            )
+            row = result_row("ETC", args.concepts, metrics, edit)
+            row = {k: v for k, v in row.items() if not k.endswith("_seconds")}
         fit = {k: edit.metrics[k] for k in FIT if k in edit.metrics}
         stages = {k: round(v) for k, v in edit.metrics["seconds_by_stage"].items()}
         record = {"variant": variant, **row, **fit, "stages": stages, "seconds": round(time.time() - started)}

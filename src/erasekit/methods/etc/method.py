@@ -321,12 +321,13 @@ def erase_loss(projectors: dict[str, nn.Linear], erasers: dict[str, MoEraser], d
         pick = torch.randint(len(data.targets), (config.batch_size,), generator=generator)
         t, m = data.targets[pick], data.mapped[pick]
         a = data.preserve_batch(config.batch_size, generator)
+        tokens, shift = torch.cat([t, a]), (1 + config.gamma) * (m - t)
         total = t.new_zeros(())
         for name, projector in projectors.items():
             eraser, w = erasers[name], projector.weight.detach().float()
-            goal = (1 + config.gamma) * (m - t) @ w.T
-            erase = (eraser(t) - goal).pow(2).sum(-1).mean()
-            preserve = eraser(a).pow(2).sum(-1).mean()
+            on_t, on_a = eraser(tokens).split([len(t), len(a)])  # one pass: the routing stats cover both kinds
+            erase = (on_t - shift @ w.T).pow(2).sum(-1).mean()
+            preserve = on_a.pow(2).sum(-1).mean()
             total = total + weights[name] * (erase + config.preserve_weight * preserve) + eraser.aux_loss()
         return total
 
