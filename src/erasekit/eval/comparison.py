@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shlex
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -164,7 +165,7 @@ def benchmark_record(script: str, argv: list[str], settings, started: float, **r
 
     training = json.loads((denoiser_dir() / "training.json").read_text())
     return {
-        "command": f"python {script} {' '.join(argv)}".strip(),
+        "command": shlex.join(["python", script, *argv]),  # quoted: JSON options paste back into a shell
         "denoiser_steps": training["steps"],  # which shipped ShapeWorld model the figures are of
         "settings": asdict(settings),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
