@@ -90,23 +90,16 @@ def _cache_key(backbone: Backbone, templates: list[str], phrase: str) -> str:
 def encode_phrases(
     backbone: Backbone, phrases: list[str], templates: list[str], batch_size: int = 256
 ) -> list[torch.Tensor]:
-    """Per phrase, (N, n, d) float32: its states at each of its n sub-tokens in every one of N templates.
-
-    The prompts are encoded in order of their token count: a batch pads to its longest prompt, and the
-    templates' lengths vary by a factor of two, so this spares about a third of the encoder's work.
-    """
+    """Per phrase, (N, n, d) float32: its states at each of its n sub-tokens in every one of N templates."""
     prompts, positions = [], []
     for phrase in phrases:
         prompts += [t.format(phrase) for t in templates]
         positions += phrase_token_positions(backbone, templates, phrase)
-    segments = backbone.token_segments(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: (sum(len(s.ids[i]) for s in segments), i))
-    rows: list[torch.Tensor | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        states = backbone.encode([prompts[i] for i in batch])[0].float()
-        for row, i in enumerate(batch):
-            rows[i] = states[row, positions[i]]
+    rows = []
+    for start in range(0, len(prompts), batch_size):
+        states = backbone.encode(prompts[start : start + batch_size])[0].float()
+        for row, index in enumerate(positions[start : start + batch_size]):
+            rows.append(states[row, index])
     n = len(templates)
     return [torch.stack(rows[i * n : (i + 1) * n]) for i in range(len(phrases))]
 

@@ -110,7 +110,7 @@ class TokenData:
     def preserve_batch(self, n: int, generator: torch.Generator) -> Tensor:
         """n preserved tokens, as many of each kind [reading §4 "mixed batches"]. Drawn uniformly, the targets'
         boundary anchors (``anchor_samples`` per target distribution) would crowd out the mapping pool's samples,
-        the kept concepts nearest to the erased ones: 6% of a 2,000-triple run's preserved tokens."""
+        the kept concepts nearest to the erased ones (counted for 2,000 triples: about 6% of the preserved tokens)."""
         groups = self.preserve_groups()
         sizes = [n // len(groups) + (k < n % len(groups)) for k in range(len(groups))]
         return torch.cat([_batch(g, size, generator) for g, size in zip(groups, sizes, strict=True)])
