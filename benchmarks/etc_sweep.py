@@ -21,7 +21,7 @@ from erasekit.methods.base import erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 
-FIT = ("erase_error", "boundary_change", "preserve_change", "restore_error")
+FIT = ("erase_error", "boundary_change", "off_plane_change", "mapping_change", "context_change", "restore_error")
 
 
 def main() -> None:

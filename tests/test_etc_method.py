@@ -69,7 +69,8 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
         "nir",
     ]
     # an untrained eraser has erase error exactly 1 (Δ = 0); training moves targets, barely touches anchors
-    assert summary["erase_error"] < 0.9 and summary["preserve_change"] < 0.2 and summary["restore_error"] < 0.5
+    assert summary["erase_error"] < 0.9 and summary["restore_error"] < 0.5
+    assert summary["context_change"] < 0.2 and summary["off_plane_change"] < 0.2
     assert set(artifact.modules) == set(backbone.projectors()) == {k.removesuffix(".weight") for k in artifact.weights}
     loaded = load_artifact(save_artifact(artifact, tmp_path / "edit"))
     prompts, seeds = ["a cat", "a cow"], [0, 1]
@@ -158,7 +159,15 @@ def test_bad_mapping_pools_are_refused(tiny_sd: Path, pool, fragment):
         erase_to_artifact(load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", pool), "etc", TINY)
 
 
-@pytest.mark.parametrize(("option", "fragment"), [({"hpd_samples": 50}, "hpd_samples"), ({"tokens": "all"}, "tokens")])
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        ({"hpd_samples": 50}, "hpd_samples"),
+        ({"tokens": "all"}, "tokens"),
+        ({"off_plane_radius": [0.8, 0.3]}, "off_plane_radius"),
+        ({"off_plane_samples": -1}, "off_plane_samples"),
+    ],
+)
 def test_bad_etc_options_are_refused(tiny_sd: Path, option, fragment):
     with pytest.raises(UserError, match=fragment):
         erase_to_artifact(load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", POOL), "etc", TINY | option)
@@ -219,9 +228,13 @@ def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Pa
 
 
 def test_preserve_batches_draw_every_kind_of_preserved_token_equally():
-    anchors = torch.cat([torch.zeros(900, 2), torch.ones(30, 2), torch.full((70, 2), 2.0)])  # boundary, mapping, ctx
-    data = TokenData(torch.zeros(4, 2), torch.zeros(4, 2), anchors, boundary=900, mapping=30, distributions=1)
-    batch = data.preserve_batch(301, torch.Generator().manual_seed(0))
-    assert torch.bincount(batch[:, 0].long()).tolist() == [101, 100, 100]
+    # boundary, off-plane, mapping, context
+    anchors = torch.cat([torch.zeros(900, 2), torch.full((500, 2), 3.0), torch.ones(30, 2), torch.full((70, 2), 2.0)])
+    data = TokenData(torch.zeros(4, 2), torch.zeros(4, 2), anchors, boundary=900, off_plane=500, mapping=30)
+    batch = data.preserve_batch(401, torch.Generator().manual_seed(0))
+    assert torch.bincount(batch[:, 0].long()).tolist() == [101, 100, 100, 100]
+    assert {k: len(v) for k, v in data.anchor_kinds().items()} == {
+        "boundary": 900, "off_plane": 500, "mapping": 30, "context": 70
+    }  # fmt: skip
     no_pool = TokenData(torch.zeros(4, 2), torch.zeros(4, 2), anchors[:900], boundary=900)
     assert len(no_pool.preserve_groups()) == 1 and len(no_pool.preserve_batch(8, torch.Generator())) == 8

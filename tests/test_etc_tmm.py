@@ -14,7 +14,9 @@ from erasekit.methods.etc.tmm import (
     fit_pca,
     fit_tmm,
     hpd_threshold,
+    off_plane,
     sample_band,
+    sample_spread,
     sample_tmm,
     standard_gamma,
 )
@@ -241,3 +243,25 @@ def test_bad_input():
         fit_pca(torch.randn(2, 20, 10), 11)
     with pytest.raises(ValueError, match="components"):
         fit_tmm(torch.randn(2, 3, 2), components=4)
+
+
+def test_off_plane_anchors_leave_the_pca_plane_by_the_stated_radius():
+    x = torch.randn(3, 200, 12, generator=gen(0), dtype=torch.float64)
+    x[..., 4:] *= 1e-3  # each concept varies in a 4-dim plane
+    pca = fit_pca(x, 4)
+    points = pca.lift(pca.project(x[:, :50]))
+    scale = sample_spread(x)
+    moved = off_plane(pca, points, scale, (0.3, 0.8), gen(1))
+    offset = moved - points
+    assert (offset @ pca.basis).abs().max() < 1e-10  # orthogonal to the plane
+    ratio = offset.norm(dim=-1) / scale[:, None]
+    assert ratio.min() >= 0.3 - 1e-9 and ratio.max() <= 0.8 + 1e-9 and ratio.std() > 0.05
+    assert torch.equal(moved, off_plane(pca, points, scale, (0.3, 0.8), gen(1)))  # seeded
+    with pytest.raises(ValueError, match="radius"):
+        off_plane(pca, points, scale, (0.8, 0.3))
+
+
+def test_sample_spread_is_the_median_distance_from_the_mean():
+    x = torch.zeros(1, 5, 2, dtype=torch.float64)
+    x[0, :, 0] = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    assert float(sample_spread(x)[0]) == 1.0

@@ -349,7 +349,12 @@ def _print_etc(summary: dict, out: Path) -> None:
         ("mapping pool", str(summary["pool"])),
         ("erase error (worst layer)", f"{summary['erase_error']:.3f}"),
         ("boundary-anchor change (worst layer)", f"{summary['boundary_change']:.3f}"),
-        ("other preserved change (worst layer)", f"{summary['preserve_change']:.3f}"),
+        *(
+            (f"{label} change (worst layer)", f"{summary[key]:.3f}")
+            for key, label in (("off_plane_change", "off-plane-anchor"), ("mapping_change", "mapping-sample"))
+            if key in summary
+        ),
+        ("context-token change (worst layer)", f"{summary['context_change']:.3f}"),
         ("NIR restore error (worst layer)", f"{summary['restore_error']:.3f}" if "restore_error" in summary else "off"),
         ("total seconds", f"{summary['seconds']:.1f}"),
         ("peak memory (MiB)", f"{summary['peak_mib']:.0f}"),

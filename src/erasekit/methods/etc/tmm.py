@@ -65,6 +65,36 @@ def fit_pca(x: Tensor, k: int) -> ConceptPCA:
     return ConceptPCA(mean, basis * torch.where(sign == 0, 1.0, sign))
 
 
+def sample_spread(x: Tensor) -> Tensor:
+    """(C,) each concept's typical distance from its mean: the median over its samples x (C, N, d)."""
+    x = x.to(_F64)
+    return (x - x.mean(1, keepdim=True)).norm(dim=-1).median(1).values
+
+
+def off_plane(
+    pca: ConceptPCA,
+    points: Tensor,
+    scale: Tensor,
+    radius: tuple[float, float],
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Off-plane anchors [reading, specs/etc.md §2]: points (C, M, d) of concept c moved by r·scale_c along a
+    random unit direction orthogonal to c's PCA plane, r ~ U(radius) → (C, M, d).
+
+    The PCA keeps 99% of a concept's template variation, so its tMM shell lies in that plane; a neighbouring
+    concept (one word changed, same template) sits about one spread away, two thirds of the offset out of the
+    plane (measured on ShapeWorld). Anchors out there are where the concept fades towards its neighbours."""
+    lo, hi = radius
+    if not 0 < lo <= hi:
+        raise ValueError(f"off_plane: radius must satisfy 0 < low <= high, got {radius}")
+    c, m, d = points.shape
+    direction = _draw((c, m, d), generator, points.device, normal=True)
+    direction = direction - (direction @ pca.basis) @ pca.basis.transpose(1, 2)
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    r = lo + (hi - lo) * _draw((c, m, 1), generator, points.device)
+    return points.to(_F64) + direction * r * scale.to(_F64)[:, None, None]
+
+
 # --- Student-t mixture (specs/etc.md §1) --------------------------------------------------------------------------
 
 
