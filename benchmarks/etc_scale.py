@@ -33,6 +33,7 @@ from erasekit.world.classifier import load_classifier
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WORK = Path(__file__).resolve().parents[1] / "runs" / "etc-scale"
+MERGED_NOTE = "Rows kept from earlier runs (`--merge`) carry their command in etc_scale.json.\n\n"
 COMPARE_TEMPLATES = ["{}", "a {}", "a picture of a {}"]  # closed-form baselines: 3 templates per concept
 
 
@@ -119,7 +120,8 @@ def scale_plot(rows: list[dict]) -> bytes:
 
 def write_docs(args, settings: EvalSettings, started: float, rows: list[dict], attacks: list[dict]) -> None:
     """docs/etc_scale.{json,png,md}, rewritten after every size so that a run cut short keeps what it measured."""
-    split_sizes = {"targets": max(args.sizes), "pool": args.pool, "heldout": args.heldout}
+    split_sizes = {"targets": max(r["concepts"] for r in rows), "pool": args.pool, "heldout": args.heldout}
+    table = lambda rs: markdown_table([{k: v for k, v in r.items() if k != "command"} for r in rs])  # noqa: E731
     record = benchmark_record(
         "benchmarks/etc_scale.py", sys.argv[1:], settings, started, split=split_sizes, rows=rows, module_removal=attacks
     )
@@ -139,12 +141,11 @@ def write_docs(args, settings: EvalSettings, started: float, rows: list[dict], a
             "prompts. The largest size runs first: its encoding is timed on a cold cache, smaller runs "
             "reuse its cached embeddings (their encoding column is near zero). `steps`, `nir_steps`: MoEraser "
             "training and NIR restore steps.\n\n"
-            + markdown_table(sorted(rows, key=lambda r: (r["method"] != "ETC", r["concepts"])))
+            + (MERGED_NOTE if args.merge else "")
+            + table(sorted(rows, key=lambda r: (r["method"] != "ETC", r["concepts"])))
             + "\n\n![ETC against the number of concepts](etc_scale.png)\n"
             + (
-                "\n## Module removal (the MoEraser hooks deleted, the shipped weights kept)\n\n"
-                + markdown_table(attacks)
-                + "\n"
+                "\n## Module removal (the MoEraser hooks deleted, the shipped weights kept)\n\n" + table(attacks) + "\n"
                 if attacks
                 else ""
             )
@@ -165,11 +166,15 @@ def main() -> None:
         "--steps-by-size", type=json.loads, default={}, help='MoEraser (and NIR) steps per size, JSON: {"1": 100}'
     )
     parser.add_argument("--work", type=Path, default=WORK, help="embedding cache and checkpoints")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the rows of docs/etc_scale.json that this run does not re-measure"
+    )
     args = parser.parse_args()
     split = ScaleSplit.make(max(args.sizes), args.pool, args.heldout)
     settings = EvalSettings(num_images=1)
     backbone, classifier = load_backbone("shapeworld"), load_classifier(classifier_dir())
     base_images, started, rows, attacks = BaseImages(backbone, settings), time.time(), [], []
+    kept_rows, kept_attacks = previous_results(args) if args.merge else ([], [])
     pool = [t.phrase for t in split.pool]
     options = {"work_dir": str(args.work), "nir_seed": 0, **args.options} | (
         {"steps": args.steps, "nir_steps": args.steps} if args.steps else {}
@@ -185,7 +190,7 @@ def main() -> None:
         metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=artifact, base=base_images(prompts))
         rows.append(result_row("ETC", n, metrics, artifact))
         print(markdown_table(rows[-1:]), flush=True)
-        write_docs(args, settings, started, rows, attacks)
+        write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
         if n == largest and args.removal:
             without_nir = erase_to_artifact(backbone, concepts, "etc", sized | {"nir": False})  # shares training
             for label, edit in (("ETC without NIR", without_nir), ("ETC with NIR", artifact)):
@@ -199,15 +204,37 @@ def main() -> None:
                         "acc_s_heldout_module_removed": result_row(label, n, removed, edit)["acc_s_heldout"],
                         "sw_fid_module_removed": removed["overall"]["sw_fid"],
                         "sw_fid_original": removed["overall"]["original"]["sw_fid"],
+                        "concepts": n,
                     }
                 )
+            write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
         if n == largest and args.compare:
             for label, method in (("UCE", "uce"), ("ErasePro", "erasepro")):
                 closed = ConceptSet.build(concepts.targets, "shape", pool, templates=COMPARE_TEMPLATES)
                 edit = erase_to_artifact(backbone, closed, method, {})
                 metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=edit, base=base_images(prompts))
                 rows.append(result_row(label, n, metrics, edit))
-    write_docs(args, settings, started, rows, attacks)
+                write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
+    write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
+
+
+def previous_results(args) -> tuple[list[dict], list[dict]]:
+    """The rows and module-removal rows of the last docs/etc_scale.json, each carrying the command that
+    measured it (a merged table mixes runs), if that run used the same split."""
+    path = DOCS / "etc_scale.json"
+    if not path.is_file():
+        return [], []
+    record = json.loads(path.read_text())
+    if {k: record["split"][k] for k in ("pool", "heldout")} != {"pool": args.pool, "heldout": args.heldout}:
+        raise SystemExit(f"--merge: {path} used another split ({record['split']}); rerun without --merge")
+    stamp = lambda row: {"command": record["command"], **row}  # noqa: E731
+    return [stamp(r) for r in record["rows"]], [stamp(r) for r in record["module_removal"]]
+
+
+def merged(kept: list[dict], fresh: list[dict], key: tuple[str, ...] = ("method", "concepts")) -> list[dict]:
+    """The fresh rows, and the kept rows that none of them re-measures."""
+    seen = {tuple(r.get(k) for k in key) for r in fresh}
+    return [r for r in kept if tuple(r.get(k) for k in key) not in seen] + fresh
 
 
 if __name__ == "__main__":
