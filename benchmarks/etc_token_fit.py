@@ -1,0 +1,85 @@
+"""Tune the MoEraser in minutes: train on a scale run's cached token vectors (no images) and measure, per
+variant, the fit on the training tokens (methods/etc/method.py fit_quality) and the change on held-out
+triples' tokens, which the erasers never see: ||Δ(h)|| / ||W h||, worst layer (2,000 triples, 200 steps:
+0.39 with the in-plane shell anchors alone, 0.18 with off-plane anchors). A proxy: images decide.
+
+Each variant overrides training settings only (steps, experts, hidden, preserve_weight, lr, ...); the token
+vectors come from --work (computed and cached there if missing, as etc_scale.py does). Run, e.g.:
+    .venv/bin/python benchmarks/etc_token_fit.py --concepts 2000 --work runs/etc-v3 \\
+        --variants '[{"steps": 200}, {"steps": 200, "preserve_weight": 3}]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from etc_scale import WORK
+
+from erasekit.backbones.loader import load_backbone
+from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
+from erasekit.concepts.pairs import ConceptSet
+from erasekit.eval.scale import ScaleSplit
+from erasekit.methods.etc.method import (
+    TOKEN_FIELDS,
+    ETCConfig,
+    StageLog,
+    TokenConcepts,
+    cached_tokens,
+    erase_loss,
+    fit_erasers,
+    fit_quality,
+    make_erasers,
+)
+
+
+@torch.no_grad()
+def heldout_change(projectors, erasers, tokens: torch.Tensor) -> float:
+    """Worst layer: ||Δ(h)|| / ||W h|| over held-out tokens h."""
+    return max(float(erasers[n](tokens).norm() / (tokens @ p.weight.float().T).norm()) for n, p in projectors.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concepts", type=int, default=2000)
+    parser.add_argument("--pool", type=int, default=300)
+    parser.add_argument("--heldout", type=int, default=400)
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--tokens", type=json.loads, default={}, help="ETCConfig overrides for the token vectors")
+    parser.add_argument("--variants", type=json.loads, default=[{}], help="JSON list of training overrides")
+    args = parser.parse_args()
+    if bad := sorted({k for v in args.variants for k in v} & set(TOKEN_FIELDS)):
+        raise SystemExit(f"variants change training only; pass {bad} with --tokens")
+    split = ScaleSplit.make(args.concepts, args.pool, args.heldout)
+    backbone = load_backbone("shapeworld")
+    concepts = ConceptSet.build([t.phrase for t in split.targets], "", [t.phrase for t in split.pool])
+    base = ETCConfig(work_dir=str(args.work), **args.tokens)
+    data = cached_tokens(backbone, concepts, base, StageLog())
+    templates = list(CONTEXT_TEMPLATES[: base.templates])
+    held = concept_embeddings(backbone, [t.phrase for t in split.heldout], templates, args.work / "embeddings")
+    held_tokens = TokenConcepts.build(held, base.tokens).samples[:, ::3].reshape(-1, data.targets.shape[-1])
+    projectors = backbone.projectors()
+    for variant in args.variants:
+        config = replace(base, **variant)
+        erasers = make_erasers(projectors, config)
+        started = time.time()
+        loss = erase_loss(projectors, erasers, data, config)
+        losses = fit_erasers(erasers, loss, config.steps, config, None, "train")
+        seconds = time.time() - started
+        fit = fit_quality(projectors, erasers, data, config)
+        record = {
+            "variant": variant,
+            "seconds_per_step": round(seconds / max(config.steps, 1), 3),
+            "loss": round(losses[-1], 2) if losses else None,
+            **{k: round(v, 3) for k, v in fit.items()},
+            "heldout_change": round(heldout_change(projectors, erasers, held_tokens), 3),
+        }
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()
