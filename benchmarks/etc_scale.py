@@ -166,6 +166,7 @@ def main() -> None:
         "--steps-by-size", type=json.loads, default={}, help='MoEraser (and NIR) steps per size, JSON: {"1": 100}'
     )
     parser.add_argument("--work", type=Path, default=WORK, help="embedding cache and checkpoints")
+    parser.add_argument("--baselines-only", action="store_true", help="with --compare: UCE and ErasePro only")
     parser.add_argument(
         "--merge", action="store_true", help="keep the rows of docs/etc_scale.json that this run does not re-measure"
     )
@@ -186,6 +187,9 @@ def main() -> None:
         prompts = scale_rows(split, n, args.eval_targets)
         steps = args.steps_by_size.get(str(n))
         sized = options | ({"steps": steps, "nir_steps": steps} if steps else {})
+        if args.baselines_only:
+            compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows, n == largest)
+            continue
         artifact = erase_to_artifact(backbone, concepts, "etc", sized)
         metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=artifact, base=base_images(prompts))
         rows.append(result_row("ETC", n, metrics, artifact))
@@ -208,14 +212,21 @@ def main() -> None:
                     }
                 )
             write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
-        if n == largest and args.compare:
-            for label, method in (("UCE", "uce"), ("ErasePro", "erasepro")):
-                closed = ConceptSet.build(concepts.targets, "shape", pool, templates=COMPARE_TEMPLATES)
-                edit = erase_to_artifact(backbone, closed, method, {})
-                metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=edit, base=base_images(prompts))
-                rows.append(result_row(label, n, metrics, edit))
-                write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
+        compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows, n == largest)
+        write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
     write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
+
+
+def compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows: list[dict], largest: bool):
+    """UCE and ErasePro on the same targets (3 templates each, the mapping pool preserved), appended to rows."""
+    if not (largest and args.compare):
+        return
+    for label, method in (("UCE", "uce"), ("ErasePro", "erasepro")):
+        closed = ConceptSet.build(concepts.targets, "shape", concepts.preserve, templates=COMPARE_TEMPLATES)
+        edit = erase_to_artifact(backbone, closed, method, {})
+        metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=edit, base=base_images(prompts))
+        rows.append(result_row(label, len(concepts.targets), metrics, edit))
+        print(markdown_table(rows[-1:]), flush=True)
 
 
 def previous_results(args) -> tuple[list[dict], list[dict]]:

@@ -134,3 +134,25 @@ def test_metric_solve_matches_the_explicit_inverse(p):
     m = preservation_metric(32, c, ridge=0.5, s_p=0.7)
     expected = torch.linalg.solve(m, x.double())
     assert torch.allclose(solve_metric(x, c, ridge=0.5, s_p=0.7), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_more_columns_than_inputs_matches_the_n_by_n_formula_through_d_by_d_matrices(weighted):
+    # N > d_in goes through A A^T (d_in x d_in), never an N x N matrix: thousands of concepts fit in memory
+    w0, x, y, c = problem(d_in=8, n=30)
+    x[:, -5:] = x[:, :5]  # rank-deficient in the columns, as repeated prompts are
+    preserve = c if weighted else None
+    p = torch.linalg.inv(preservation_metric(8, preserve, 0.5, 1.0)) if weighted else torch.eye(8, dtype=torch.float64)
+    xd, yd = x.double(), y.double()
+    right = torch.linalg.pinv(xd.T @ p @ xd, hermitian=True) @ xd.T @ p
+    expected = w0.double() + w0.double() @ (yd - xd) @ right
+    solve = zero_residual(w0, x, y, preserve)
+    assert torch.allclose(solve.weight.double(), expected, atol=1e-4, rtol=1e-4)
+    assert solve.residual == pytest.approx(relative_residual(solve.weight, w0, x, y), rel=1e-4)
+
+
+def test_uce_residual_with_more_columns_than_inputs_is_the_measured_one():
+    w0, x, y, c = problem(d_in=8, n=30)
+    solve = uce(w0, x, y, c)
+    assert solve.residual == pytest.approx(relative_residual(solve.weight, w0, x, y), rel=1e-4)
+    assert solve.rank == 8

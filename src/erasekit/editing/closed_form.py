@@ -47,18 +47,24 @@ class Transform:
 
     left: Tensor
     right: Tensor
-    right_x: Tensor  # R X (N x N), for the residual W0 L (R X - I); the identity when the constraint is exact
+    # R X (N x N), for the residual W0 L (R X - I), the identity when the constraint is exact; None for more
+    # columns than d_in (N x N would not fit for thousands of concepts): the residual is then (W - W0) X - W0 L
+    right_x: Tensor | None
     x: Tensor  # the target features it was fitted to
     y: Tensor
     rank: int
 
     def apply(self, w0: Tensor) -> Solve:
         w0d = w0.double()
-        left, right, right_x = (t.to(w0.device) for t in (self.left, self.right, self.right_x))
+        left, right = self.left.to(w0.device), self.right.to(w0.device)
+        right_x = self.right_x.to(w0.device) if self.right_x is not None else None
         w0_left = w0d @ left
         change = w0_left @ right
         # W X - W0 Y = W0 (X - Y) + W0 L R X = W0 L (R X - I), as L = Y - X: no product with W0 again
-        gap = w0_left @ right_x - w0_left
+        if right_x is not None:
+            gap = w0_left @ right_x - w0_left
+        else:
+            gap = change @ self.x.to(w0.device) - w0_left
         # ||W0 Y|| only scales the residual: float32 is ample for it, at half the cost of the largest product
         scale = torch.linalg.matrix_norm(w0.float() @ self.y.to(w0.device, torch.float32)).double()
         residual = torch.linalg.matrix_norm(gap) / scale.clamp_min(1e-300)
@@ -86,9 +92,10 @@ def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
 
 
 def numerical_rank(x: Tensor, rtol: float = 1e-12) -> int:
-    """Rank of the columns of ``x`` from their Gram matrix (what the zero-residual solve would see)."""
+    """Rank of the columns of ``x`` from their Gram matrix (what the zero-residual solve would see), or from
+    X X^T when there are more columns than rows (the same nonzero eigenvalues, a d_in x d_in matrix)."""
     xd = x.double()
-    return _gram_pinv(xd.T @ xd, rtol)[1]
+    return _gram_pinv(xd @ xd.T if xd.shape[1] > xd.shape[0] else xd.T @ xd, rtol)[1]
 
 
 def solve_metric(x: Tensor, preserve: Tensor | None, ridge: float, s_p: float, erase: Tensor | None = None) -> Tensor:
@@ -118,10 +125,29 @@ def zero_residual_transform(
     inputs M-orthogonal to span(X); the constraint is exact when rank(X) = N <= d_in.
     """
     xd, yd = x.double(), y.double()
-    m_inv_x = xd if preserve is None or not preserve.shape[1] else solve_metric(xd, preserve, ridge, s_p)
+    weighted = preserve is not None and preserve.shape[1]
+    if xd.shape[1] > xd.shape[0]:
+        return _zero_residual_dual(
+            xd, yd, preservation_metric(xd.shape[0], preserve, ridge, s_p) if weighted else None, rtol
+        )
+    m_inv_x = solve_metric(xd, preserve, ridge, s_p) if weighted else xd
     gram = xd.T @ m_inv_x
     gram_inv, rank = _gram_pinv(gram, rtol)
     return Transform(yd - xd, gram_inv @ m_inv_x.T, gram_inv @ gram, xd, yd, rank)  # R X = G^+ G
+
+
+def _zero_residual_dual(xd: Tensor, yd: Tensor, metric: Tensor | None, rtol: float) -> Transform:
+    """The same R = (X^T P X)^+ X^T P, P = M^-1 (or I), for N > d_in columns, through d_in x d_in matrices
+    only: with A = P^1/2 X, (A^T A)^+ A^T = A^T (A A^T)^+, so R = X^T P^1/2 (A A^T)^+ P^1/2. The constraint
+    then holds in the least-squares sense (N > d_in columns rarely lie in a common solution)."""
+    if metric is None:
+        root = torch.eye(xd.shape[0], dtype=torch.float64)
+    else:
+        vals, vecs = torch.linalg.eigh(metric)
+        root = (vecs * vals.rsqrt()) @ vecs.T  # M^-1/2
+    a = root @ xd
+    inner, rank = _gram_pinv(a @ a.T, rtol)
+    return Transform(yd - xd, xd.T @ (root @ inner @ root), None, xd, yd, rank)
 
 
 def uce_transform(
@@ -133,7 +159,8 @@ def uce_transform(
     xd, yd = x.double(), y.double()
     m_inv_x = solve_metric(xd, preserve, ridge, s_p, erase=(s_e**0.5) * xd)  # (M + s_e X X^T)^-1 X
     right = s_e * m_inv_x.T
-    return Transform(yd - xd, right, right @ xd, xd, yd, numerical_rank(xd))
+    right_x = right @ xd if xd.shape[1] <= xd.shape[0] else None
+    return Transform(yd - xd, right, right_x, xd, yd, numerical_rank(xd))
 
 
 def zero_residual(w0: Tensor, x: Tensor, y: Tensor, preserve: Tensor | None = None, **options) -> Solve:
