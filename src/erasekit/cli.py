@@ -337,6 +337,14 @@ def _etc_concepts(names: list[str], mapping_pool: Path | None):
     return ConceptSet.build(names, "", pool)
 
 
+ETC_ANCHOR_LABELS = {
+    "boundary": "boundary-anchor",
+    "off_plane": "off-plane-anchor",
+    "mapping": "mapping-sample",
+    "context": "context-token",
+}
+
+
 def _print_etc(summary: dict, out: Path) -> None:
     table = Table(title="ETC stages")
     for col in ("stage", "seconds", "peak MiB"):
@@ -348,13 +356,11 @@ def _print_etc(summary: dict, out: Path) -> None:
         ("targets", str(summary["targets"])),
         ("mapping pool", str(summary["pool"])),
         ("erase error (worst layer)", f"{summary['erase_error']:.3f}"),
-        ("boundary-anchor change (worst layer)", f"{summary['boundary_change']:.3f}"),
         *(
-            (f"{label} change (worst layer)", f"{summary[key]:.3f}")
-            for key, label in (("off_plane_change", "off-plane-anchor"), ("mapping_change", "mapping-sample"))
-            if key in summary
+            (f"{label} change (worst layer)", f"{summary[f'{kind}_change']:.3f}")
+            for kind, label in ETC_ANCHOR_LABELS.items()
+            if f"{kind}_change" in summary
         ),
-        ("context-token change (worst layer)", f"{summary['context_change']:.3f}"),
         ("NIR restore error (worst layer)", f"{summary['restore_error']:.3f}" if "restore_error" in summary else "off"),
         ("total seconds", f"{summary['seconds']:.1f}"),
         ("peak memory (MiB)", f"{summary['peak_mib']:.0f}"),

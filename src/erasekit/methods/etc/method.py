@@ -60,7 +60,7 @@ class ETCConfig:
     shell: float = 0.95
     # [reading §2] boundary anchors off the concept's PCA plane too (tmm.off_plane): per target distribution, core
     # samples moved r x its spread out of the plane, r ~ U(off_plane_radius). 2,000 triples, 200 steps, cached
-    # tokens (benchmarks/etc_token_fit.py): the erasers' change on 400 held-out triples' tokens 0.39 -> 0.18 of
+    # tokens (etc_token_fit.py's measurement, from a scratch script): held-out triples' tokens moved 0.39 -> 0.18 of
     # W x; radius (0.5, 1.2) gave 0.18 too. Images, 2,000 triples, 800 steps (docs/etc_scale.md): held-out Acc_s
     # 0.574 -> 0.695 of the original's, Acc_e 0.495 -> 0.580, H 0.509 -> 0.501: a point further along the same
     # erase / preserve trade-off, with less collateral damage. 0 turns them off (the spec)
@@ -201,8 +201,8 @@ class TokenConcepts:
 def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
     if config.tokens not in TOKEN_MODES:
         raise UserError(f"ETC tokens must be one of {', '.join(TOKEN_MODES)}, got {config.tokens!r}")
-    low, high = config.off_plane_radius
-    if config.off_plane_samples < 0 or not 0 < low <= high:
+    radius = config.off_plane_radius
+    if config.off_plane_samples < 0 or len(radius) != 2 or not 0 < radius[0] <= radius[1]:
         raise UserError(
             f"ETC off_plane_samples must be >= 0 and off_plane_radius [low, high] with 0 < low <= high, got "
             f"{config.off_plane_samples} and {list(config.off_plane_radius)}"
