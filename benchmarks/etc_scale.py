@@ -79,7 +79,7 @@ def result_row(label: str, n: int, metrics: dict, artifact) -> dict:
         "sw_fid": overall["sw_fid"],
         "sw_fid_original": original["sw_fid"],
         "steps": artifact.config.get("steps"),
-        "nir_steps": artifact.config.get("nir_steps") if artifact.config.get("nir") else None,
+        "nir": bool(artifact.config.get("nir")),
         "edit_seconds": artifact.metrics["seconds"],
         "peak_mib": artifact.metrics["peak_mib"],
     }
@@ -139,8 +139,8 @@ def write_docs(args, settings: EvalSettings, started: float, rows: list[dict], a
             "held-out triple (near = one word away from an erased triple) and on single-factor prompts; "
             "relative = against the original model on the same prompts and seeds; SW-FID on the preserved "
             "prompts. The largest size runs first: its encoding is timed on a cold cache, smaller runs "
-            "reuse its cached embeddings (their encoding column is near zero). `steps`, `nir_steps`: MoEraser "
-            "training and NIR restore steps.\n\n"
+            "reuse its cached embeddings (their encoding column is near zero). `steps`: MoEraser training "
+            "steps; `nir`: noise injection-restore on.\n\n"
             + (MERGED_NOTE if args.merge else "")
             + table(sorted(rows, key=lambda r: (r["method"] != "ETC", r["concepts"])))
             + "\n\n![ETC against the number of concepts](etc_scale.png)\n"
@@ -158,12 +158,12 @@ def main() -> None:
     parser.add_argument("--eval-targets", type=int, default=200, help="erased triples sampled for Acc_e")
     parser.add_argument("--pool", type=int, default=300)
     parser.add_argument("--heldout", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=None, help="MoEraser (and NIR) steps; default: ETCConfig's")
+    parser.add_argument("--steps", type=int, default=None, help="MoEraser steps; default: ETCConfig's")
     parser.add_argument("--compare", action="store_true", help="UCE and ErasePro on the largest size")
     parser.add_argument("--removal", action="store_true", help="module removal with and without NIR, largest size")
     parser.add_argument("--options", type=json.loads, default={}, help="ETCConfig overrides, JSON")
     parser.add_argument(
-        "--steps-by-size", type=json.loads, default={}, help='MoEraser (and NIR) steps per size, JSON: {"1": 100}'
+        "--steps-by-size", type=json.loads, default={}, help='MoEraser steps per size, JSON: {"1": 100}'
     )
     parser.add_argument("--work", type=Path, default=WORK, help="embedding cache and checkpoints")
     parser.add_argument("--baselines-only", action="store_true", help="with --compare: UCE and ErasePro only")
@@ -178,7 +178,7 @@ def main() -> None:
     kept_rows, kept_attacks = previous_results(args) if args.merge else ([], [])
     pool = [t.phrase for t in split.pool]
     options = {"work_dir": str(args.work), "nir_seed": 0, **args.options} | (
-        {"steps": args.steps, "nir_steps": args.steps} if args.steps else {}
+        {"steps": args.steps} if args.steps else {}
     )
     largest = max(args.sizes)
     # the largest first (its encoding is timed on a cold cache), then the rest smallest first (the cheap ones)
@@ -186,7 +186,7 @@ def main() -> None:
         concepts = ConceptSet.build([t.phrase for t in split.targets[:n]], "", pool)
         prompts = scale_rows(split, n, args.eval_targets)
         steps = args.steps_by_size.get(str(n))
-        sized = options | ({"steps": steps, "nir_steps": steps} if steps else {})
+        sized = options | ({"steps": steps} if steps else {})
         if args.baselines_only:
             compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows, n == largest)
             continue

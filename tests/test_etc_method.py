@@ -39,7 +39,6 @@ TINY = dict(
     experts=2,
     hidden=8,
     steps=60,
-    nir_steps=60,
     batch_size=64,
     preserve_weight=10.0,
     nir_seed=3,
@@ -69,7 +68,7 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
         "nir",
     ]
     # an untrained eraser has erase error exactly 1 (Δ = 0); training moves targets, barely touches anchors
-    assert summary["erase_error"] < 0.9 and summary["restore_error"] < 0.5
+    assert summary["erase_error"] < 0.9 and summary["restore_error"] < 1e-4
     assert summary["context_change"] < 0.2 and summary["off_plane_change"] < 0.2
     assert set(artifact.modules) == set(backbone.projectors()) == {k.removesuffix(".weight") for k in artifact.weights}
     loaded = load_artifact(save_artifact(artifact, tmp_path / "edit"))
@@ -84,6 +83,12 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     removed = backbone.generate(prompts, seeds, steps=2)
     remove_artifact(backbone, stripped)
     assert not np.array_equal(removed, before) and not np.array_equal(removed, after)
+    # the restore is exact: the intact NIR edit draws what the same erasers draw without NIR (shared training)
+    plain = erase_to_artifact(backbone, concepts, "etc", {**TINY, "nir": False, "work_dir": str(tmp_path / "work")})
+    applied = apply_artifact(backbone, plain)
+    without_nir = backbone.generate(prompts, seeds, steps=2)
+    remove_artifact(backbone, applied)
+    assert np.abs(without_nir.astype(int) - after.astype(int)).max() <= 1
 
 
 def test_a_rerun_loads_the_token_vectors_and_erasers_from_the_work_folder(tiny_sd: Path, tmp_path: Path):
@@ -210,14 +215,6 @@ def test_cli_refuses_bad_etc_input_in_one_line(capsys, tiny_sd: Path, tmp_path: 
 def test_cli_etc_needs_a_mapping_pool(capsys, tiny_sd: Path, tmp_path: Path):
     code, _, err = run_cli(capsys, "erase", "--method", "etc", "--model", tiny_sd, "--target", "cat", "--out", tmp_path)
     assert code == 2 and "--mapping-pool" in err
-
-
-def test_the_nir_secret_seed_stays_in_the_work_folder_for_resumption(tmp_path: Path):
-    from erasekit.methods.etc.method import secret_seed
-
-    first = secret_seed(tmp_path / "restore")
-    assert secret_seed(tmp_path / "restore") == first  # a resumed restore sees the same noise
-    assert secret_seed(None) != secret_seed(None)  # fresh secrets (a 62-bit collision is not a concern)
 
 
 def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Path):

@@ -11,7 +11,9 @@ from erasekit.methods.etc.moeraser import (
     MoEraserConfig,
     RMSNorm,
     layer_weights,
+    nir_factors,
     nir_noise,
+    restoring_eraser,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -182,3 +184,19 @@ def test_layer_weights_uniform_and_spectral():
     assert spectral["a"] == pytest.approx(0.5) and spectral["b"] == pytest.approx(1.5)  # σ_max 1 and 3, mean 2
     with pytest.raises(ValueError):
         layer_weights(weights, "frobenius")
+
+
+def test_the_restoring_eraser_undoes_the_noise_exactly_on_tokens_of_any_scale():
+    torch.manual_seed(7)
+    weights = {"to_k": torch.randn(8, 12), "to_v": torch.randn(6, 12)}
+    factors = nir_factors(weights, rho=5.0, seed=3)
+    x = torch.randn(50, 12) * torch.logspace(-1, 2, 50)[:, None]  # RMSNorm drops this scale; N x keeps it
+    for name, w in weights.items():
+        teacher = randomise(MoEraser(12, w.shape[0], SMALL), seed=1).eval()
+        student = restoring_eraser(teacher, *factors[name]).eval()
+        corrupted = w + torch.outer(*factors[name])
+        assert (x @ corrupted.T - x @ w.T).norm() > 2 * (x @ w.T).norm()  # the corruption alone is large
+        gap = x @ corrupted.T + student(x) - (x @ w.T + teacher(x))
+        assert gap.norm() < 1e-5 * (x @ w.T).norm()
+        assert student.config.restore_rank == 1 and teacher.config.restore_rank == 0
+        assert torch.equal(torch.outer(*factors[name]), nir_noise(weights, rho=5.0, seed=3)[name])

@@ -278,7 +278,7 @@ def erase(
             raise UserError("ETC takes no --anchor, --preserve or --templates: it maps targets onto the --mapping-pool")
         concepts = _etc_concepts(names, mapping_pool)
         options = {"nir": nir, "seed": seed, "work_dir": str(work_dir or out.with_name(out.name + ".work"))}
-        options |= {"steps": steps, "nir_steps": steps} if steps else {}
+        options |= {"steps": steps} if steps else {}
     else:
         concepts = ConceptSet.build(
             names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None

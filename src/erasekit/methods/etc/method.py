@@ -28,7 +28,7 @@ from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, register
-from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig, layer_weights, nir_noise
+from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig, layer_weights, nir_factors, restoring_eraser
 from erasekit.methods.etc.tmm import ConceptDistribution, off_plane, sample_spread
 from erasekit.methods.etc.transport import merge_triplet, mixture_transport
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -89,11 +89,9 @@ class ETCConfig:
     layer_weighting: str = "spectral"  # λ_l: "spectral" or "uniform"
     nir: bool = True
     # [reading] the spec's ρ = 0.5 leaves ShapeWorld's images intact (16 test prompts: every factor kept; ρ = 5:
-    # 38% kept), so removal would hand the concepts back; restoring costs more the larger ρ (relative error
-    # 0.004 at ρ = 0.5, 0.13 at ρ = 10 for one projector after 300 steps)
+    # 38% kept), so removal would hand the concepts back. The restore is exact at any ρ (moeraser.restoring_eraser)
     nir_rho: float = 5.0
-    nir_steps: int = 400
-    nir_seed: int | None = None  # None: a fresh secret, not stored in the artifact
+    nir_seed: int | None = None  # None: a fresh secret seed, stored nowhere
     seed: int = 0
     work_dir: str | None = None  # embedding cache and training checkpoints (an interrupted run resumes)
 
@@ -357,32 +355,6 @@ def erase_loss(projectors: dict[str, nn.Linear], erasers: dict[str, MoEraser], d
     return loss
 
 
-def restore_loss(
-    projectors: dict[str, nn.Linear],
-    students: dict[str, MoEraser],
-    teachers: dict[str, MoEraser],
-    noise: dict[str, Tensor],
-    data: TokenData,
-    config: ETCConfig,
-):
-    """§5: the student on the corrupted weights matches the teacher (clean W + trained eraser) on every
-    kind of token: ||(W + N) x + Δ_s(x) − (W x + Δ_t(x))||² = ||N x + Δ_s(x) − Δ_t(x)||²."""
-    weights = layer_weights({n: p.weight for n, p in projectors.items()}, config.layer_weighting)
-
-    def loss(generator: torch.Generator) -> Tensor:
-        half = config.batch_size // 2  # as many tokens a step as erase training: targets, their images, anchors
-        pick = torch.randint(len(data.targets), (half // 2,), generator=generator)
-        x = torch.cat([data.targets[pick], data.mapped[pick], data.preserve_batch(config.batch_size - half, generator)])
-        total = x.new_zeros(())
-        for name in projectors:
-            with torch.no_grad():
-                goal = teachers[name](x) - x @ noise[name].float().T
-            total = total + weights[name] * (students[name](x) - goal).pow(2).sum(-1).mean() + students[name].aux_loss()
-        return total
-
-    return loss
-
-
 @torch.no_grad()
 def fit_quality(
     projectors: dict[str, nn.Linear], erasers: dict[str, MoEraser], data: TokenData, config: ETCConfig, n: int = 2048
@@ -409,23 +381,23 @@ def restore_error(
     projectors: dict[str, nn.Linear],
     students: dict[str, MoEraser],
     teachers: dict[str, MoEraser],
-    noise: dict[str, Tensor],
+    corrupted: dict[str, Tensor],
     data: TokenData,
-    config: ETCConfig,
     n: int = 2048,
 ) -> float:
-    """Worst layer: ||(W + N) x + Δ_s(x) − (W x + Δ_t(x))|| / ||W x|| on n fixed tokens of every kind."""
-    generator = torch.Generator().manual_seed(config.seed + 2)
+    """Worst layer: ||W̃ x + Δ_s(x) − (W x + Δ_t(x))|| / ||W x|| on n fixed tokens of every kind (§5), W̃ the
+    ``corrupted`` weights as shipped (rounded to the projector's dtype)."""
+    generator = torch.Generator().manual_seed(2)
     x = torch.cat([_batch(data.targets, n, generator), _batch(data.anchors, n, generator)])
     worst = 0.0
     for name, projector in projectors.items():
         w = projector.weight.float()
-        gap = x @ noise[name].float().T + students[name](x) - teachers[name](x)
+        gap = x @ (corrupted[name].float() - w).T + students[name](x) - teachers[name](x)
         worst = max(worst, float(gap.norm() / (x @ w.T).norm().clamp_min(1e-12)))
     return worst
 
 
-NIR_FIELDS = ("nir", "nir_rho", "nir_steps", "nir_seed")
+NIR_FIELDS = ("nir", "nir_rho", "nir_seed")
 TOKEN_FIELDS = ("templates", "tokens", "pca_dim", "components", "dof", "em_iterations", "target_samples")
 TOKEN_FIELDS += ("anchor_samples", "mapping_samples", "core", "shell", "hpd_samples", "chunk", "triplet", "seed")
 TOKEN_FIELDS += ("off_plane_samples", "off_plane_radius")
@@ -434,7 +406,7 @@ TOKEN_FIELDS += ("off_plane_samples", "off_plane_radius")
 def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
     """Work folder of a stage, keyed by the settings it depends on: the token vectors (§1-§3) only on
     TOKEN_FIELDS, the erase stage on everything but NIR (an edit with and one without NIR share their
-    trained erasers), the restore stage on everything."""
+    trained erasers)."""
     fields = asdict(config)
     if stage == "tokens":
         fields = {k: fields[k] for k in TOKEN_FIELDS}
@@ -534,36 +506,17 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     summary["erase_loss"] = losses[-1] if losses else None
     summary |= fit_quality(projectors, erasers, data, config)
     if config.nir:
-        with log.stage("nir", steps=config.nir_steps):
-            checkpoints = _checkpoints(work, concepts, config, "restore")
-            seed = config.nir_seed if config.nir_seed is not None else secret_seed(checkpoints)
-            noise = nir_noise({n: p.weight.detach() for n, p in projectors.items()}, config.nir_rho, seed=seed)
-            students = make_erasers(projectors, config)  # initialised from the teachers [reading, §5]
-            for name, student in students.items():
-                student.load_state_dict(erasers[name].state_dict())
-            for e in erasers.values():
-                e.requires_grad_(False)
-            loss = restore_loss(projectors, students, erasers, noise, data, config)
-            restore = fit_erasers(students, loss, config.nir_steps, config, checkpoints, "NIR restore")
-            weights = {n: (p.weight.detach() + noise[n]).to(p.weight.dtype) for n, p in projectors.items()}
-            summary["restore_error"] = restore_error(projectors, students, erasers, noise, data, config)
-            erasers, summary["restore_loss"] = students, restore[-1] if restore else None
+        with log.stage("nir"):
+            seed = config.nir_seed if config.nir_seed is not None else secrets.randbits(62)
+            factors = nir_factors({n: p.weight.detach() for n, p in projectors.items()}, config.nir_rho, seed=seed)
+            students = {n: restoring_eraser(erasers[n], *factors[n]) for n in erasers}
+            weights = {
+                n: (p.weight.detach() + torch.outer(*factors[n])).to(p.weight.dtype) for n, p in projectors.items()
+            }
+            summary["restore_error"] = restore_error(projectors, students, erasers, weights, data)
+            erasers = students
     summary["seconds_by_stage"] = {row["stage"]: row["seconds"] for row in log.rows}
     return EraseResult(weights, log.rows, summary, modules=erasers)
-
-
-def secret_seed(checkpoints: Path | None) -> int:
-    """A fresh NIR seed, kept beside the restore checkpoints (the user's work folder, never the artifact) so
-    an interrupted restore resumes against the same noise."""
-    path = checkpoints / "secret_seed.json" if checkpoints else None
-    if path is not None and path.is_file():
-        return int(json.loads(path.read_text())["seed"])
-    seed = secrets.randbits(62)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as handle:
-            handle.write(json.dumps({"seed": seed}))
-    return seed
 
 
 def _checkpoints(work: Path | None, concepts: ConceptSet, config: ETCConfig, stage: str) -> Path | None:

@@ -13,7 +13,7 @@ stored side by side, columns [e, H]. Output projections (O, o) and the router ar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -32,6 +32,9 @@ class MoEraserConfig:
     router_noise: float = 1.0  # std of the Gaussian noise on the router logits, training mode only
     balance_weight: float = 0.01  # weight of CV²(importance) + CV²(load)
     decorrelation_weight: float = 0.001  # weight of the expert decorrelation term
+    # NIR (§5) [reading]: rank of a linear path on the raw token, Δ(x) += (x R_in) R_out, that cancels the
+    # injected noise exactly (``restoring_eraser``); 0 (no path) for every eraser but a NIR student
+    restore_rank: int = 0
 
 
 class RMSNorm(nn.Module):
@@ -76,6 +79,9 @@ class MoEraser(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(n, d_out))  # o_e (zero init)
         nn.init.zeros_(self.router.weight)
         nn.init.zeros_(self.router.bias)
+        rank = config.restore_rank
+        self.restore_in = nn.Parameter(torch.zeros(d_in, rank)) if rank else None
+        self.restore_out = nn.Parameter(torch.zeros(rank, d_out)) if rank else None
         self._stats: dict[str, Tensor] = {}
 
     def _route(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,7 +125,10 @@ class MoEraser(nn.Module):
         routed = torch.cat([run(chunk) for run, chunk in zip(experts, chunks, strict=False) if len(chunk)])
         out = out.index_add(0, rows, weight[order][:, None] * routed)
         self._stats = {"importance": gates.sum(0), "load": load}
-        return (out / cfg.hidden).reshape(*lead, self.d_out)
+        out = out / cfg.hidden
+        if self.restore_in is not None:
+            out = out + (x @ self.restore_in) @ self.restore_out
+        return out.reshape(*lead, self.d_out)
 
     def _experts(self) -> list:
         """Per expert (the shared one last), xn -> h_e O_e + o_e with h_e = SiLU(xn A_e + a_e) ⊙ (xn B_e + b_e).
@@ -157,24 +166,49 @@ class MoEraser(nn.Module):
         return cfg.balance_weight * balance + cfg.decorrelation_weight * self.decorrelation()
 
 
-def nir_noise(weights: dict[str, Tensor], rho: float = 0.5, *, seed: int) -> dict[str, Tensor]:
-    """NIR corruption N_l = ρ ||W_l||_F u_l vᵀ / sqrt(d_in d_out) for weights W_l (d_out, d_in) (§5).
+def nir_factors(weights: dict[str, Tensor], rho: float = 0.5, *, seed: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """NIR corruption N_l = ρ ||W_l||_F u_l vᵀ / sqrt(d_in d_out) for weights W_l (d_out, d_in) (§5), as its
+    factors (ρ ||W_l||_F u_l / sqrt(d_in d_out), v): N_l = outer of the two.
 
     u_l ~ N(0, I_{d_out}) per layer and v ~ N(0, I_{d_in}) shared by all layers of the same d_in, not
     normalised, so ||N_l||_F = ρ ||W_l||_F ||u_l|| ||v|| / sqrt(d_in d_out) ≈ ρ ||W_l||_F. Drawn in float32
     from a CPU generator seeded with ``seed``: v per d_in in increasing order, then u_l by sorted name —
-    deterministic and independent of the dict's order. Returned in each weight's dtype and device.
+    deterministic and independent of the dict's order. Returned in float32 on each weight's device.
     """
     gen = torch.Generator().manual_seed(seed)
     shared = {d_in: torch.randn(d_in, generator=gen) for d_in in sorted({w.shape[1] for w in weights.values()})}
-    noise = {}
+    factors = {}
     for name in sorted(weights):
         w = weights[name]
         d_out, d_in = w.shape
         u = torch.randn(d_out, generator=gen)
         scale = rho * float(torch.linalg.matrix_norm(w.detach().double())) / math.sqrt(d_in * d_out)
-        noise[name] = (scale * torch.outer(u, shared[d_in])).to(dtype=w.dtype, device=w.device)
-    return noise
+        factors[name] = ((scale * u).to(w.device), shared[d_in].to(w.device))
+    return factors
+
+
+def nir_noise(weights: dict[str, Tensor], rho: float = 0.5, *, seed: int) -> dict[str, Tensor]:
+    """The NIR corruptions N_l of ``nir_factors``, each in its weight's dtype and device."""
+    factors = nir_factors(weights, rho, seed=seed)
+    return {name: torch.outer(*factors[name]).to(weights[name].dtype) for name in factors}
+
+
+def restoring_eraser(teacher: MoEraser, left: Tensor, right: Tensor) -> MoEraser:
+    """The NIR student for a projector corrupted by N = left rightᵀ (§5) [reading]: the teacher's experts with
+    a rank-one restore path -N x on the raw token, so (W + N) x + Δ_s(x) = W x + Δ_t(x) for every x.
+
+    A trained restore (the spec's reading: a student initialised from the teacher, trained against it) cannot
+    get there: the experts see x through RMSNorm, which drops the token's scale that N x carries, and at ρ = 5
+    it left a worst-layer gap of 2.7 ||W x|| on ShapeWorld (2,000 triples, 400 steps). The threat model is
+    unchanged: deleting or bypassing the module leaves the corrupted weights; reading the module's weights
+    reveals N, as probing a trained restore would (at ρ = 5 its output is mostly -N x)."""
+    config = replace(teacher.config, restore_rank=1)
+    student = MoEraser(teacher.d_in, teacher.d_out, config).to(left.device)
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    with torch.no_grad():
+        student.restore_in.copy_(right[:, None])
+        student.restore_out.copy_(-left[None])
+    return student.train(teacher.training)
 
 
 def layer_weights(weights: dict[str, Tensor], mode: Literal["uniform", "spectral"] = "uniform") -> dict[str, float]:
