@@ -237,7 +237,7 @@ def erase(
     mapping_pool: Annotated[
         Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
     ] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="ETC: MoEraser training steps (and NIR steps)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="ETC: MoEraser training steps")] = None,
     nir: Annotated[bool, typer.Option(help="ETC: noise injection-restore (robust to module removal)")] = True,
     work_dir: Annotated[
         Path | None, typer.Option(help="ETC: embedding cache + checkpoints (default: OUT.work); reruns resume")
