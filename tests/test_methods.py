@@ -192,3 +192,11 @@ def test_tiny_sd3_edits_the_context_embedder(tmp_path: Path):
     result = run(backbone, concepts, "erasepro", progressive=False)
     assert set(result.weights) == {"transformer.context_embedder"}
     assert result.stages[-1]["residual"] < 1e-6
+
+
+def test_an_unknown_method_option_is_a_one_line_error():
+    from erasekit.errors import UserError
+    from erasekit.methods.base import erase_to_artifact
+
+    with pytest.raises(UserError, match="unknown etc option 'nir_steps'"):
+        erase_to_artifact(None, None, "etc", {"nir_steps": 400})  # removed: NIR restores exactly, untrained

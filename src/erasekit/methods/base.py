@@ -53,12 +53,15 @@ def get_method(name: str) -> Method:
 def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, options: dict | None = None):
     """Run a registered method with its config built from ``options``; the artifact's metrics carry the
     method's summary, its stages, the edit seconds and peak memory."""
-    from dataclasses import asdict
+    from dataclasses import asdict, fields
 
     from erasekit.artifacts import build_artifact
     from erasekit.utils.profiling import measure
 
     chosen = get_method(method)
+    known = {f.name for f in fields(chosen.config_class)}
+    if unknown := sorted(set(options or {}) - known):
+        raise UserError(f"unknown {method} option {unknown[0]!r}; known: {', '.join(sorted(known))}")
     config = chosen.config_class(**(options or {}))
     with measure() as usage:
         result = chosen.erase(backbone, concepts, config)
