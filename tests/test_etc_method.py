@@ -52,24 +52,22 @@ def tiny_sd(tmp_path_factory) -> Path:
     return build_sd(tmp_path_factory.mktemp("sd") / "sd")
 
 
-def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path: Path):
+@pytest.mark.parametrize(("eraser", "fit_stage"), [("keyed", "memory"), ("moe", "training")])
+def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path: Path, eraser: str, fit_stage: str):
     backbone = load_backbone(str(tiny_sd))
     concepts = ConceptSet.build(TARGETS, "", POOL)
-    artifact = erase_to_artifact(backbone, concepts, "etc", {**TINY, "work_dir": str(tmp_path / "work")})
+    options = {**TINY, "eraser": eraser, "work_dir": str(tmp_path / "work")}
+    artifact = erase_to_artifact(backbone, concepts, "etc", options)
     summary = artifact.metrics
     phrase_tokens = sum(len(backbone.token_segments([t])[0].ids[0]) - 2 for t in TARGETS)  # without BOS/EOS
     assert summary["distributions"] == phrase_tokens > len(TARGETS)
-    assert [s["stage"] for s in summary["stages"]] == [
-        "encoding",
-        "fitting",
-        "sampling",
-        "transport",
-        "training",
-        "nir",
-    ]
-    # an untrained eraser has erase error exactly 1 (Δ = 0); training moves targets, barely touches anchors
+    stages = ["encoding", "fitting", "sampling", "transport", "keys", fit_stage, "nir"]
+    assert [s["stage"] for s in summary["stages"]] == stages
+    # an eraser that does nothing has erase error exactly 1 (Δ = 0); both move targets, barely touch anchors
     assert summary["erase_error"] < 0.9 and summary["restore_error"] < 1e-4
-    assert summary["context_change"] < 0.2 and summary["off_plane_change"] < 0.2
+    assert summary["context_change"] < 0.2 and summary["mapping_change"] < 0.2
+    if eraser == "moe":  # trained on them; the keyed eraser's radius comes from the real tokens alone
+        assert summary["off_plane_change"] < 0.2
     assert set(artifact.modules) == set(backbone.projectors()) == {k.removesuffix(".weight") for k in artifact.weights}
     loaded = load_artifact(save_artifact(artifact, tmp_path / "edit"))
     prompts, seeds = ["a cat", "a cow"], [0, 1]
@@ -84,7 +82,7 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     remove_artifact(backbone, stripped)
     assert not np.array_equal(removed, before) and not np.array_equal(removed, after)
     # the restore is exact: the intact NIR edit draws what the same erasers draw without NIR (shared training)
-    plain = erase_to_artifact(backbone, concepts, "etc", {**TINY, "nir": False, "work_dir": str(tmp_path / "work")})
+    plain = erase_to_artifact(backbone, concepts, "etc", {**options, "nir": False})
     applied = apply_artifact(backbone, plain)
     without_nir = backbone.generate(prompts, seeds, steps=2)
     remove_artifact(backbone, applied)
@@ -93,10 +91,12 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
 
 def test_a_rerun_loads_the_token_vectors_and_erasers_from_the_work_folder(tiny_sd: Path, tmp_path: Path):
     backbone, concepts = load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", POOL)
-    options = {**TINY, "nir": False, "work_dir": str(tmp_path / "work")}
+    options = {**TINY, "eraser": "moe", "nir": False, "work_dir": str(tmp_path / "work")}
     first = erase_to_artifact(backbone, concepts, "etc", options)
     again = erase_to_artifact(backbone, concepts, "etc", {**options, "lr": 5e-3})  # training settings differ
     assert [s["stage"] for s in again.metrics["stages"]] == ["tokens from the work folder", "training"]
+    keyed = erase_to_artifact(backbone, concepts, "etc", {**options, "eraser": "keyed"})  # the same token vectors
+    assert [s["stage"] for s in keyed.metrics["stages"]] == ["tokens from the work folder", "memory"]
     assert again.metrics["distributions"] == first.metrics["distributions"]
     assert again.metrics["erase_loss"] != first.metrics["erase_loss"]  # retrained, on the same token vectors
     same = erase_to_artifact(backbone, concepts, "etc", options)

@@ -4,7 +4,9 @@ The manifest records the method, its config, the concept set, the base model's i
 of every weight the edit replaces or wraps (so an edit is never applied to another model), library
 versions and a metrics summary. An edit may also carry MoEraser modules (specs/etc.md §4): per wrapped
 projector, a correction Δ added to its output (W c + Δ(c)), listed in the manifest's optional
-"modules" entry ({name: {"kind": "moeraser", "d_in", "d_out", "config"}}).
+"modules" entry ({name: {"kind": "moeraser", "d_in", "d_out", "config"}}), or keyed erasers
+(methods/etc/keyed.py: {"kind": "keyed", "d_in", "d_out", "restore"}) that share one concept memory, saved once
+under "::memory.<buffer>" and described by the manifest's "memory" entry ({"d", "keys"}).
 
 The tensors file holds the replacement weights, keyed "<linear module>.weight", and the modules'
 parameters, keyed "<linear module>::eraser.<parameter>". The separator "::" never occurs in the module
@@ -43,7 +45,9 @@ VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "safetensors", "eras
 WEIGHT = ".weight"
 MODULE_SEP = "::"  # "<linear module>::eraser.<parameter>": cannot occur in a module name (see above)
 ERASER = "eraser."
+MEMORY = MODULE_SEP + "memory."  # the keyed erasers' shared memory: "::memory.<buffer>"
 MOERASER_KIND = "moeraser"
+KEYED_KIND = "keyed"
 ATTACHED = "_erasekit_eraser_attached"  # set on a projector while an artifact's eraser hooks it
 
 
@@ -119,6 +123,7 @@ def build_artifact(
     """An Artifact replacing the named linear modules' weights and adding ``modules`` (name -> MoEraser,
     kept as given, not copied) to the named linear modules' outputs; records the hashes of the current
     weights of both."""
+    from erasekit.methods.etc.keyed import KeyedEraser
     from erasekit.methods.etc.moeraser import MoEraser
 
     linears = editable_linears(backbone)
@@ -134,14 +139,15 @@ def build_artifact(
     for name, eraser in (modules or {}).items():
         _check_name(backbone, linears, name)
         linear = linears[name]
-        if not isinstance(eraser, MoEraser):
-            raise ValueError(f"the module for {name} is a {type(eraser).__name__}, not a MoEraser")
+        if not isinstance(eraser, MoEraser | KeyedEraser):
+            raise ValueError(f"the module for {name} is a {type(eraser).__name__}, not a MoEraser or KeyedEraser")
         if (eraser.d_in, eraser.d_out) != (linear.in_features, linear.out_features):
             raise ValueError(
-                f"MoEraser for {name} maps {eraser.d_in} -> {eraser.d_out}, "
+                f"{type(eraser).__name__} for {name} maps {eraser.d_in} -> {eraser.d_out}, "
                 f"the module {linear.in_features} -> {linear.out_features}"
             )
         original[name + WEIGHT] = tensor_sha256(linear.weight)
+    _shared_memory(modules or {})
     return Artifact(
         method=method,
         config=dict(config),
@@ -155,13 +161,34 @@ def build_artifact(
     )
 
 
-def _module_entry(eraser: MoEraser) -> dict:
+def _shared_memory(modules: dict):
+    """The one ConceptMemory the keyed erasers among ``modules`` share (None without any); ValueError if several."""
+    from erasekit.methods.etc.keyed import KeyedEraser
+
+    memories = {id(e.memory): e.memory for e in modules.values() if isinstance(e, KeyedEraser)}
+    if len(memories) > 1:
+        raise ValueError(f"the keyed erasers of an artifact must share one memory, got {len(memories)}")
+    return next(iter(memories.values()), None)
+
+
+def _module_entry(eraser) -> dict:
+    from erasekit.methods.etc.keyed import KeyedEraser
+
+    if isinstance(eraser, KeyedEraser):
+        return {
+            "kind": KEYED_KIND,
+            "d_in": eraser.d_in,
+            "d_out": eraser.d_out,
+            "restore": eraser.restore_in is not None,
+        }
     return {"kind": MOERASER_KIND, "d_in": eraser.d_in, "d_out": eraser.d_out, "config": asdict(eraser.config)}
 
 
 def _manifest(artifact: Artifact) -> dict:
     """The manifest fields of an artifact (without ``tensors_sha256``; "modules" only when it has some)."""
     modules = {"modules": {name: _module_entry(e) for name, e in artifact.modules.items()}} if artifact.modules else {}
+    if (memory := _shared_memory(artifact.modules)) is not None:
+        modules["memory"] = {"d": memory.d, "keys": int(memory.keys.shape[0])}
     return {
         "format_version": FORMAT_VERSION,
         "method": artifact.method,
@@ -182,8 +209,11 @@ def save_artifact(artifact: Artifact, out: Path) -> Path:
     with atomic_dir(out) as tmp:
         tensors = {key: t.detach().cpu().contiguous() for key, t in artifact.weights.items()}
         for name, eraser in artifact.modules.items():
-            for param, t in eraser.state_dict().items():
+            own = eraser.own_state() if hasattr(eraser, "own_state") else eraser.state_dict()
+            for param, t in own.items():
                 tensors[f"{name}{MODULE_SEP}{ERASER}{param}"] = t.detach().cpu().contiguous()
+        if (memory := _shared_memory(artifact.modules)) is not None:
+            tensors |= {MEMORY + key: t.detach().cpu().contiguous() for key, t in memory.state_dict().items()}
         save_file(tensors, str(tmp / TENSORS), metadata={"format": "pt"})
         file_sha = hashlib.sha256((tmp / TENSORS).read_bytes()).hexdigest()
         write_json(tmp / MANIFEST, {**_manifest(artifact), "tensors_sha256": file_sha})
@@ -225,13 +255,15 @@ def load_artifact(path: Path) -> Artifact:
     if set(weights) | {name + WEIGHT for name in entries} != set(manifest["original_sha256"]):
         raise UserError(f"{TENSORS} and {MANIFEST} name different weights: {path}")
     states: dict[str, dict[str, torch.Tensor]] = {name: {} for name in entries}
+    memory_state = {key.removeprefix(MEMORY): t for key, t in tensors.items() if key.startswith(MEMORY)}
     for key, t in tensors.items():
-        if MODULE_SEP in key:
+        if MODULE_SEP in key and not key.startswith(MEMORY):
             name, _, param = key.partition(MODULE_SEP)
             if name not in states or not param.startswith(ERASER):
                 raise UserError(f"{TENSORS} has tensor {key} for no module of {MANIFEST}: {path}")
             states[name][param.removeprefix(ERASER)] = t
-    modules = {name: _load_eraser(name, entry, states[name], path) for name, entry in entries.items()}
+    memory = _load_memory(manifest, memory_state, path) if memory_state or "memory" in manifest else None
+    modules = {name: _load_eraser(name, entry, states[name], path, memory) for name, entry in entries.items()}
     return Artifact(
         method=manifest["method"],
         config=manifest["config"],
@@ -266,36 +298,70 @@ def _eraser_config(entry: dict) -> MoEraserConfig:
     return config
 
 
-def _load_eraser(name: str, entry, state: dict[str, torch.Tensor], path: Path) -> MoEraser:
-    """A MoEraser rebuilt from its manifest entry (on the meta device, so nothing is allocated before the
-    shapes are checked) with the tensors file's parameters, strictly; every problem is a one-line UserError."""
-    from erasekit.methods.etc.moeraser import MoEraser
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
-    if not isinstance(entry, dict) or entry.get("kind") != MOERASER_KIND:
-        kind = entry.get("kind") if isinstance(entry, dict) else entry
-        raise UserError(f"{MANIFEST} module {name} has unknown kind {kind!r}: {path}")
-    try:
-        d_in, d_out = entry.get("d_in"), entry.get("d_out")
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in (d_in, d_out)):
-            raise ValueError(f"d_in {d_in!r}, d_out {d_out!r}")
-        with torch.device("meta"):
-            eraser = MoEraser(d_in, d_out, _eraser_config(entry))
-    except ValueError as exc:
-        raise UserError(f"{MANIFEST} module {name} has a bad MoEraser config ({exc}): {path}") from exc
-    expected = {key: tuple(p.shape) for key, p in eraser.state_dict().items()}
+
+def _checked_state(module: nn.Module, state: dict[str, torch.Tensor], label: str, owner: str, path: Path) -> dict:
+    """``state`` if it holds exactly the module's tensors, each floating and of the module's shape, in one dtype.
+    ``label`` names the kind of module in the messages, ``owner`` the module whose tensors are keyed
+    "<owner>::eraser.<name>" ("" for the shared memory, "::memory.<name>")."""
+    expected = {key: tuple(p.shape) for key, p in module.state_dict().items()}
+    of = f" for {owner}" if owner else ""
     if set(state) != set(expected):
-        raise UserError(
-            f"{TENSORS} has MoEraser tensors {sorted(state)} for {name}, expected {sorted(expected)}: {path}"
-        )
+        raise UserError(f"{TENSORS} has {label} tensors {sorted(state)}{of}, expected {sorted(expected)}: {path}")
+    prefix = f"{owner}{MODULE_SEP}{ERASER}" if owner else MEMORY
     for key, t in state.items():
         if tuple(t.shape) != expected[key] or not t.is_floating_point():
             raise UserError(
-                f"MoEraser tensor {name}{MODULE_SEP}{ERASER}{key} is {t.dtype} {tuple(t.shape)}, "
+                f"{label} tensor {prefix}{key} is {t.dtype} {tuple(t.shape)}, "
                 f"expected a floating tensor of shape {expected[key]}: {path}"
             )
     dtypes = sorted({str(t.dtype) for t in state.values()})
     if len(dtypes) > 1:
-        raise UserError(f"MoEraser tensors for {name} mix dtypes {', '.join(dtypes)}: {path}")
+        raise UserError(f"{label} tensors{of} mix dtypes {', '.join(dtypes)}: {path}")
+    return state
+
+
+def _load_memory(manifest: dict, state: dict[str, torch.Tensor], path: Path):
+    """The keyed erasers' shared ConceptMemory, checked against the manifest's "memory" entry."""
+    from erasekit.methods.etc.keyed import ConceptMemory
+
+    entry = manifest.get("memory")
+    if not isinstance(entry, dict) or not _positive_int(entry.get("d")) or not _positive_int(entry.get("keys")):
+        raise UserError(f"{MANIFEST} has a missing or malformed memory entry: {path}")
+    with torch.device("meta"):
+        memory = ConceptMemory.empty(entry["d"], entry["keys"])
+    memory.load_state_dict(_checked_state(memory, state, "concept memory", "", path), strict=True, assign=True)
+    return memory
+
+
+def _load_eraser(name: str, entry, state: dict[str, torch.Tensor], path: Path, memory=None):
+    """A MoEraser or KeyedEraser rebuilt from its manifest entry (on the meta device, so nothing is allocated
+    before the shapes are checked) with the tensors file's parameters, strictly; every problem is a one-line
+    UserError."""
+    from erasekit.methods.etc.keyed import KeyedEraser
+    from erasekit.methods.etc.moeraser import MoEraser
+
+    kind = entry.get("kind") if isinstance(entry, dict) else entry
+    if kind not in (MOERASER_KIND, KEYED_KIND):
+        raise UserError(f"{MANIFEST} module {name} has unknown kind {kind!r}: {path}")
+    label = "MoEraser" if kind == MOERASER_KIND else "keyed eraser"
+    d_in, d_out = entry.get("d_in"), entry.get("d_out")
+    try:
+        if not (_positive_int(d_in) and _positive_int(d_out)):
+            raise ValueError(f"d_in {d_in!r}, d_out {d_out!r}")
+        if kind == KEYED_KIND:
+            if memory is None or not isinstance(entry.get("restore"), bool):
+                raise ValueError("a keyed eraser needs the artifact's memory and a boolean restore")
+            eraser = KeyedEraser(memory, d_in, d_out, restore=entry["restore"])
+            state = {**state, **{f"memory.{k}": v for k, v in memory.state_dict().items()}}
+        else:
+            with torch.device("meta"):
+                eraser = MoEraser(d_in, d_out, _eraser_config(entry))
+    except ValueError as exc:
+        raise UserError(f"{MANIFEST} module {name} has a bad {label} config ({exc}): {path}") from exc
+    state = _checked_state(eraser, state, label, name, path)
     eraser.load_state_dict(state, strict=True, assign=True)
     return eraser
 
@@ -355,11 +421,15 @@ def _attach(linear: nn.Linear, eraser: MoEraser) -> RemovableHandle:
     linear's device if needed, put in eval mode and frozen (no parameter gradients; gradients still flow
     to x). It keeps its own dtype: x is cast to it and Δ back to the output's dtype."""
     eraser.to(device=linear.weight.device).eval().requires_grad_(False)
-    dtype = eraser.w_gate.dtype
+    if hasattr(eraser, "bind"):  # a keyed eraser: W is the projector's live weight; it casts x itself, so that
+        eraser.bind(linear.weight)  # its memory sees the same tensor from every projector (one key search a pass)
+        dtype = None
+    else:
+        dtype = eraser.w_gate.dtype
 
     def add_delta(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
         x = args[0] if args else kwargs["input"]
-        return output + eraser(x.to(dtype)).to(output.dtype)
+        return output + eraser(x if dtype is None else x.to(dtype)).to(output.dtype)
 
     handle = linear.register_forward_hook(add_delta, with_kwargs=True)
     setattr(linear, ATTACHED, True)  # a plain attribute, not a submodule: state_dict and names are unchanged

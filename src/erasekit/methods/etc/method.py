@@ -28,6 +28,7 @@ from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, register
+from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser, own_distances, pooled_whitening
 from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig, layer_weights, nir_factors, restoring_eraser
 from erasekit.methods.etc.tmm import ConceptDistribution, off_plane, sample_spread
 from erasekit.methods.etc.transport import merge_triplet, mixture_transport
@@ -73,6 +74,15 @@ class ETCConfig:
     hpd_samples: int = 2000
     chunk: int = 1024  # target distributions fitted, sampled and transported at a time (memory)
     triplet: int = 3
+    # [reading §4] "keyed" (methods/etc/keyed.py): a token near a target tMM component (whitened distance to its
+    # lifted mean, the nearest of all targets' components) is moved by its distribution's transport shift, in closed
+    # form; "moe": the spec's MoEraser, trained. 2,000 triples (docs/etc_scale.md): keyed Acc_e 0.04 with held-out
+    # Acc_s 0.98 of the original's in a 24-template prototype; the MoEraser's best H was 0.54
+    eraser: str = "keyed"
+    # keyed: the share of the targets' real tokens (every template, every sub-token) within the rewrite radius θ
+    coverage: float = 0.95
+    whiten_ridge: float = 1e-3  # keyed: ridge of the pooled within-distribution covariance, times its top eigenvalue
+    # moe: the MoEraser (§4) and its training
     experts: int = 8
     # ShapeWorld, 50 triples, 200 steps, no NIR (benchmarks/etc_sweep.py): hidden 32 -> Acc_e 0.12, held-out Acc_s
     # 0.72 of the original; 96 -> 0.10 / 0.80 (about 1 s a step on 2 cores); 192 -> 0.08 / 0.70 (2 s a step)
@@ -110,6 +120,16 @@ class TokenData:
     off_plane: int = 0  # how many off-plane anchors of the targets follow them
     mapping: int = 0  # how many mapping-pool samples follow those
     distributions: int = 0  # target distributions (concept, sub-token) they were sampled from
+    # the keyed eraser's inputs (methods/etc/keyed.py): each target distribution's tMM components lifted to R^d
+    # (distributions x components, d), the whitening P (d, d) and the real target tokens' whitened distances to
+    # their own distribution's nearest component (distributions, templates)
+    centres: Tensor | None = None
+    whiten: Tensor | None = None
+    own_distance: Tensor | None = None
+
+    def shifts(self) -> Tensor:
+        """(distributions, d): each target distribution's mean transport shift E[T(t) - t] over its core samples."""
+        return (self.mapped - self.targets).reshape(self.distributions, -1, self.targets.shape[-1]).mean(1)
 
     def preserve_groups(self) -> list[Tensor]:
         """The non-empty kinds of preserved tokens: boundary and off-plane anchors, mapping samples, context."""
@@ -132,6 +152,7 @@ class TokenData:
 
     def save(self, path: Path) -> None:
         tensors = {"targets": self.targets, "mapped": self.mapped, "anchors": self.anchors}
+        tensors |= {k: v for k in KEYED_FIELDS if (v := getattr(self, k)) is not None}
         counts = {k: str(getattr(self, k)) for k in ("boundary", "off_plane", "mapping", "distributions")}
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path, "wb") as handle:
@@ -141,7 +162,11 @@ class TokenData:
     def load(cls, path: Path) -> TokenData:
         with safe_open(str(path), "pt") as handle:
             counts = {k: int(v) for k, v in handle.metadata().items()}
-            return cls(**{k: handle.get_tensor(k) for k in ("targets", "mapped", "anchors")}, **counts)
+            names = ("targets", "mapped", "anchors") + tuple(k for k in KEYED_FIELDS if k in handle.keys())
+            return cls(**{k: handle.get_tensor(k) for k in names}, **counts)
+
+
+KEYED_FIELDS = ("centres", "whiten", "own_distance")
 
 
 class StageLog:
@@ -199,7 +224,16 @@ class TokenConcepts:
         ).reshape(concepts.shape)
 
 
+ERASERS = ("keyed", "moe")
+
+
 def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
+    if config.eraser not in ERASERS:
+        raise UserError(f"ETC eraser must be one of {', '.join(ERASERS)}, got {config.eraser!r}")
+    if not 0 < config.coverage <= 1 or config.whiten_ridge <= 0:
+        raise UserError(
+            f"ETC coverage must be in (0, 1] and whiten_ridge > 0, got {config.coverage} and {config.whiten_ridge}"
+        )
     if config.tokens not in TOKEN_MODES:
         raise UserError(f"ETC tokens must be one of {', '.join(TOKEN_MODES)}, got {config.tokens!r}")
     radius = config.off_plane_radius
@@ -403,7 +437,7 @@ def restore_error(
 NIR_FIELDS = ("nir", "nir_rho", "nir_seed")
 TOKEN_FIELDS = ("templates", "tokens", "pca_dim", "components", "dof", "em_iterations", "target_samples")
 TOKEN_FIELDS += ("anchor_samples", "mapping_samples", "core", "shell", "hpd_samples", "chunk", "triplet", "seed")
-TOKEN_FIELDS += ("off_plane_samples", "off_plane_radius")
+TOKEN_FIELDS += ("off_plane_samples", "off_plane_radius", "whiten_ridge")
 
 
 def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
@@ -416,9 +450,9 @@ def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
     else:
         fields = {k: v for k, v in fields.items() if k != "work_dir" and (stage != "erase" or k not in NIR_FIELDS)}
     # format: bumped when the work folder's contents or the training change meaning (2: stratified preserve
-    # batches, 3: off-plane anchors)
+    # batches, 3: off-plane anchors, 4: the keyed eraser's centres, whitening and distances)
     blob = json.dumps(
-        {"format": 3, "targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True
+        {"format": 4, "targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True
     )
     return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
@@ -441,7 +475,7 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
         mapping = dist_pool.sample_core(config.mapping_samples, generator, config.core, config.hpd_samples).float()
     triplets = nearest_pool(tok_targets.concept_means(), tok_pool.concept_means(), config.triplet)
     members = tok_pool.at(triplets[tok_targets.owner], tok_targets.from_end[:, None].expand(-1, config.triplet))
-    core, shell, off, mapped = [], [], [], []
+    core, shell, off, mapped, centres = [], [], [], [], []
     count = len(tok_targets.owner)
     bar = tqdm(total=count, desc="fit, sample, transport", unit="distribution")
     for start in range(0, count, config.chunk):  # memory: the targets' distributions a chunk at a time
@@ -457,11 +491,20 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
                 off.append(off_plane(dist.pca, bases, spread, config.off_plane_radius, generator).float())
         with log.stage("transport"):
             mapped.append(transport_targets(dist, dist_pool, members[part], core[-1]).float())
+        centres.append(lifted_means(dist).float())
         core[-1] = core[-1].float()
         bar.update(len(core[-1]))
     bar.close()
     d = tok_targets.samples.shape[-1]
     off_plane_anchors = torch.cat(off).reshape(-1, d) if off else context[:0]
+    with log.stage("keys"):
+        whiten = pooled_whitening(torch.cat([tok_targets.samples, tok_pool.samples]), config.whiten_ridge)
+        own = torch.cat(
+            [
+                own_distances(tok_targets.samples[s : s + 256], torch.cat(centres)[s : s + 256], whiten).float()
+                for s in range(0, count, 256)
+            ]
+        )
     return TokenData(
         targets=torch.cat(core).reshape(-1, d),
         mapped=torch.cat(mapped).reshape(-1, d),
@@ -470,7 +513,28 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
         off_plane=len(off_plane_anchors),
         mapping=mapping.reshape(-1, d).shape[0],
         distributions=count,
+        centres=torch.cat(centres).reshape(-1, d),
+        whiten=whiten.float(),
+        own_distance=own,
     )
+
+
+def lifted_means(dist: ConceptDistribution) -> Tensor:
+    """(C, K, d): every component mean of the distributions' tMMs in R^d, m + W μ_z (§1)."""
+    return dist.pca.mean[:, None] + dist.mixture.means @ dist.pca.basis.transpose(1, 2)
+
+
+def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
+    """The keyed eraser's memory (methods/etc/keyed.py): whitened component means as keys, each with its
+    distribution's shift (1 + γ) E[T(t) - t] (§3, §4), and θ the ``coverage`` quantile of the real target tokens'
+    distances to their own keys."""
+    if data.centres is None:
+        raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
+    per = len(data.centres) // data.distributions
+    values = (1 + config.gamma) * data.shifts().repeat_interleave(per, 0)
+    distances = data.own_distance.flatten()
+    threshold = distances.kthvalue(max(1, math.ceil(config.coverage * len(distances)))).values
+    return ConceptMemory(data.whiten, data.centres @ data.whiten, values, float(threshold))
 
 
 def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, log: StageLog) -> TokenData:
@@ -494,32 +558,47 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     log = StageLog()
     data = cached_tokens(backbone, concepts, config, log)
     projectors = backbone.projectors()
-    erasers = make_erasers(projectors, config)
-    with log.stage("training", steps=config.steps):
-        losses = fit_erasers(
-            erasers,
-            erase_loss(projectors, erasers, data, config),
-            config.steps,
-            config,
-            _checkpoints(work, concepts, config, "erase"),
-            "MoEraser",
-        )
-    weights: dict[str, Tensor] = {}
     summary = {"targets": len(concepts.targets), "pool": len(concepts.preserve), "distributions": data.distributions}
-    summary["erase_loss"] = losses[-1] if losses else None
+    if config.eraser == "keyed":
+        with log.stage("memory", keys=len(data.centres)):
+            memory = build_memory(data, config)
+            erasers = {
+                n: KeyedEraser(memory, p.in_features, p.out_features).bind(p.weight) for n, p in projectors.items()
+            }
+        summary |= {"keys": len(data.centres), "threshold": float(memory.threshold)}
+    else:
+        erasers = make_erasers(projectors, config)
+        with log.stage("training", steps=config.steps):
+            losses = fit_erasers(
+                erasers,
+                erase_loss(projectors, erasers, data, config),
+                config.steps,
+                config,
+                _checkpoints(work, concepts, config, "erase"),
+                "MoEraser",
+            )
+        summary["erase_loss"] = losses[-1] if losses else None
     summary |= fit_quality(projectors, erasers, data, config)
+    weights: dict[str, Tensor] = {}
     if config.nir:
         with log.stage("nir"):
             seed = config.nir_seed if config.nir_seed is not None else secrets.randbits(62)
             factors = nir_factors({n: p.weight.detach() for n, p in projectors.items()}, config.nir_rho, seed=seed)
-            students = {n: restoring_eraser(erasers[n], *factors[n]) for n in erasers}
             weights = {
                 n: (p.weight.detach() + torch.outer(*factors[n])).to(p.weight.dtype) for n, p in projectors.items()
             }
+            students = {n: nir_student(erasers[n], factors[n], weights[n]) for n in erasers}
             summary["restore_error"] = restore_error(projectors, students, erasers, weights, data)
             erasers = students
     summary["seconds_by_stage"] = {row["stage"]: row["seconds"] for row in log.rows}
     return EraseResult(weights, log.rows, summary, modules=erasers)
+
+
+def nir_student(eraser: MoEraser | KeyedEraser, factors: tuple[Tensor, Tensor], corrupted: Tensor):
+    """The eraser that restores a projector shipped with the ``corrupted`` weight W + left rightᵀ (§5)."""
+    if isinstance(eraser, KeyedEraser):
+        return eraser.with_restore(*factors).bind(corrupted)
+    return restoring_eraser(eraser, *factors)
 
 
 def _checkpoints(work: Path | None, concepts: ConceptSet, config: ETCConfig, stage: str) -> Path | None:
