@@ -171,6 +171,9 @@ def test_bad_mapping_pools_are_refused(tiny_sd: Path, pool, fragment):
         ({"tokens": "all"}, "tokens"),
         ({"off_plane_radius": [0.8, 0.3]}, "off_plane_radius"),
         ({"off_plane_samples": -1}, "off_plane_samples"),
+        ({"eraser": "mlp"}, "eraser must be one of keyed, moe"),
+        ({"coverage": 0.0}, "coverage must be in"),
+        ({"whiten_ridge": 0.0}, "whiten_ridge > 0"),
     ],
 )
 def test_bad_etc_options_are_refused(tiny_sd: Path, option, fragment):
@@ -222,6 +225,20 @@ def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Pa
     args = ("erase", "--method", "etc", "--model", tiny_sd, "--target", "cat", "--mapping-pool", pool)
     code, _, err = run_cli(capsys, *args, "--anchor", "animal", "--out", tmp_path / "edit")
     assert code == 2 and "takes no --anchor" in err and not (tmp_path / "edit").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--steps", "10"], "--steps applies to --eraser moe"),
+        (["--eraser", "moe", "--coverage", "0.9"], "--coverage applies to --eraser keyed"),
+    ],
+)
+def test_cli_etc_refuses_options_of_the_other_eraser(capsys, tiny_sd: Path, tmp_path: Path, flags, fragment):
+    pool = _write(tmp_path / "pool.txt", POOL)
+    args = ("erase", "--method", "etc", "--model", tiny_sd, "--target", "cat", "--mapping-pool", pool)
+    code, _, err = run_cli(capsys, *args, *flags, "--out", tmp_path / "edit")
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "edit").exists()
 
 
 def test_preserve_batches_draw_every_kind_of_preserved_token_equally():

@@ -237,7 +237,14 @@ def erase(
     mapping_pool: Annotated[
         Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
     ] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="ETC: MoEraser training steps")] = None,
+    eraser: Annotated[
+        str | None, typer.Option(help="ETC: keyed (default: closed form, from the tMMs) | moe (the trained MoEraser)")
+    ] = None,
+    coverage: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, min_open=True, help="ETC keyed: share of target tokens rewritten (0.95)"),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="ETC --eraser moe: MoEraser training steps")] = None,
     nir: Annotated[bool, typer.Option(help="ETC: noise injection-restore (robust to module removal)")] = True,
     work_dir: Annotated[
         Path | None, typer.Option(help="ETC: embedding cache + checkpoints (default: OUT.work); reruns resume")
@@ -258,6 +265,8 @@ def erase(
         "--chain-layers": (chain_layers, ("erasepro",)),
         "--mapping-pool": (mapping_pool, ("etc",)),
         "--steps": (steps, ("etc",)),
+        "--eraser": (eraser, ("etc",)),
+        "--coverage": (coverage, ("etc",)),
     }
     for flag, (value, owners) in method_options.items():
         if value is not None and method not in owners:
@@ -278,7 +287,11 @@ def erase(
             raise UserError("ETC takes no --anchor, --preserve or --templates: it maps targets onto the --mapping-pool")
         concepts = _etc_concepts(names, mapping_pool)
         options = {"nir": nir, "seed": seed, "work_dir": str(work_dir or out.with_name(out.name + ".work"))}
-        options |= {"steps": steps} if steps else {}
+        options |= {k: v for k, v in (("steps", steps), ("eraser", eraser), ("coverage", coverage)) if v is not None}
+        if (eraser or "keyed") == "keyed" and steps is not None:
+            raise UserError("--steps applies to --eraser moe (the keyed eraser is built in closed form, not trained)")
+        if eraser == "moe" and coverage is not None:
+            raise UserError("--coverage applies to --eraser keyed, not moe")
     else:
         concepts = ConceptSet.build(
             names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
@@ -355,6 +368,11 @@ def _print_etc(summary: dict, out: Path) -> None:
     rows = [
         ("targets", str(summary["targets"])),
         ("mapping pool", str(summary["pool"])),
+        *(
+            (("keys", str(summary["keys"])), ("rewrite radius θ", f"{summary['threshold']:.3f}"))
+            if "keys" in summary
+            else ()
+        ),
         ("erase error (worst layer)", f"{summary['erase_error']:.3f}"),
         *(
             (f"{label} change (worst layer)", f"{summary[f'{kind}_change']:.3f}")

@@ -56,6 +56,7 @@ def nearest(points: Tensor, keys: Tensor, chunk: int = 4096) -> tuple[Tensor, Te
 def own_distances(samples: Tensor, centres: Tensor, whiten: Tensor) -> Tensor:
     """(S, N): each sample's whitened distance to the nearest of its own distribution's keys; samples (S, N, d),
     centres (S, K, d)."""
+    whiten = whiten.double()
     return torch.cdist(samples.double() @ whiten, centres.double() @ whiten).min(-1).values
 
 

@@ -1,0 +1,96 @@
+"""The keyed eraser's pure parts (methods/etc/keyed.py): whitening, nearest-key detection, the rewrite and its
+cache, the projector view and its exact NIR restore."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser, nearest, own_distances, pooled_whitening
+
+
+def test_pooled_whitening_makes_the_within_distribution_covariance_the_identity():
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    means = 50 * torch.randn(40, 1, 6, generator=gen, dtype=torch.float64)  # far apart: must not enter
+    samples = means + torch.randn(40, 500, 6, generator=gen, dtype=torch.float64) @ mix
+    p = pooled_whitening(samples, ridge=1e-9)
+    centred = (samples - samples.mean(1, keepdim=True)).reshape(-1, 6) @ p
+    torch.testing.assert_close(centred.T @ centred / len(centred), torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="expects"):
+        pooled_whitening(samples[:, :1])
+
+
+def test_the_ridge_caps_the_gain_of_directions_the_concepts_do_not_vary_in():
+    samples = torch.zeros(3, 10, 4, dtype=torch.float64)
+    samples[..., 0] = torch.linspace(-1, 1, 10)  # all variance on one axis
+    p = pooled_whitening(samples, ridge=1e-2)
+    top = samples[..., 0].var(1, unbiased=False).mean()
+    assert torch.isfinite(p).all() and float(p[1, 1]) == pytest.approx(float((1e-2 * top) ** -0.5), rel=1e-6)
+
+
+def test_nearest_and_own_distances():
+    keys = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    dist, index = nearest(torch.tensor([[9.0, 1.0], [1.0, 1.0], [0.0, 12.0]]), keys, chunk=2)
+    assert index.tolist() == [1, 0, 2]
+    torch.testing.assert_close(dist, torch.tensor([2**0.5, 2**0.5, 2.0]))
+    # a sample's own keys only: distribution 1's sample sits on distribution 0's key, 10 from its own
+    own = own_distances(
+        torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]]]), torch.tensor([[[0.0, 0.0]], [[10.0, 0.0]]]), torch.eye(2)
+    )
+    assert own.tolist() == [[1.0], [10.0]]
+
+
+def memory() -> ConceptMemory:
+    """Two keys in 3-d, whitening that stretches the first axis by 10, radius 1."""
+    whiten = torch.diag(torch.tensor([10.0, 1.0, 1.0]))
+    keys = torch.tensor([[0.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    values = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 0.0]])
+    return ConceptMemory(whiten, keys, values, 1.0)
+
+
+def test_memory_rewrites_tokens_within_the_radius_of_a_key_in_whitened_space():
+    x = torch.tensor([[0.0, 0.5, 0.0], [0.2, 0.0, 0.0], [0.0, 5.9, 0.0], [0.0, 2.5, 0.0]])
+    # 0.2 along the stretched axis is 2 whitened units away: outside; the others are within 1 of keys 0 / 1
+    delta = memory().rewrite(x[None])[0]
+    assert delta.tolist() == [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+def test_memory_searches_a_tensor_once_and_again_after_it_changes():
+    mem, x = memory(), torch.zeros(2, 3)
+    first = mem.rewrite(x)
+    assert mem.rewrite(x) is first  # the same tensor, unchanged: the cached rewrite
+    x[0, 1] = 5.0  # in place: a new version
+    assert mem.rewrite(x)[0].tolist() == [-1.0, 0.0, 0.0]
+    assert mem.rewrite(x.clone())[0].tolist() == [-1.0, 0.0, 0.0]  # an equal new tensor is searched afresh
+
+
+def test_memory_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="disagree"):
+        ConceptMemory(torch.eye(3), torch.zeros(2, 3), torch.zeros(3, 3), 1.0)
+
+
+def test_keyed_eraser_adds_w_delta_and_its_nir_student_restores_exactly():
+    gen = torch.Generator().manual_seed(1)
+    mem = memory()
+    w = torch.randn(5, 3, generator=gen)
+    x = torch.tensor([[0.0, 0.3, 0.0], [4.0, 4.0, 4.0], [0.0, 5.0, 0.5]]) * torch.tensor([[1.0], [30.0], [1.0]])
+    teacher = KeyedEraser(mem, 3, 5).bind(w)
+    torch.testing.assert_close(teacher(x), mem.rewrite(x) @ w.T)
+    assert teacher(x)[1].abs().max() == 0  # far from every key: untouched
+    left, right = torch.randn(5, generator=gen), torch.randn(3, generator=gen)
+    corrupted = w + torch.outer(left, right)
+    student = teacher.with_restore(left, right).bind(corrupted)
+    # W̃ x + Δ_s(x) = W x + Δ_t(x) for every token, at any scale
+    torch.testing.assert_close(x @ corrupted.T + student(x), x @ w.T + teacher(x), atol=1e-4, rtol=1e-5)
+    assert set(student.own_state()) == {"restore_in", "restore_out"} and student.memory is mem
+
+
+def test_keyed_eraser_needs_a_bound_weight_of_its_shape():
+    eraser = KeyedEraser(memory(), 3, 5)
+    with pytest.raises(RuntimeError, match="bind"):
+        eraser(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="expected"):
+        eraser.bind(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="holds 3-d tokens"):
+        KeyedEraser(memory(), 4, 5)
