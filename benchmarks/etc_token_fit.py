@@ -26,7 +26,6 @@ from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.scale import ScaleSplit
-from erasekit.methods.etc.keyed import KeyedEraser
 from erasekit.methods.etc.method import (
     TOKEN_FIELDS,
     ETCConfig,
@@ -37,6 +36,7 @@ from erasekit.methods.etc.method import (
     erase_loss,
     fit_erasers,
     fit_quality,
+    keyed_erasers,
     make_erasers,
 )
 
@@ -72,9 +72,7 @@ def main() -> None:
         started = time.time()
         if config.eraser == "keyed":
             memory = build_memory(data, config)
-            erasers = {
-                n: KeyedEraser(memory, p.in_features, p.out_features).bind(p.weight) for n, p in projectors.items()
-            }
+            erasers = keyed_erasers(projectors, memory)
             record = {"variant": variant, "threshold": round(float(memory.threshold), 3)}
             record["heldout_rewritten"] = round(float(memory.detect(held_tokens)[0].float().mean()), 4)
         else:

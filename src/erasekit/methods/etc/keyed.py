@@ -29,12 +29,13 @@ from torch import Tensor, nn
 
 def pooled_whitening(samples: Tensor, ridge: float = 1e-3, max_rows: int = 200_000) -> Tensor:
     """P (d, d) = (Σ_w + ridge · λ_max I)^(-1/2), Σ_w the within-distribution covariance of ``samples``
-    (S, N, d) pooled over the S distributions (each centred on its own mean); at most ``max_rows`` evenly
-    spaced centred rows enter the estimate."""
+    (S, N, d) pooled over the S distributions (each centred on its own mean). Evenly spaced distributions, at
+    most ``max_rows`` samples in all (at least one distribution), enter the estimate."""
     if samples.dim() != 3 or samples.shape[1] < 2:
         raise ValueError(f"pooled_whitening expects (S, N >= 2, d) samples, got {tuple(samples.shape)}")
-    centred = (samples.double() - samples.double().mean(1, keepdim=True)).reshape(-1, samples.shape[-1])
-    centred = centred[:: max(1, len(centred) // max_rows)]
+    s, n, d = samples.shape
+    picked = samples[:: max(1, s * n // max_rows)].double()
+    centred = (picked - picked.mean(1, keepdim=True)).reshape(-1, d)
     cov = centred.T @ centred / len(centred)
     values, vectors = torch.linalg.eigh(cov)
     floor = ridge * values.max().clamp_min(1e-12)

@@ -562,9 +562,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     if config.eraser == "keyed":
         with log.stage("memory", keys=len(data.centres)):
             memory = build_memory(data, config)
-            erasers = {
-                n: KeyedEraser(memory, p.in_features, p.out_features).bind(p.weight) for n, p in projectors.items()
-            }
+            erasers = keyed_erasers(projectors, memory)
         summary |= {"keys": len(data.centres), "threshold": float(memory.threshold)}
     else:
         erasers = make_erasers(projectors, config)
@@ -592,6 +590,11 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             erasers = students
     summary["seconds_by_stage"] = {row["stage"]: row["seconds"] for row in log.rows}
     return EraseResult(weights, log.rows, summary, modules=erasers)
+
+
+def keyed_erasers(projectors: dict[str, nn.Linear], memory: ConceptMemory) -> dict[str, KeyedEraser]:
+    """One view of the shared memory per projector, bound to its weight."""
+    return {n: KeyedEraser(memory, p.in_features, p.out_features).bind(p.weight) for n, p in projectors.items()}
 
 
 def nir_student(eraser: MoEraser | KeyedEraser, factors: tuple[Tensor, Tensor], corrupted: Tensor):
