@@ -75,7 +75,7 @@ class ConceptMemory(nn.Module):
         self.register_buffer("keys", keys.float().contiguous())  # whitened
         self.register_buffer("values", values.float().contiguous())  # input-space shifts
         self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).reshape(()))
-        self._last: tuple[Tensor, int, Tensor] | None = None
+        self._last: tuple[Tensor, Tensor] | None = None  # (input, δ) of the last rewrite
 
     @classmethod
     def empty(cls, d: int, keys: int) -> ConceptMemory:
@@ -93,21 +93,24 @@ class ConceptMemory(nn.Module):
         return dist <= self.threshold, index
 
     def rewrite(self, x: Tensor) -> Tensor:
-        """δ(x), same shape and dtype as x. The last input is remembered: the projectors of one denoiser pass (and
-        the steps of one sampling loop) read the same tensor, so its keys are searched once."""
-        last = self._last
-        if last is not None and last[0] is x and last[1] == x._version:
-            return last[2]
-        flat = x.reshape(-1, self.d)
-        hit, index = self.detect(flat)
+        """δ(x), same shape and dtype as x. The last input is remembered (a copy, compared exactly: inference
+        tensors have no version counter): the projectors of one denoiser pass, and the steps of one sampling loop,
+        read the same tokens, so their keys are searched once."""
+        if (last := self._last) is not None and _same(last[0], x):
+            return last[1]
+        hit, index = self.detect(x.reshape(-1, self.d))
         delta = torch.where(hit[:, None], self.values[index], torch.zeros_like(self.values[:1]))
         delta = delta.to(x.dtype).reshape(x.shape)
-        self._last = (x, x._version, delta)
+        self._last = (x.detach().clone(), delta)
         return delta
 
     def _apply(self, fn, recurse=True):  # .to() / .float(): a cached δ would keep the old device or dtype
         self._last = None
         return super()._apply(fn, recurse)
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b.detach())
 
 
 class KeyedEraser(nn.Module):
