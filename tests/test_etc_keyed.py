@@ -6,17 +6,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser, nearest, own_distances, pooled_whitening
+from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser, kmeans, own_distances, pooled_whitening
 
 
 def test_pooled_whitening_makes_the_within_distribution_covariance_the_identity():
     gen = torch.Generator().manual_seed(0)
     mix = torch.randn(6, 6, generator=gen, dtype=torch.float64)
-    means = 50 * torch.randn(40, 1, 6, generator=gen, dtype=torch.float64)  # far apart: must not enter
+    means = 5 * torch.randn(40, 1, 6, generator=gen, dtype=torch.float64)  # spread apart: must not enter
     samples = means + torch.randn(40, 500, 6, generator=gen, dtype=torch.float64) @ mix
     p = pooled_whitening(samples, ridge=1e-9)
     centred = (samples - samples.mean(1, keepdim=True)).reshape(-1, 6) @ p
-    torch.testing.assert_close(centred.T @ centred / len(centred), torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0)
+    within = centred.T @ centred / len(centred)  # isotropic: a multiple of the identity (up to the ridge's 1e-6 of
+    # the overall top eigenvalue)
+    torch.testing.assert_close(within / within.diagonal().mean(), torch.eye(6, dtype=torch.float64), atol=1e-3, rtol=0)
+    overall = (samples.reshape(-1, 6) - samples.reshape(-1, 6).mean(0)) @ p
+    assert float(overall.pow(2).mean()) == pytest.approx(1.0)  # unit variance per dimension overall
     with pytest.raises(ValueError, match="expects"):
         pooled_whitening(samples[:, :1])
 
@@ -25,28 +29,36 @@ def test_the_ridge_caps_the_gain_of_directions_the_concepts_do_not_vary_in():
     samples = torch.zeros(3, 10, 4, dtype=torch.float64)
     samples[..., 0] = torch.linspace(-1, 1, 10)  # all variance on one axis
     p = pooled_whitening(samples, ridge=1e-2)
-    top = samples[..., 0].var(1, unbiased=False).mean()
-    assert torch.isfinite(p).all() and float(p[1, 1]) == pytest.approx(float((1e-2 * top) ** -0.5), rel=1e-6)
-
-
-def test_nearest_and_own_distances():
-    keys = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    dist, index = nearest(torch.tensor([[9.0, 1.0], [1.0, 1.0], [0.0, 12.0]]), keys, chunk=2)
-    assert index.tolist() == [1, 0, 2]
-    torch.testing.assert_close(dist, torch.tensor([2**0.5, 2**0.5, 2.0]))
-    # a sample's own keys only: distribution 1's sample sits on distribution 0's key, 10 from its own
-    own = own_distances(
-        torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]]]), torch.tensor([[[0.0, 0.0]], [[10.0, 0.0]]]), torch.eye(2)
+    assert torch.isfinite(p).all() and float(p[1, 1] / p[0, 0]) == pytest.approx(
+        (1 + 1e-2) ** 0.5 / 1e-2**0.5, rel=1e-3
     )
-    assert own.tolist() == [[1.0], [10.0]]
+    # no variance within the distributions at all (a causal encoder, shared prefixes): still finite, unit overall
+    frozen = torch.arange(12.0, dtype=torch.float64).reshape(3, 1, 4).expand(3, 5, 4)
+    p = pooled_whitening(frozen)
+    overall = (frozen.reshape(-1, 4) - frozen.reshape(-1, 4).mean(0)) @ p
+    assert torch.isfinite(p).all() and float(overall.pow(2).mean()) == pytest.approx(1.0)
 
 
-def memory() -> ConceptMemory:
-    """Two keys in 3-d, whitening that stretches the first axis by 10, radius 1."""
+def test_kmeans_finds_each_sets_clusters_and_own_distances_measure_to_them():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[[0.0, 0.0], [10.0, 0.0]], [[0.0, 5.0], [-5.0, -5.0]]])  # two sets, two clusters each
+    points = centres.repeat_interleave(20, 1) + 0.1 * torch.randn(2, 40, 2, generator=gen)
+    found = kmeans(points, 2, generator=gen)
+    for s in range(2):  # every true centre has a found centre within 0.1
+        assert torch.cdist(centres[s], found[s]).min(1).values.max() < 0.1
+    own = own_distances(points, found)
+    assert own.shape == (2, 40) and own.max() < 0.4
+    with pytest.raises(ValueError, match="must be in"):
+        kmeans(points, 41)
+
+
+def memory(candidates: int = 2) -> ConceptMemory:
+    """Two distributions of one centre each in 3-d (whitened at their means), whitening that stretches the first
+    axis by 10, radius 1."""
     whiten = torch.diag(torch.tensor([10.0, 1.0, 1.0]))
-    keys = torch.tensor([[0.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    means = torch.tensor([[0.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
     values = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 0.0]])
-    return ConceptMemory(whiten, keys, values, 1.0)
+    return ConceptMemory(whiten, means, means[:, None], values, 1.0, candidates)
 
 
 def test_memory_rewrites_tokens_within_the_radius_of_a_key_in_whitened_space():
@@ -69,9 +81,20 @@ def test_memory_searches_a_tensor_once_and_again_after_it_changes():
         assert mem.rewrite(y)[0].tolist() == [-1.0, 0.0, 0.0]
 
 
+def test_memory_searches_the_centres_of_the_distributions_with_the_nearest_means():
+    means = torch.tensor([[0.0], [4.0]])
+    centres = torch.tensor([[[0.0]], [[1.5]]])  # distribution 1 has a centre near distribution 0's mean
+    x = torch.tensor([[1.4]])  # nearest mean: 0 (1.4 away); nearest centre: 1's (0.1 away)
+    one, two = (ConceptMemory(torch.eye(1), means, centres, torch.eye(2)[:, :1], 1.0, m) for m in (1, 2))
+    assert one.detect(x)[0].tolist() == [False] and two.detect(x)[0].tolist() == [True]
+    assert two.detect(x)[1].tolist() == [1]
+
+
 def test_memory_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="disagree"):
-        ConceptMemory(torch.eye(3), torch.zeros(2, 3), torch.zeros(3, 3), 1.0)
+        ConceptMemory(torch.eye(3), torch.zeros(2, 3), torch.zeros(2, 1, 3), torch.zeros(3, 3), 1.0, 1)
+    with pytest.raises(ValueError, match="candidates"):
+        ConceptMemory(torch.eye(3), torch.zeros(2, 3), torch.zeros(2, 1, 3), torch.zeros(2, 3), 1.0, 0)
 
 
 def test_keyed_eraser_adds_w_delta_and_its_nir_student_restores_exactly():

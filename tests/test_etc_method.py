@@ -44,6 +44,7 @@ TINY = dict(
     nir_seed=3,
     nir_rho=0.5,
     chunk=4,  # two chunks of target distributions
+    keys_per_distribution=4,
 )
 
 
@@ -63,8 +64,9 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     assert summary["distributions"] == phrase_tokens > len(TARGETS)
     stages = ["encoding", "fitting", "sampling", "transport", "keys", fit_stage, "nir"]
     assert [s["stage"] for s in summary["stages"]] == stages
-    # an eraser that does nothing has erase error exactly 1 (Δ = 0); both move targets, barely touch anchors
-    assert summary["erase_error"] < 0.9 and summary["restore_error"] < 1e-4
+    assert summary["restore_error"] < 1e-4
+    if eraser == "moe":  # an eraser that does nothing has erase error exactly 1 (Δ = 0)
+        assert summary["erase_error"] < 0.9
     assert summary["context_change"] < 0.2 and summary["mapping_change"] < 0.2
     if eraser == "moe":  # trained on them; the keyed eraser's radius comes from the real tokens alone
         assert summary["off_plane_change"] < 0.2
@@ -75,7 +77,9 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     applied = apply_artifact(backbone, loaded)
     after = backbone.generate(prompts, seeds, steps=2)
     remove_artifact(backbone, applied)
-    assert not np.array_equal(before, after)
+    assert not np.array_equal(before[0], after[0])  # the target's image changes
+    if eraser == "keyed":  # a mapping-pool concept's tokens lie outside every target's radius: untouched
+        assert np.abs(before[1].astype(int) - after[1].astype(int)).max() <= 1
     assert np.array_equal(backbone.generate(prompts, seeds, steps=2), before)
     stripped = apply_artifact(backbone, loaded, modules=False)  # module removal: NIR-corrupted weights alone
     removed = backbone.generate(prompts, seeds, steps=2)
@@ -174,6 +178,8 @@ def test_bad_mapping_pools_are_refused(tiny_sd: Path, pool, fragment):
         ({"eraser": "mlp"}, "eraser must be one of keyed, moe"),
         ({"coverage": 0.0}, "coverage must be in"),
         ({"whiten_ridge": 0.0}, "whiten_ridge > 0"),
+        ({"keys_per_distribution": 11}, "keys_per_distribution must be in"),
+        ({"candidates": 0}, "candidates >= 1"),
     ],
 )
 def test_bad_etc_options_are_refused(tiny_sd: Path, option, fragment):

@@ -242,7 +242,7 @@ def erase(
     ] = None,
     coverage: Annotated[
         float | None,
-        typer.Option(min=0.0, max=1.0, min_open=True, help="ETC keyed: share of target tokens rewritten (0.95)"),
+        typer.Option(help="ETC keyed: share of the targets' tokens within the rewrite radius, in (0, 1] (0.95)"),
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="ETC --eraser moe: MoEraser training steps")] = None,
     nir: Annotated[bool, typer.Option(help="ETC: noise injection-restore (robust to module removal)")] = True,
@@ -373,7 +373,7 @@ def _print_etc(summary: dict, out: Path) -> None:
             if "keys" in summary
             else ()
         ),
-        ("erase error (worst layer)", f"{summary['erase_error']:.3f}"),
+        *((("erase error (worst layer)", f"{summary['erase_error']:.3f}"),) if "erase_error" in summary else ()),
         *(
             (f"{label} change (worst layer)", f"{summary[f'{kind}_change']:.3f}")
             for kind, label in ETC_ANCHOR_LABELS.items()

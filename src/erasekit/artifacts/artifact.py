@@ -6,7 +6,8 @@ versions and a metrics summary. An edit may also carry MoEraser modules (specs/e
 projector, a correction Δ added to its output (W c + Δ(c)), listed in the manifest's optional
 "modules" entry ({name: {"kind": "moeraser", "d_in", "d_out", "config"}}), or keyed erasers
 (methods/etc/keyed.py: {"kind": "keyed", "d_in", "d_out", "restore"}) that share one concept memory, saved once
-under "::memory.<buffer>" and described by the manifest's "memory" entry ({"d", "keys"}).
+under "::memory.<buffer>" and described by the manifest's "memory" entry ({"d", "distributions", "per",
+"candidates"}).
 
 The tensors file holds the replacement weights, keyed "<linear module>.weight", and the modules'
 parameters, keyed "<linear module>::eraser.<parameter>". The separator "::" never occurs in the module
@@ -188,7 +189,7 @@ def _manifest(artifact: Artifact) -> dict:
     """The manifest fields of an artifact (without ``tensors_sha256``; "modules" only when it has some)."""
     modules = {"modules": {name: _module_entry(e) for name, e in artifact.modules.items()}} if artifact.modules else {}
     if (memory := _shared_memory(artifact.modules)) is not None:
-        modules["memory"] = {"d": memory.d, "keys": int(memory.keys.shape[0])}
+        modules["memory"] = memory.describe()
     return {
         "format_version": FORMAT_VERSION,
         "method": artifact.method,
@@ -302,24 +303,28 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _checked_state(module: nn.Module, state: dict[str, torch.Tensor], label: str, owner: str, path: Path) -> dict:
+def _checked_state(
+    module: nn.Module, state: dict[str, torch.Tensor], label: str, owner: str, path: Path, one_dtype: bool = True
+) -> dict:
     """``state`` if it holds exactly the module's tensors, each floating and of the module's shape, in one dtype.
     ``label`` names the kind of module in the messages, ``owner`` the module whose tensors are keyed
-    "<owner>::eraser.<name>" ("" for the shared memory, "::memory.<name>")."""
+    "<owner>::eraser.<name>" ("" for the shared memory, "::memory.<name>"); ``one_dtype``: each tensor of the
+    module's own dtype if False."""
     expected = {key: tuple(p.shape) for key, p in module.state_dict().items()}
+    dtypes = {key: p.dtype for key, p in module.state_dict().items()}
     of = f" for {owner}" if owner else ""
     if set(state) != set(expected):
         raise UserError(f"{TENSORS} has {label} tensors {sorted(state)}{of}, expected {sorted(expected)}: {path}")
     prefix = f"{owner}{MODULE_SEP}{ERASER}" if owner else MEMORY
     for key, t in state.items():
-        if tuple(t.shape) != expected[key] or not t.is_floating_point():
+        if tuple(t.shape) != expected[key] or not t.is_floating_point() or (not one_dtype and t.dtype != dtypes[key]):
             raise UserError(
                 f"{label} tensor {prefix}{key} is {t.dtype} {tuple(t.shape)}, "
                 f"expected a floating tensor of shape {expected[key]}: {path}"
             )
-    dtypes = sorted({str(t.dtype) for t in state.values()})
-    if len(dtypes) > 1:
-        raise UserError(f"{label} tensors{of} mix dtypes {', '.join(dtypes)}: {path}")
+    found = sorted({str(t.dtype) for t in state.values()})
+    if one_dtype and len(found) > 1:
+        raise UserError(f"{label} tensors{of} mix dtypes {', '.join(found)}: {path}")
     return state
 
 
@@ -327,12 +332,13 @@ def _load_memory(manifest: dict, state: dict[str, torch.Tensor], path: Path):
     """The keyed erasers' shared ConceptMemory, checked against the manifest's "memory" entry."""
     from erasekit.methods.etc.keyed import ConceptMemory
 
-    entry = manifest.get("memory")
-    if not isinstance(entry, dict) or not _positive_int(entry.get("d")) or not _positive_int(entry.get("keys")):
+    entry, fields = manifest.get("memory"), ("d", "distributions", "per", "candidates")
+    if not isinstance(entry, dict) or set(entry) != set(fields) or not all(_positive_int(entry[k]) for k in fields):
         raise UserError(f"{MANIFEST} has a missing or malformed memory entry: {path}")
     with torch.device("meta"):
-        memory = ConceptMemory.empty(entry["d"], entry["keys"])
-    memory.load_state_dict(_checked_state(memory, state, "concept memory", "", path), strict=True, assign=True)
+        memory = ConceptMemory.empty(*(entry[k] for k in fields))
+    state = _checked_state(memory, state, "concept memory", "", path, one_dtype=False)  # float16 centres
+    memory.load_state_dict(state, strict=True, assign=True)
     return memory
 
 
@@ -361,7 +367,7 @@ def _load_eraser(name: str, entry, state: dict[str, torch.Tensor], path: Path, m
                 eraser = MoEraser(d_in, d_out, _eraser_config(entry))
     except ValueError as exc:
         raise UserError(f"{MANIFEST} module {name} has a bad {label} config ({exc}): {path}") from exc
-    state = _checked_state(eraser, state, label, name, path)
+    state = _checked_state(eraser, state, label, name, path, one_dtype=kind == MOERASER_KIND)
     eraser.load_state_dict(state, strict=True, assign=True)
     return eraser
 

@@ -1,21 +1,23 @@
-"""The keyed eraser: ETC's default eraser [reading of specs/etc.md §4], built in closed form from the tMMs (§1) and
-the transport (§3) instead of trained.
+"""The keyed eraser: ETC's default eraser [reading of specs/etc.md §4], built in closed form from the concepts'
+token clouds (§1) and the transport (§3) instead of trained.
 
-A token x is rewritten when it lies near one of the target distributions: with whitened keys k_m (the lifted means
-of every target tMM component, §1) and a whitening map P (the pooled within-distribution covariance of the
-concepts' real tokens, ridged),
+Each target distribution (concept, sub-token) is summarised by K k-means centres of its real tokens (every
+template), whitened by P, the pooled within-distribution covariance of the concepts' real tokens (ridged). A token
+x is rewritten when it lies near one of them:
 
-    d(x) = min_m ||x P - k_m||,  m* = argmin,    δ(x) = [d(x) <= θ] · v_{m*},
+    d(x) = min over the m distributions whose whitened means are nearest x, and their K centres, of ||x P - c||,
+    δ(x) = [d(x) <= θ] · v_{owner},
 
-v_m the erase shift (1 + γ) E[T(t) - t] of the distribution that owns key m (§3 transport, §4 overshoot γ), θ the
-``coverage`` quantile of the real target tokens' distance to their own keys. The projector then returns
-W (x + δ(x)): every projector sees the same rewritten token, so one memory serves them all.
+v the erase shift (1 + γ) E[T(t) - t] of the distribution that owns the nearest centre (§3 transport, §4
+overshoot γ), θ the ``coverage`` quantile of the real target tokens' distances to their own centres. The projector
+then returns W (x + δ(x)): every projector sees the same rewritten token, so one memory serves them all.
 
 Why not the trained MoEraser at thousands of concepts: a held-out triple one word from an erased one sits about one
-template spread from it, and only a sharp test against each distribution's own cloud tells them apart. On
-ShapeWorld's 2,000-triple split (24 templates, keys from 23, the canonical prompt's tokens held out), nearest-
-component detection in whitened space flags 7% of held-out triples at 95% target-token coverage (distance to the
-distribution mean: 31%); the trained MoEraser never got its erase error below 0.8 there (docs/etc_scale.md).
+template spread from it, and only a sharp test against each distribution's own cloud tells them apart
+(docs/etc_scale.md: 2,000 triples, the MoEraser's best H 0.54). Why K centres of real tokens and not the tMM's 4
+component means: templates make clusters that a 4-component tMM in a 32-d plane smooths over; on the 2,000-triple
+split (benchmarks/etc_token_fit.py) the canonical prompts' held-out tokens within θ fall from 55% (tMM means) to 3%
+(16 centres) at 95% coverage.
 
 NIR (§5): with shipped weights W̃ = W + N, a restore path -N on the raw and rewritten token keeps the edit exact:
 W̃ (x + δ) - N (x + δ) = W (x + δ).
@@ -28,69 +30,98 @@ from torch import Tensor, nn
 
 
 def pooled_whitening(samples: Tensor, ridge: float = 1e-3, max_rows: int = 200_000) -> Tensor:
-    """P (d, d) = (Σ_w + ridge · λ_max I)^(-1/2), Σ_w the within-distribution covariance of ``samples``
-    (S, N, d) pooled over the S distributions (each centred on its own mean). Evenly spaced distributions, at
-    most ``max_rows`` samples in all (at least one distribution), enter the estimate."""
+    """P (d, d) ∝ (Σ_w + ridge · λ_max I)^(-1/2), Σ_w the within-distribution covariance of ``samples`` (S, N, d)
+    pooled over the S distributions (each centred on its own mean), scaled so that the samples around their
+    overall mean have unit variance per dimension after P (so float16 keys hold them, whatever the encoder's
+    scale). A causal encoder gives a concept's tokens no within-distribution variance in templates that share the
+    text before the concept: the ridge then also has 1e-6 of the overall covariance's top eigenvalue. Evenly spaced
+    distributions, at most ``max_rows`` samples in all (at least one distribution), enter the estimate."""
     if samples.dim() != 3 or samples.shape[1] < 2:
         raise ValueError(f"pooled_whitening expects (S, N >= 2, d) samples, got {tuple(samples.shape)}")
     s, n, d = samples.shape
     picked = samples[:: max(1, s * n // max_rows)].double()
     centred = (picked - picked.mean(1, keepdim=True)).reshape(-1, d)
-    cov = centred.T @ centred / len(centred)
-    values, vectors = torch.linalg.eigh(cov)
-    floor = ridge * values.max().clamp_min(1e-12)
-    return (vectors * (values.clamp_min(0) + floor).rsqrt()) @ vectors.T
+    overall = picked.reshape(-1, d) - picked.reshape(-1, d).mean(0)
+    values, vectors = torch.linalg.eigh(centred.T @ centred / len(centred))
+    top_overall = torch.linalg.eigvalsh(overall.T @ overall / len(overall)).max()
+    floor = (ridge * values.max() + 1e-6 * top_overall).clamp_min(1e-30)
+    whiten = (vectors * (values.clamp_min(0) + floor).rsqrt()) @ vectors.T
+    return whiten / (overall @ whiten).pow(2).mean().sqrt().clamp_min(1e-30)
 
 
-def nearest(points: Tensor, keys: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
-    """For each row of points (n, d): the distance to its nearest key (M, d) and that key's index."""
-    dist, index = [], []
-    for start in range(0, len(points), chunk):
-        found = torch.cdist(points[start : start + chunk], keys).min(1)
-        dist.append(found.values)
-        index.append(found.indices)
-    if not dist:
-        return points.new_zeros(0), torch.zeros(0, dtype=torch.long, device=points.device)
-    return torch.cat(dist), torch.cat(index)
+def kmeans(x: Tensor, k: int, iterations: int = 12, generator: torch.Generator | None = None) -> Tensor:
+    """(S, k, d) centres of each of S point sets x (S, N, d), batched Lloyd iterations from k distinct random points
+    of each set (k <= N); a centre left without points keeps its place."""
+    s, n, d = x.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"kmeans: k={k} must be in [1, {n}]")
+    start = torch.rand(s, n, generator=generator).argsort(1)[:, :k]
+    centres = x.gather(1, start[..., None].expand(-1, -1, d))
+    for _ in range(iterations):
+        assign = nn.functional.one_hot(torch.cdist(x, centres).argmin(-1), k).to(x.dtype)  # (S, N, k)
+        counts = assign.sum(1)[..., None]
+        centres = torch.where(counts > 0, assign.transpose(1, 2) @ x / counts.clamp_min(1), centres)
+    return centres
 
 
-def own_distances(samples: Tensor, centres: Tensor, whiten: Tensor) -> Tensor:
-    """(S, N): each sample's whitened distance to the nearest of its own distribution's keys; samples (S, N, d),
-    centres (S, K, d)."""
-    whiten = whiten.double()
-    return torch.cdist(samples.double() @ whiten, centres.double() @ whiten).min(-1).values
+def own_distances(samples: Tensor, centres: Tensor) -> Tensor:
+    """(S, N): each sample's distance to the nearest of its own set's centres; samples (S, N, d), centres (S, K, d)."""
+    return torch.cdist(samples, centres).min(-1).values
 
 
 class ConceptMemory(nn.Module):
-    """δ(x) for every token (module doc). Keys, values and P are buffers; ``threshold`` is θ."""
+    """δ(x) for every token (module doc). Buffers: P ``whiten`` (d, d), whitened distribution ``means`` (D, d),
+    whitened ``centres`` (D, K, d, float16: the bulk of an artifact), input-space shifts ``values`` (D, d), θ
+    ``threshold``. ``candidates`` m distributions are searched per token, by nearest mean."""
 
-    def __init__(self, whiten: Tensor, keys: Tensor, values: Tensor, threshold: float | Tensor) -> None:
+    def __init__(
+        self, whiten: Tensor, means: Tensor, centres: Tensor, values: Tensor, threshold: float | Tensor, candidates: int
+    ) -> None:
         super().__init__()
-        if keys.shape != values.shape or whiten.shape != (keys.shape[1], keys.shape[1]):
+        count, d = means.shape
+        if centres.shape[::2] != (count, d) or values.shape != means.shape or whiten.shape != (d, d):
             raise ValueError(
-                f"ConceptMemory: keys {tuple(keys.shape)}, values {tuple(values.shape)} and whitening "
-                f"{tuple(whiten.shape)} disagree"
+                f"ConceptMemory: means {tuple(means.shape)}, centres {tuple(centres.shape)}, values "
+                f"{tuple(values.shape)} and whitening {tuple(whiten.shape)} disagree"
             )
+        if candidates < 1:
+            raise ValueError(f"ConceptMemory: candidates must be at least 1, got {candidates}")
+        self.candidates = min(candidates, count)
         self.register_buffer("whiten", whiten.float().contiguous())
-        self.register_buffer("keys", keys.float().contiguous())  # whitened
-        self.register_buffer("values", values.float().contiguous())  # input-space shifts
+        self.register_buffer("means", means.float().contiguous())
+        self.register_buffer("centres", centres.half().contiguous())
+        self.register_buffer("values", values.float().contiguous())
         self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).reshape(()))
         self._last: tuple[Tensor, Tensor] | None = None  # (input, δ) of the last rewrite
 
     @classmethod
-    def empty(cls, d: int, keys: int) -> ConceptMemory:
+    def empty(cls, d: int, distributions: int, per: int, candidates: int) -> ConceptMemory:
         """A memory of the given shapes to load a state dict into."""
-        return cls(torch.eye(d), torch.zeros(keys, d), torch.zeros(keys, d), 0.0)
+        zeros = torch.zeros(distributions, d)
+        return cls(torch.eye(d), zeros, torch.zeros(distributions, per, d), zeros, 0.0, candidates)
 
     @property
     def d(self) -> int:
-        return self.keys.shape[1]
+        return self.means.shape[1]
+
+    def describe(self) -> dict:
+        """The shapes and search width: what ``empty`` needs (the artifact manifest's "memory" entry)."""
+        count, per, d = self.centres.shape
+        return {"d": d, "distributions": count, "per": per, "candidates": self.candidates}
 
     @torch.no_grad()
-    def detect(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(n,) whether each token of x (n, d) is rewritten, and the key it is rewritten by."""
-        dist, index = nearest(x.float() @ self.whiten, self.keys)
-        return dist <= self.threshold, index
+    def detect(self, x: Tensor, chunk: int = 512) -> tuple[Tensor, Tensor]:
+        """(n,) whether each token of x (n, d) is rewritten, and the distribution that rewrites it."""
+        dist, owner = [], []
+        for part in (x.float() @ self.whiten).split(chunk):
+            near = torch.cdist(part, self.means).topk(self.candidates, largest=False).indices  # (c, m)
+            centres = self.centres[near].float()  # (c, m, K, d)
+            best = (centres - part[:, None, None]).norm(dim=-1).amin(-1).min(-1)  # over K, then over m
+            dist.append(best.values)
+            owner.append(near.gather(1, best.indices[:, None])[:, 0])
+        if not dist:
+            return torch.zeros(0, dtype=torch.bool, device=x.device), torch.zeros(0, dtype=torch.long, device=x.device)
+        return torch.cat(dist) <= self.threshold, torch.cat(owner)
 
     def rewrite(self, x: Tensor) -> Tensor:
         """δ(x), same shape and dtype as x. The last input is remembered (a copy, compared exactly: inference
@@ -98,8 +129,8 @@ class ConceptMemory(nn.Module):
         read the same tokens, so their keys are searched once."""
         if (last := self._last) is not None and _same(last[0], x):
             return last[1]
-        hit, index = self.detect(x.reshape(-1, self.d))
-        delta = torch.where(hit[:, None], self.values[index], torch.zeros_like(self.values[:1]))
+        hit, owner = self.detect(x.reshape(-1, self.d))
+        delta = torch.where(hit[:, None], self.values[owner], torch.zeros_like(self.values[:1]))
         delta = delta.to(x.dtype).reshape(x.shape)
         self._last = (x.detach().clone(), delta)
         return delta

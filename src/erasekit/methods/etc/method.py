@@ -28,7 +28,7 @@ from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, register
-from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser, own_distances, pooled_whitening
+from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser, kmeans, own_distances, pooled_whitening
 from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig, layer_weights, nir_factors, restoring_eraser
 from erasekit.methods.etc.tmm import ConceptDistribution, off_plane, sample_spread
 from erasekit.methods.etc.transport import merge_triplet, mixture_transport
@@ -74,14 +74,15 @@ class ETCConfig:
     hpd_samples: int = 2000
     chunk: int = 1024  # target distributions fitted, sampled and transported at a time (memory)
     triplet: int = 3
-    # [reading §4] "keyed" (methods/etc/keyed.py): a token near a target tMM component (whitened distance to its
-    # lifted mean, the nearest of all targets' components) is moved by its distribution's transport shift, in closed
-    # form; "moe": the spec's MoEraser, trained. 2,000 triples (docs/etc_scale.md): keyed Acc_e 0.04 with held-out
-    # Acc_s 0.98 of the original's in a 24-template prototype; the MoEraser's best H was 0.54
+    # [reading §4] "keyed" (methods/etc/keyed.py): a token near one of a target distribution's centres (k-means of
+    # its real tokens, whitened) is moved by that distribution's transport shift, in closed form; "moe": the spec's
+    # MoEraser, trained (docs/etc_scale.md compares them at 2,000 triples)
     eraser: str = "keyed"
     # keyed: the share of the targets' real tokens (every template, every sub-token) within the rewrite radius θ
     coverage: float = 0.95
     whiten_ridge: float = 1e-3  # keyed: ridge of the pooled within-distribution covariance, times its top eigenvalue
+    keys_per_distribution: int = 32  # keyed: k-means centres of each target distribution's real tokens
+    candidates: int = 8  # keyed: distributions searched per token (those with the nearest whitened means)
     # moe: the MoEraser (§4) and its training
     experts: int = 8
     # ShapeWorld, 50 triples, 200 steps, no NIR (benchmarks/etc_sweep.py): hidden 32 -> Acc_e 0.12, held-out Acc_s
@@ -120,10 +121,11 @@ class TokenData:
     off_plane: int = 0  # how many off-plane anchors of the targets follow them
     mapping: int = 0  # how many mapping-pool samples follow those
     distributions: int = 0  # target distributions (concept, sub-token) they were sampled from
-    # the keyed eraser's inputs (methods/etc/keyed.py): each target distribution's tMM components lifted to R^d
-    # (distributions x components, d), the whitening P (d, d) and the real target tokens' whitened distances to
-    # their own distribution's nearest component (distributions, templates)
+    # the keyed eraser's inputs (methods/etc/keyed.py), whitened by P ``whiten`` (d, d): each target distribution's
+    # k-means centres (distributions, K, d) and mean (distributions, d) of its real tokens, and those tokens'
+    # distances to their nearest own centre (distributions, templates)
     centres: Tensor | None = None
+    means: Tensor | None = None
     whiten: Tensor | None = None
     own_distance: Tensor | None = None
 
@@ -166,7 +168,7 @@ class TokenData:
             return cls(**{k: handle.get_tensor(k) for k in names}, **counts)
 
 
-KEYED_FIELDS = ("centres", "whiten", "own_distance")
+KEYED_FIELDS = ("centres", "means", "whiten", "own_distance")
 
 
 class StageLog:
@@ -233,6 +235,11 @@ def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
     if not 0 < config.coverage <= 1 or config.whiten_ridge <= 0:
         raise UserError(
             f"ETC coverage must be in (0, 1] and whiten_ridge > 0, got {config.coverage} and {config.whiten_ridge}"
+        )
+    if not 1 <= config.keys_per_distribution <= config.templates or config.candidates < 1:
+        raise UserError(
+            f"ETC keys_per_distribution must be in [1, templates = {config.templates}] and candidates >= 1, got "
+            f"{config.keys_per_distribution} and {config.candidates}"
         )
     if config.tokens not in TOKEN_MODES:
         raise UserError(f"ETC tokens must be one of {', '.join(TOKEN_MODES)}, got {config.tokens!r}")
@@ -437,7 +444,7 @@ def restore_error(
 NIR_FIELDS = ("nir", "nir_rho", "nir_seed")
 TOKEN_FIELDS = ("templates", "tokens", "pca_dim", "components", "dof", "em_iterations", "target_samples")
 TOKEN_FIELDS += ("anchor_samples", "mapping_samples", "core", "shell", "hpd_samples", "chunk", "triplet", "seed")
-TOKEN_FIELDS += ("off_plane_samples", "off_plane_radius", "whiten_ridge")
+TOKEN_FIELDS += ("off_plane_samples", "off_plane_radius", "whiten_ridge", "keys_per_distribution")
 
 
 def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
@@ -450,7 +457,7 @@ def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
     else:
         fields = {k: v for k, v in fields.items() if k != "work_dir" and (stage != "erase" or k not in NIR_FIELDS)}
     # format: bumped when the work folder's contents or the training change meaning (2: stratified preserve
-    # batches, 3: off-plane anchors, 4: the keyed eraser's centres, whitening and distances)
+    # batches, 3: off-plane anchors, 4: the keyed eraser's centres, means, whitening and distances)
     blob = json.dumps(
         {"format": 4, "targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True
     )
@@ -475,7 +482,7 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
         mapping = dist_pool.sample_core(config.mapping_samples, generator, config.core, config.hpd_samples).float()
     triplets = nearest_pool(tok_targets.concept_means(), tok_pool.concept_means(), config.triplet)
     members = tok_pool.at(triplets[tok_targets.owner], tok_targets.from_end[:, None].expand(-1, config.triplet))
-    core, shell, off, mapped, centres = [], [], [], [], []
+    core, shell, off, mapped = [], [], [], []
     count = len(tok_targets.owner)
     bar = tqdm(total=count, desc="fit, sample, transport", unit="distribution")
     for start in range(0, count, config.chunk):  # memory: the targets' distributions a chunk at a time
@@ -491,20 +498,19 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
                 off.append(off_plane(dist.pca, bases, spread, config.off_plane_radius, generator).float())
         with log.stage("transport"):
             mapped.append(transport_targets(dist, dist_pool, members[part], core[-1]).float())
-        centres.append(lifted_means(dist).float())
         core[-1] = core[-1].float()
         bar.update(len(core[-1]))
     bar.close()
     d = tok_targets.samples.shape[-1]
     off_plane_anchors = torch.cat(off).reshape(-1, d) if off else context[:0]
-    with log.stage("keys"):
-        whiten = pooled_whitening(torch.cat([tok_targets.samples, tok_pool.samples]), config.whiten_ridge)
-        own = torch.cat(
-            [
-                own_distances(tok_targets.samples[s : s + 256], torch.cat(centres)[s : s + 256], whiten).float()
-                for s in range(0, count, 256)
-            ]
-        )
+    with log.stage("keys", per_distribution=config.keys_per_distribution):
+        whiten = pooled_whitening(torch.cat([tok_targets.samples, tok_pool.samples]), config.whiten_ridge).float()
+        centres, means, own = [], [], []
+        for start in range(0, count, config.chunk):
+            white = tok_targets.samples[start : start + config.chunk] @ whiten
+            centres.append(kmeans(white, config.keys_per_distribution, generator=generator))
+            means.append(white.mean(1))
+            own.append(own_distances(white, centres[-1]))
     return TokenData(
         targets=torch.cat(core).reshape(-1, d),
         mapped=torch.cat(mapped).reshape(-1, d),
@@ -513,28 +519,27 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
         off_plane=len(off_plane_anchors),
         mapping=mapping.reshape(-1, d).shape[0],
         distributions=count,
-        centres=torch.cat(centres).reshape(-1, d),
-        whiten=whiten.float(),
-        own_distance=own,
+        centres=torch.cat(centres),
+        means=torch.cat(means),
+        whiten=whiten,
+        own_distance=torch.cat(own),
     )
 
 
-def lifted_means(dist: ConceptDistribution) -> Tensor:
-    """(C, K, d): every component mean of the distributions' tMMs in R^d, m + W μ_z (§1)."""
-    return dist.pca.mean[:, None] + dist.mixture.means @ dist.pca.basis.transpose(1, 2)
-
-
 def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
-    """The keyed eraser's memory (methods/etc/keyed.py): whitened component means as keys, each with its
-    distribution's shift (1 + γ) E[T(t) - t] (§3, §4), and θ the ``coverage`` quantile of the real target tokens'
-    distances to their own keys."""
+    """The keyed eraser's memory (methods/etc/keyed.py): each target distribution's whitened centres and mean, its
+    shift (1 + γ) E[T(t) - t] (§3, §4), and θ the ``coverage`` quantile of the real target tokens' distances to
+    their own centres."""
     if data.centres is None:
         raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
-    per = len(data.centres) // data.distributions
-    values = (1 + config.gamma) * data.shifts().repeat_interleave(per, 0)
     distances = data.own_distance.flatten()
     threshold = distances.kthvalue(max(1, math.ceil(config.coverage * len(distances)))).values
-    return ConceptMemory(data.whiten, data.centres @ data.whiten, values, float(threshold))
+    # a radius of at least a tenth of the typical gap between neighbouring distributions: a causal encoder gives a
+    # concept no spread in templates that share the text before it, and the cached (float16) tokens are not bitwise
+    # the ones the model computes at generation
+    threshold = max(float(threshold), 0.1 * float(neighbour_gaps(data.means).median()))
+    values = (1 + config.gamma) * data.shifts()
+    return ConceptMemory(data.whiten, data.means, data.centres, values, float(threshold), config.candidates)
 
 
 def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, log: StageLog) -> TokenData:
@@ -560,10 +565,10 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     projectors = backbone.projectors()
     summary = {"targets": len(concepts.targets), "pool": len(concepts.preserve), "distributions": data.distributions}
     if config.eraser == "keyed":
-        with log.stage("memory", keys=len(data.centres)):
+        with log.stage("memory"):
             memory = build_memory(data, config)
             erasers = keyed_erasers(projectors, memory)
-        summary |= {"keys": len(data.centres), "threshold": float(memory.threshold)}
+        summary |= {"keys": data.centres.shape[0] * data.centres.shape[1], "threshold": float(memory.threshold)}
     else:
         erasers = make_erasers(projectors, config)
         with log.stage("training", steps=config.steps):
@@ -576,7 +581,10 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
                 "MoEraser",
             )
         summary["erase_loss"] = losses[-1] if losses else None
-    summary |= fit_quality(projectors, erasers, data, config)
+    fit = fit_quality(projectors, erasers, data, config)
+    if config.eraser == "keyed":  # its centres come from the real tokens: the tMM's core samples are not its goal
+        fit.pop("erase_error")
+    summary |= fit
     weights: dict[str, Tensor] = {}
     if config.nir:
         with log.stage("nir"):
@@ -590,6 +598,16 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             erasers = students
     summary["seconds_by_stage"] = {row["stage"]: row["seconds"] for row in log.rows}
     return EraseResult(weights, log.rows, summary, modules=erasers)
+
+
+def neighbour_gaps(means: Tensor, chunk: int = 2048) -> Tensor:
+    """(D,): each mean's distance to the nearest other one (inf for a single mean)."""
+    gaps = []
+    for start in range(0, len(means), chunk):
+        dist = torch.cdist(means[start : start + chunk], means)
+        dist[torch.arange(len(dist)), torch.arange(start, start + len(dist))] = float("inf")
+        gaps.append(dist.min(1).values)
+    return torch.cat(gaps)
 
 
 def keyed_erasers(projectors: dict[str, nn.Linear], memory: ConceptMemory) -> dict[str, KeyedEraser]:
