@@ -193,7 +193,8 @@ def main() -> None:
             continue
         artifact = erase_to_artifact(backbone, concepts, "etc", sized)
         metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=artifact, base=base_images(prompts))
-        rows.append(result_row("ETC", n, metrics, artifact))
+        label = "ETC" if artifact.config.get("eraser") == "keyed" else "ETC (MoEraser)"
+        rows.append(result_row(label, n, metrics, artifact))
         print(markdown_table(rows[-1:]), flush=True)
         write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
         if n == largest and args.removal:
@@ -240,7 +241,14 @@ def previous_results(args) -> tuple[list[dict], list[dict]]:
     if {k: record["split"][k] for k in ("pool", "heldout")} != {"pool": args.pool, "heldout": args.heldout}:
         raise SystemExit(f"--merge: {path} used another split ({record['split']}); rerun without --merge")
     stamp = lambda row: {"command": record["command"], **row}  # noqa: E731
-    return [stamp(r) for r in record["rows"]], [stamp(r) for r in record["module_removal"]]
+    return [stamp(moeraser_label(r)) for r in record["rows"]], [stamp(r) for r in record["module_removal"]]
+
+
+def moeraser_label(row: dict) -> dict:
+    """An ETC row measured before the keyed eraser existed (no "eraser" field) is a MoEraser row."""
+    if row["method"] == "ETC" and "eraser" not in row:
+        return {**row, "method": "ETC (MoEraser)", "eraser": "moe"}
+    return row
 
 
 def merged(kept: list[dict], fresh: list[dict], key: tuple[str, ...] = ("method", "concepts")) -> list[dict]:

@@ -18,6 +18,7 @@ from erasekit.methods.etc.method import (
     ETCConfig,
     TokenConcepts,
     TokenData,
+    build_memory,
     fit_erasers,
     make_erasers,
     nearest_pool,
@@ -136,6 +137,28 @@ def test_interrupted_training_resumes_to_the_same_erasers(tiny_sd: Path, tmp_pat
     for name in projectors:
         for a, b in zip(unbroken[name].parameters(), resumed[name].parameters(), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_keyed_memory_radius_and_shifts_from_token_data():
+    # two distributions of 2 core samples each, one centre each; own distances 0..3
+    targets = torch.tensor([[0.0, 0.0], [0.0, 0.0], [10.0, 0.0], [10.0, 0.0]])
+    mapped = targets + torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 2.0]])
+    data = TokenData(targets, mapped, torch.zeros(1, 2), distributions=2)
+    data.centres, data.means, data.whiten = targets[::2, None], targets[::2], torch.eye(2)
+    data.own_distance = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    memory = build_memory(data, ETCConfig(coverage=0.75, gamma=0.5))
+    assert float(memory.threshold) == 2.0  # the 75% quantile; the neighbour-gap floor is 0.1 x 10
+    torch.testing.assert_close(memory.values, 1.5 * torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+    data.own_distance = torch.zeros(2, 2)  # no spread at all (a causal encoder): a tenth of the gap
+    assert float(build_memory(data, ETCConfig()).threshold) == pytest.approx(1.0)
+    one = TokenData(targets[:2], mapped[:2], torch.zeros(1, 2), distributions=1)
+    one.centres, one.means, one.whiten, one.own_distance = (
+        targets[:1, None],
+        targets[:1],
+        torch.eye(2),
+        torch.zeros(1, 2),
+    )
+    assert float(build_memory(one, ETCConfig()).threshold) == 0.0  # one distribution: no gap, no floor
 
 
 def test_nearest_pool_picks_the_most_similar_concepts():

@@ -537,7 +537,9 @@ def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
     # a radius of at least a tenth of the typical gap between neighbouring distributions: a causal encoder gives a
     # concept no spread in templates that share the text before it, and the cached (float16) tokens are not bitwise
     # the ones the model computes at generation
-    threshold = max(float(threshold), 0.1 * float(neighbour_gaps(data.means).median()))
+    gaps = neighbour_gaps(data.means)
+    gaps = gaps[gaps.isfinite()]
+    threshold = max(float(threshold), 0.1 * float(gaps.median())) if len(gaps) else float(threshold)
     values = (1 + config.gamma) * data.shifts()
     return ConceptMemory(data.whiten, data.means, data.centres, values, float(threshold), config.candidates)
 
