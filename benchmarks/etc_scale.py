@@ -140,8 +140,9 @@ def write_docs(args, settings: EvalSettings, started: float, rows: list[dict], a
             "held-out triple (near = one word away from an erased triple) and on single-factor prompts; "
             "relative = against the original model on the same prompts and seeds; SW-FID on the preserved "
             "prompts. The largest size runs first: its encoding is timed on a cold cache, smaller runs "
-            "reuse its cached embeddings (their encoding column is near zero). `steps`: MoEraser training "
-            "steps; `nir`: noise injection-restore on.\n\n"
+            "reuse its cached embeddings (their encoding column is near zero). ETC rows use the keyed eraser "
+            "(the default; `eraser`), ETC (MoEraser) rows the trained MoEraser (`steps`: its training steps); "
+            "`nir`: noise injection-restore on.\n\n"
             + (MERGED_NOTE if args.merge else "")
             + table(sorted(rows, key=lambda r: (r["method"] != "ETC", r["concepts"])))
             + "\n\n![ETC against the number of concepts](etc_scale.png)\n"
