@@ -23,7 +23,7 @@ from erasekit.methods.etc.method import (
     make_erasers,
     nearest_pool,
 )
-from tiny_pipelines import build_sd
+from tiny_pipelines import build_sd, build_sd3
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -92,6 +92,25 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     without_nir = backbone.generate(prompts, seeds, steps=2)
     remove_artifact(backbone, applied)
     assert np.abs(without_nir.astype(int) - after.astype(int)).max() <= 1
+
+
+def test_keyed_etc_on_tiny_sd3_rewrites_what_the_context_embedder_reads(tmp_path: Path):
+    backbone = load_backbone(str(build_sd3(tmp_path / "sd3")))
+    concepts = ConceptSet.build(TARGETS, "", POOL)
+    artifact = erase_to_artifact(backbone, concepts, "etc", {**TINY, "work_dir": str(tmp_path / "work")})
+    assert set(artifact.modules) == {"transformer.context_embedder"}  # the one projector that reads encode()
+    loaded = load_artifact(save_artifact(artifact, tmp_path / "edit"))
+    states, _ = backbone.encode(["a cat", "a dog", "a pig", "a bee"])
+    embedder = backbone.pipe.transformer.context_embedder
+    with torch.no_grad():
+        before = embedder(states)
+        applied = apply_artifact(backbone, loaded)
+        after = embedder(states)
+        images = backbone.generate(["a cat"], [0], steps=2)
+        remove_artifact(backbone, applied)
+    change = (after - before).abs().amax(dim=(1, 2))
+    assert change[:2].min() > 1e-2 and change[2:].max() < 1e-5  # targets rewritten; "p..", "b.." share no prefix
+    assert images.shape == (1, *images.shape[1:]) and torch.equal(embedder(states), before)
 
 
 def test_a_rerun_loads_the_token_vectors_and_erasers_from_the_work_folder(tiny_sd: Path, tmp_path: Path):

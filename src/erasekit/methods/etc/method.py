@@ -565,7 +565,9 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     work = Path(config.work_dir) if config.work_dir else None
     log = StageLog()
     data = cached_tokens(backbone, concepts, config, log)
-    projectors = backbone.projectors()
+    # the keyed eraser rewrites encode()'s tokens: it wraps the projectors that read them (all on the UNet families,
+    # SD3's context_embedder); the MoEraser wraps every projector (§0)
+    projectors = backbone.embedding_projectors() if config.eraser == "keyed" else backbone.projectors()
     summary = {"targets": len(concepts.targets), "pool": len(concepts.preserve), "distributions": data.distributions}
     if config.eraser == "keyed":
         with log.stage("memory"):
