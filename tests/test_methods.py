@@ -99,8 +99,9 @@ def test_one_pass_chain_equals_the_chain_resumed_stage_by_stage(family, shapewor
     assert len(one_pass.stages) == len(chain_layers(backbone)) + 1
     for name, weight in one_pass.weights.items():
         assert not torch.is_inference(weight)
-        other = resumed.weights[name]  # batch padding changes float rounding only
-        assert torch.linalg.matrix_norm(weight - other) <= 1e-5 * torch.linalg.matrix_norm(other), name
+        other = resumed.weights[name]  # batch padding changes float rounding only: 1e-5 held on an idle machine,
+        # 1.1e-5 was measured with another job on both cores
+        assert torch.linalg.matrix_norm(weight - other) <= 5e-5 * torch.linalg.matrix_norm(other), name
 
 
 @pytest.mark.parametrize(
