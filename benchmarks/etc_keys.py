@@ -79,7 +79,8 @@ def main() -> None:
         handle.write(
             "# The keyed eraser's centres on ShapeWorld\n\n"
             f"Regenerate with `python benchmarks/etc_keys.py --work {args.work} --centres "
-            f"{' '.join(map(str, args.centres))}`. 2,000 erased and 400 held-out triples; the canonical prompt's "
+            f"{' '.join(map(str, args.centres))} --coverage {' '.join(map(str, args.coverage))}`. "
+            "2,000 erased and 400 held-out triples; the canonical prompt's "
             "phrase tokens; within θ = the coverage quantile of the real target tokens' distances to their own "
             "centres (all 100 templates). One centre is the distribution's mean.\n\n" + markdown_table(rows) + "\n"
         )
