@@ -10,7 +10,6 @@ Reads the embedding cache of an etc_scale.py run (--work; encodes what is missin
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
 from erasekit.eval.comparison import markdown_table
 from erasekit.eval.scale import ScaleSplit
 from erasekit.methods.etc.keyed import ConceptMemory, kmeans, own_distances, pooled_whitening
-from erasekit.methods.etc.method import ETCConfig, TokenConcepts, neighbour_gaps
+from erasekit.methods.etc.method import ETCConfig, TokenConcepts, rewrite_radius
 from erasekit.utils.io import atomic_file
 
 
@@ -55,9 +54,8 @@ def main() -> None:
         generator = torch.Generator().manual_seed(0)
         centres = torch.cat([kmeans(white[s : s + 1024], k, generator=generator) for s in range(0, len(white), 1024)])
         own = torch.cat([own_distances(white[s : s + 1024], centres[s : s + 1024]) for s in range(0, len(white), 1024)])
-        gap = 0.1 * float(neighbour_gaps(white.mean(1)).median())
         for coverage in args.coverage:
-            threshold = max(float(own.flatten().kthvalue(math.ceil(coverage * own.numel())).values), gap)
+            threshold = rewrite_radius(own, white.mean(1), coverage)
             memory = ConceptMemory(
                 whiten, white.mean(1), centres, torch.zeros(len(white), white.shape[-1]), threshold, config.candidates
             )

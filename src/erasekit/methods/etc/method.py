@@ -533,16 +533,21 @@ def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
     their own centres."""
     if data.centres is None:
         raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
-    distances = data.own_distance.flatten()
-    threshold = distances.kthvalue(max(1, math.ceil(config.coverage * len(distances)))).values
-    # a radius of at least a tenth of the typical gap between neighbouring distributions: a causal encoder gives a
-    # concept no spread in templates that share the text before it, and the cached (float16) tokens are not bitwise
-    # the ones the model computes at generation
-    gaps = neighbour_gaps(data.means)
-    gaps = gaps[gaps.isfinite()]
-    threshold = max(float(threshold), 0.1 * float(gaps.median())) if len(gaps) else float(threshold)
+    threshold = rewrite_radius(data.own_distance, data.means, config.coverage)
     values = (1 + config.gamma) * data.shifts()
-    return ConceptMemory(data.whiten, data.means, data.centres, values, float(threshold), config.candidates)
+    return ConceptMemory(data.whiten, data.means, data.centres, values, threshold, config.candidates)
+
+
+def rewrite_radius(own_distance: Tensor, means: Tensor, coverage: float) -> float:
+    """θ: the ``coverage`` quantile of the real target tokens' distances to their own centres, and at least a tenth
+    of the typical gap between neighbouring distribution ``means``: a causal encoder gives a concept no spread in
+    templates that share the text before it, and the cached (float16) tokens are not bitwise the ones the model
+    computes at generation."""
+    distances = own_distance.flatten()
+    threshold = float(distances.kthvalue(max(1, math.ceil(coverage * len(distances)))).values)
+    gaps = neighbour_gaps(means)
+    gaps = gaps[gaps.isfinite()]
+    return max(threshold, 0.1 * float(gaps.median())) if len(gaps) else threshold
 
 
 def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, log: StageLog) -> TokenData:
