@@ -7,7 +7,7 @@ rewrites. A proxy: images decide.
 Each variant overrides erase-stage settings only (eraser, coverage; for the MoEraser steps, experts, hidden,
 preserve_weight, lr, ...); the token vectors come from --work (computed and cached there if missing, as
 etc_scale.py does). Run, e.g.:
-    .venv/bin/python benchmarks/etc_token_fit.py --concepts 2000 --work runs/etc-v5 \\
+    .venv/bin/python benchmarks/etc_token_fit.py --concepts 2000 --work runs/etc-v6 \\
         --variants '[{"coverage": 0.9}, {"coverage": 0.95}, {"eraser": "moe", "steps": 200}]'
 """
 
@@ -38,6 +38,7 @@ from erasekit.methods.etc.method import (
     fit_quality,
     keyed_erasers,
     make_erasers,
+    wrapped_projectors,
 )
 
 
@@ -66,9 +67,9 @@ def main() -> None:
     templates = list(CONTEXT_TEMPLATES[: base.templates])
     held = concept_embeddings(backbone, [t.phrase for t in split.heldout], templates, args.work / "embeddings")
     held_tokens = TokenConcepts.build(held, base.tokens).samples[:, ::3].reshape(-1, data.targets.shape[-1])
-    projectors = backbone.projectors()
     for variant in args.variants:
         config = replace(base, **variant)
+        projectors = wrapped_projectors(backbone, config)
         started = time.time()
         if config.eraser == "keyed":
             memory = build_memory(data, config)

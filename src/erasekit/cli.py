@@ -238,7 +238,8 @@ def erase(
         Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
     ] = None,
     eraser: Annotated[
-        str | None, typer.Option(help="ETC: keyed (default: closed form, from the tMMs) | moe (the trained MoEraser)")
+        str | None,
+        typer.Option(help="ETC: keyed (default: closed form, token centres + transport) | moe (the trained MoEraser)"),
     ] = None,
     coverage: Annotated[
         float | None,

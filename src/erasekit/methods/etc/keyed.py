@@ -16,8 +16,8 @@ Why not the trained MoEraser at thousands of concepts: a held-out triple one wor
 template spread from it, and only a sharp test against each distribution's own cloud tells them apart. 2,000
 ShapeWorld triples (docs/etc_scale.md): keyed Acc_e 0.080 with held-out Acc_s 1.003 of the original's (H 0.907);
 the MoEraser 0.495 and 0.661 (H 0.544). Why 32 centres of real tokens: templates make clusters that a few centres
-(or the tMM's 4 components in a 32-d plane) smooth over; benchmarks/etc_keys.py (docs/etc_keys.md) measures the
-canonical prompts' tokens within θ per number of centres.
+smooth over; at 95% coverage, held-out triples with a canonical-prompt token within θ are 41% with one centre
+(the mean), 28% with 4 and 1.5% with 32 (benchmarks/etc_keys.py, docs/etc_keys.md).
 
 NIR (§5): with shipped weights W̃ = W + N, a restore path -N on the raw and rewritten token keeps the edit exact:
 W̃ (x + δ) - N (x + δ) = W (x + δ).
@@ -148,7 +148,7 @@ class KeyedEraser(nn.Module):
     """The per-projector view of a shared ConceptMemory: Δ(x) = W δ(x) (+ the NIR restore -N (x + δ(x))).
 
     W is the projector's live weight, bound with ``bind`` (not part of the state: with NIR it is the shipped,
-    corrupted weight; the restore path holds N = restore_out-ᵀ restore_inᵀ as a rank-one pair)."""
+    corrupted weight; the restore path holds -N = (restore_in restore_out)ᵀ as a rank-one pair)."""
 
     def __init__(self, memory: ConceptMemory, d_in: int, d_out: int, restore: bool = False) -> None:
         super().__init__()

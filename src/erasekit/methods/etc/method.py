@@ -570,9 +570,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
     work = Path(config.work_dir) if config.work_dir else None
     log = StageLog()
     data = cached_tokens(backbone, concepts, config, log)
-    # the keyed eraser rewrites encode()'s tokens: it wraps the projectors that read them (all on the UNet families,
-    # SD3's context_embedder); the MoEraser wraps every projector (§0)
-    projectors = backbone.embedding_projectors() if config.eraser == "keyed" else backbone.projectors()
+    projectors = wrapped_projectors(backbone, config)
     summary = {"targets": len(concepts.targets), "pool": len(concepts.preserve), "distributions": data.distributions}
     if config.eraser == "keyed":
         with log.stage("memory"):
@@ -608,6 +606,12 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             erasers = students
     summary["seconds_by_stage"] = {row["stage"]: row["seconds"] for row in log.rows}
     return EraseResult(weights, log.rows, summary, modules=erasers)
+
+
+def wrapped_projectors(backbone: Backbone, config: ETCConfig) -> dict[str, nn.Linear]:
+    """The keyed eraser rewrites encode()'s tokens: it wraps the projectors that read them (all on the UNet
+    families, SD3's context_embedder); the MoEraser wraps every projector (§0)."""
+    return backbone.embedding_projectors() if config.eraser == "keyed" else backbone.projectors()
 
 
 def neighbour_gaps(means: Tensor, chunk: int = 2048) -> Tensor:
