@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo report-check test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/erasekit demo
+
+report-check: install  # after `make demo`: open the report in headless Chromium, every image loaded and visible
+	$(PY) benchmarks/check_report.py out/demo/report.html --out out/demo/report-screenshot.png
 
 test: install
 	$(PY) -m pytest -q
