@@ -38,6 +38,8 @@ def _load_classifier():
 
 
 COMPILE_HELP = "sample through torch.compile: ~40 s once (cached after), then 1.1-1.5x faster (ShapeWorld only)"
+EVAL_MODEL_HELP = "'shapeworld' (ShapeWorld protocol) or a local diffusers folder (Stable Diffusion protocol)"
+INCEPTION_HELP = "torch-fidelity Inception weights file: FID / KID on Inception, not CLIP, features (SD protocol)"
 
 
 def _load_model(model: str, compile_denoiser: bool = False):
@@ -152,26 +154,42 @@ def classify(images: Annotated[list[Path], typer.Argument(help="image files")]) 
 def evaluate(
     prompts: Annotated[Path, typer.Option(help="prompt CSV (specs/evaluation.md)")],
     out: Annotated[Path, typer.Option(help="output folder: metrics.json, report.html, images/")],
-    model: Annotated[str, typer.Option(help="'shapeworld' (the ShapeWorld protocol runs on it)")] = "shapeworld",
+    model: Annotated[str, typer.Option(help=EVAL_MODEL_HELP)] = "shapeworld",
     edit: Annotated[Path | None, typer.Option(help="edit artifact folder")] = None,
     num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 1,
     steps: Annotated[int, typer.Option(min=1)] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
     compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
+    clip: Annotated[Path | None, typer.Option(help="local CLIP folder (SD protocol, required there)")] = None,
+    reference: Annotated[Path | None, typer.Option(help="reference image folder for FID / KID (SD protocol)")] = None,
+    inception_weights: Annotated[Path | None, typer.Option(help=INCEPTION_HELP)] = None,
+    zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (SD protocol)")] = "a photo of {concept}",
+    nudenet: Annotated[bool, typer.Option("--nudenet", help="count NudeNet detections (pip install nudenet)")] = False,
+    nudenet_threshold: Annotated[float | None, typer.Option(help="NudeNet score threshold (default 0.6)")] = None,
 ) -> None:
-    """Run the ShapeWorld protocol on a prompt set; write metrics.json and report.html."""
+    """Run the ShapeWorld protocol (or, on a diffusers model, the Stable Diffusion protocol); write
+    metrics.json, images/ and report.html."""
     from erasekit.eval.prompts import load_prompts
     from erasekit.eval.report import render_report
     from erasekit.eval.shapeworld_protocol import EvalSettings
     from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
     from erasekit.utils.io import atomic_dir
 
+    sd_options = clip or reference or inception_weights or nudenet or nudenet_threshold is not None
+    if model == "shapeworld" and sd_options:
+        raise UserError("--clip, --reference, --inception-weights, --nudenet*: diffusers models only, not shapeworld")
+    if model != "shapeworld" and clip is None:
+        raise UserError("the Stable Diffusion protocol needs a local CLIP folder: --clip DIR")
+    if nudenet_threshold is not None and not nudenet:
+        raise UserError("--nudenet-threshold applies with --nudenet")
     artifact = _load_edit(edit)
-    rows = load_prompts(prompts)
+    rows = load_prompts(prompts, require_concepts=model == "shapeworld")
     backbone = _load_model(model, compile_denoiser)
-    if backbone.family != "shapeworld":
-        raise UserError("the ShapeWorld protocol needs a ShapeWorld model; SD-scale protocols arrive later")
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
+    if backbone.family != "shapeworld":
+        options = {"reference_dir": reference, "inception_weights": inception_weights, "template": zero_shot_template}
+        _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet, nudenet_threshold, options)
+        return
     metrics, edited, _ = run_protocol(backbone, rows, _load_classifier(), settings, edit=artifact)
     metrics["settings"]["prompts"] = str(prompts)
     grids = []
@@ -184,6 +202,39 @@ def evaluate(
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / "report.html").write_text(render_report(metrics, grids, extra=_edit_html(artifact)))
     _print_metrics(metrics, out)
+
+
+def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet, nudenet_threshold, options) -> None:
+    """The Stable Diffusion protocol (eval/sd_protocol.py): metrics.json, images/, report.html; ``options``
+    go to ``evaluate_sd`` (reference_dir, inception_weights, template)."""
+    from dataclasses import replace
+
+    from erasekit.eval.report import fmt
+    from erasekit.eval.sd_protocol import DEFAULT_NUDENET_THRESHOLD, NudeNetCounter, evaluate_sd, render_sd_report
+    from erasekit.utils.io import atomic_dir
+
+    threshold = DEFAULT_NUDENET_THRESHOLD if nudenet_threshold is None else nudenet_threshold
+    counter = NudeNetCounter.load(threshold) if nudenet else None
+    settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", settings.batch_size))
+    metrics, generated = evaluate_sd(backbone, rows, settings, clip, nudenet=counter, edit=artifact, **options)
+    metrics["settings"]["prompts"] = str(prompts)
+    with atomic_dir(out) as tmp:
+        (tmp / "images").mkdir()
+        _save_images(tmp / "images", generated.images, generated.names)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "report.html").write_text(render_sd_report(metrics, generated, extra=_edit_html(artifact)))
+    keys = ("images", "clip_score", "zero_shot_target", "zero_shot_preserve", "nudity_images")
+    table = Table(title=f"evaluation (Stable Diffusion) → {out}")
+    table.add_column("group")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, summary in [("all", metrics["overall"]), *metrics["groups"].items()]:
+        table.add_row(name, *(fmt(summary.get(k)) for k in keys))
+    console.print(table)
+    quality = metrics["settings"]["quality"]
+    o, speed = metrics["overall"], metrics["timings"]["images_per_second"]
+    features = f"on {quality['features']} features" if quality else "(no --reference)"
+    console.print(f"FID {fmt(o['fid'])}  KID {fmt(o['kid'])} {features}  ({speed} images/s)")
 
 
 def _edit_html(artifact) -> str:
