@@ -60,6 +60,13 @@ def _save_images(folder: Path, images: np.ndarray, names: list[str]) -> None:
         Image.fromarray(img).save(folder / name)
 
 
+def _on_main() -> bool:
+    """Under ``accelerate launch`` every process computes its share; only the main one writes and prints."""
+    from erasekit.utils.distributed import is_main
+
+    return is_main()
+
+
 def _summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
@@ -106,6 +113,8 @@ def generate(
     t0 = time.time()
     result = generate_rows(backbone, rows, EvalSettings(num_images=num_images, steps=steps, guidance=guidance))
     seconds = time.time() - t0
+    if not _on_main():
+        return
     with atomic_dir(out) as tmp:
         _save_images(tmp, result.images, result.names)
         image_grid(result.images[:64]).save(tmp / "grid.png")
@@ -192,6 +201,8 @@ def evaluate(
         return
     metrics, edited, _ = run_protocol(backbone, rows, _load_classifier(), settings, edit=artifact)
     metrics["settings"]["prompts"] = str(prompts)
+    if not _on_main():
+        return
     grids = []
     for group in metrics["groups"]:
         idx = [i for i, r in enumerate(edited.rows) if r.group == group]
@@ -355,6 +366,8 @@ def erase(
             options |= {"s_e": s_e}
     artifact = erase_to_artifact(_load_model(model), concepts, method, options)
     summary = artifact.metrics
+    if not _on_main():
+        return
     save_artifact(artifact, out)
     if method == "etc":
         _print_etc(summary, out)
@@ -592,6 +605,8 @@ def demo(
             (f"{title} — original", original.images[idx], captions),
             (f"{title} — ErasePro", edited.images[idx], captions),
         ]
+    if not _on_main():
+        return
     with atomic_dir(out) as tmp:
         save_artifact(artifact, tmp / "edit")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from erasekit.backbones.base import Backbone
+from erasekit.utils.distributed import all_gather, barrier, is_main, map_batches, world
 from erasekit.utils.io import atomic_file
 
 # Narrative contexts for object concepts: a lead that names the phrase, then a scene. The product gives
@@ -90,16 +91,20 @@ def _cache_key(backbone: Backbone, templates: list[str], phrase: str) -> str:
 def encode_phrases(
     backbone: Backbone, phrases: list[str], templates: list[str], batch_size: int = 256
 ) -> list[torch.Tensor]:
-    """Per phrase, (N, n, d) float32: its states at each of its n sub-tokens in every one of N templates."""
+    """Per phrase, (N, n, d) float32: its states at each of its n sub-tokens in every one of N templates.
+
+    Under ``accelerate launch`` each process encodes its share of the batches and every process gets all rows
+    (utils/distributed.py): the same batches, so the same numbers, as in one process."""
     prompts, positions = [], []
     for phrase in phrases:
         prompts += [t.format(phrase) for t in templates]
         positions += phrase_token_positions(backbone, templates, phrase)
-    rows = []
-    for start in range(0, len(prompts), batch_size):
-        states = backbone.encode(prompts[start : start + batch_size])[0].float()
-        for row, index in enumerate(positions[start : start + batch_size]):
-            rows.append(states[row, index])
+
+    def encode_batch(part: slice) -> list[torch.Tensor]:  # (index by a list: copies, not views of the batch)
+        states = backbone.encode(prompts[part])[0].float()
+        return [states[row, index] for row, index in enumerate(positions[part])]
+
+    rows = [row for batch in map_batches(encode_batch, len(prompts), batch_size) for row in batch]
     n = len(templates)
     return [torch.stack(rows[i * n : (i + 1) * n]) for i in range(len(phrases))]
 
@@ -122,19 +127,23 @@ def concept_embeddings(
         if path is not None and path.is_file():
             out[i] = load_file(str(path))["embeddings"].float()
     missing = [i for i, x in enumerate(out) if x is None]
-    bar = tqdm(total=len(missing), desc="encoding concepts", unit="concept", disable=not progress or not missing)
+    if world()[1] > 1:  # every process encodes what any of them lacks (a node may not see the main one's cache)
+        missing = sorted(set().union(*all_gather(missing)))
+    show = progress and bool(missing) and is_main()
+    bar = tqdm(total=len(missing), desc="encoding concepts", unit="concept", disable=not show)
     for start in range(0, len(missing), chunk):
         todo = missing[start : start + chunk]
         encoded = encode_phrases(backbone, [phrases[i] for i in todo], templates)
         for i, x in zip(todo, encoded, strict=True):
             x = x.to(torch.float16).contiguous()  # as the cache holds it: the same numbers either way
             out[i] = x.float()
-            if paths[i] is not None:
+            if paths[i] is not None and is_main():  # the main process writes the cache; the others wait below
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
                 with atomic_file(paths[i], "wb") as handle:
                     handle.write(save({"embeddings": x}))
         bar.update(len(todo))
     bar.close()
+    barrier()
     return out
 
 

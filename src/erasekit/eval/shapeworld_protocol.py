@@ -19,6 +19,7 @@ from erasekit.artifacts import Artifact, apply_artifact, remove_artifact
 from erasekit.backbones.base import Backbone
 from erasekit.eval.metrics import fidelity, frechet_distance, harmonic_mean, kernel_inception_distance
 from erasekit.eval.prompts import PromptRow
+from erasekit.utils.distributed import map_batches, world
 from erasekit.world.classifier import FactorClassifier
 from erasekit.world.factors import FACTOR_NAMES, VOCAB
 from erasekit.world.render import render
@@ -52,16 +53,20 @@ def expand_rows(rows: list[PromptRow], num_images: int) -> tuple[list[PromptRow]
 def generate_rows(
     backbone: Backbone, rows: list[PromptRow], settings: EvalSettings, progress: bool = True
 ) -> Generated:
+    """The images of ``rows``; under ``accelerate launch`` each process generates its share of the batches
+    (utils/distributed.py) and every process gets all images, the same as one process makes."""
     image_rows, seeds, names = expand_rows(rows, settings.num_images)
-    images = backbone.generate(
-        [r.prompt for r in image_rows],
-        seeds,
-        steps=settings.steps,
-        guidance=settings.guidance,
-        progress=progress,
-        batch_size=settings.batch_size,
+    prompts = [r.prompt for r in image_rows]
+    options = {"steps": settings.steps, "guidance": settings.guidance, "batch_size": settings.batch_size}
+    if world()[1] == 1 or not prompts:
+        return Generated(image_rows, backbone.generate(prompts, seeds, progress=progress, **options), names)
+    parts = map_batches(
+        lambda part: backbone.generate(prompts[part], seeds[part], progress=False, **options),
+        len(prompts),
+        settings.batch_size,
+        desc="generating" if progress else None,
     )
-    return Generated(image_rows, images, names)
+    return Generated(image_rows, np.concatenate(parts), names)
 
 
 def agreement(rows: list[PromptRow], predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -33,6 +33,7 @@ from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig, layer_weight
 from erasekit.methods.etc.tmm import ConceptDistribution, off_plane, sample_spread
 from erasekit.methods.etc.transport import merge_triplet, mixture_transport
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from erasekit.utils.distributed import all_gather, is_main
 from erasekit.utils.io import atomic_file
 from erasekit.utils.profiling import measure
 
@@ -369,7 +370,7 @@ def fit_erasers(
         optimizer.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        if checkpoints and ((step + 1) % every == 0 or step + 1 == steps):
+        if checkpoints and ((step + 1) % every == 0 or step + 1 == steps) and is_main():  # one writer
             save_checkpoint(checkpoints, step + 1, {"erasers": bundle}, optimizer, {"losses": losses})
     bundle.eval()
     return losses
@@ -555,11 +556,12 @@ def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, l
     without NIR) loads the token vectors instead of recomputing §1-§3."""
     folder = _checkpoints(Path(config.work_dir), concepts, config, "tokens") if config.work_dir else None
     path = folder / "tokens.safetensors" if folder else None
-    if path is not None and path.is_file():
+    # under accelerate launch: load only if every process sees the file (prepare_tokens has collectives)
+    if path is not None and all(all_gather(path.is_file())):
         with log.stage("tokens from the work folder"):
             return TokenData.load(path)
     data = prepare_tokens(backbone, concepts, config, log)
-    if path is not None:
+    if path is not None and is_main():  # the main process writes the work folder
         data.save(path)
     return data
 
