@@ -8,6 +8,8 @@ projector, a correction Δ added to its output (W c + Δ(c)), listed in the mani
 (methods/etc/keyed.py: {"kind": "keyed", "d_in", "d_out", "restore"}) that share one concept memory, saved once
 under "::memory.<buffer>" and described by the manifest's "memory" entry ({"d", "distributions", "per",
 "candidates"}).
+An edit may instead (or also) carry a prompt filter (methods/prompt_filter.py), a text-level plug-in stored in
+the manifest's optional "prompt_filter" entry ({"words", "replacements"}).
 
 The tensors file holds the replacement weights, keyed "<linear module>.weight", and the modules'
 parameters, keyed "<linear module>::eraser.<parameter>". The separator "::" never occurs in the module
@@ -71,6 +73,12 @@ class Artifact:
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     modules: dict[str, MoEraser] = field(default_factory=dict)
+    prompt_filter: dict | None = None  # {"words", "replacements"}: applied to prompts while the edit is on
+
+    @property
+    def plugins(self) -> int:
+        """How many plug-ins (modules and a prompt filter) the module-removal attack drops."""
+        return len(self.modules) + (self.prompt_filter is not None)
 
 
 @dataclass
@@ -81,6 +89,7 @@ class AppliedEdit:
     artifact: Artifact
     originals: dict[str, torch.Tensor]
     hooks: dict[str, RemovableHandle] = field(default_factory=dict)
+    filtered: bool = False  # the artifact's prompt filter is set on the backbone
 
 
 def editable_linears(backbone) -> dict[str, nn.Linear]:
@@ -120,6 +129,7 @@ def build_artifact(
     new_weights: dict[str, torch.Tensor],
     metrics: dict,
     modules: dict[str, MoEraser] | None = None,
+    prompt_filter: dict | None = None,
 ) -> Artifact:
     """An Artifact replacing the named linear modules' weights and adding ``modules`` (name -> MoEraser,
     kept as given, not copied) to the named linear modules' outputs; records the hashes of the current
@@ -159,6 +169,7 @@ def build_artifact(
         metrics=dict(metrics or {}),
         versions=library_versions(),
         modules=dict(modules or {}),
+        prompt_filter=dict(prompt_filter) if prompt_filter else None,
     )
 
 
@@ -198,6 +209,7 @@ def _manifest(artifact: Artifact) -> dict:
         "base": artifact.base,
         "original_sha256": artifact.original_sha256,
         **modules,
+        **({"prompt_filter": artifact.prompt_filter} if artifact.prompt_filter else {}),
         "metrics": artifact.metrics,
         "versions": artifact.versions,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -275,7 +287,20 @@ def load_artifact(path: Path) -> Artifact:
         metrics=manifest.get("metrics", {}),
         versions=manifest.get("versions", {}),
         modules=modules,
+        prompt_filter=_checked_filter(manifest.get("prompt_filter"), manifest_path),
     )
+
+
+def _checked_filter(entry, manifest_path: Path) -> dict | None:
+    """The manifest's prompt filter, validated (None when the edit has none)."""
+    from erasekit.methods.prompt_filter import PromptFilter
+
+    if entry is None:
+        return None
+    try:
+        return PromptFilter.from_json(entry).to_json()
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{MANIFEST} has a malformed prompt_filter entry: {manifest_path}") from None
 
 
 def _eraser_config(entry: dict) -> MoEraserConfig:
@@ -453,13 +478,20 @@ def apply_artifact(backbone, artifact: Artifact, modules: bool = True) -> Applie
         for key, module in targets.items():
             module.weight.data.copy_(artifact.weights[key])
     hooks = {name: _attach(linear, artifact.modules[name]) for name, linear in wrapped.items()} if modules else {}
-    return AppliedEdit(artifact=artifact, originals=originals, hooks=hooks)
+    filtered = modules and artifact.prompt_filter is not None
+    if filtered:
+        from erasekit.methods.prompt_filter import PromptFilter
+
+        backbone.prompt_filter = PromptFilter.from_json(artifact.prompt_filter)
+    return AppliedEdit(artifact=artifact, originals=originals, hooks=hooks, filtered=filtered)
 
 
 def remove_artifact(backbone, applied: AppliedEdit) -> None:
     """Detach the erasers, put the replaced weights back in place and check they hash to the recorded
     originals."""
     linears = editable_linears(backbone)
+    if applied.filtered:
+        backbone.prompt_filter = None
     for name, handle in applied.hooks.items():
         handle.remove()
         if hasattr(linears[name], ATTACHED):
@@ -477,6 +509,8 @@ def export_artifact(backbone, artifact: Artifact, out: Path) -> Path:
 
     The backbone is edited only while saving and is back to its base model afterwards.
     """
+    if artifact.prompt_filter:
+        raise UserError("this edit is a prompt filter, which a diffusers folder cannot hold; use it with --edit")
     if artifact.modules:
         raise UserError(
             f"this edit carries MoEraser modules ({len(artifact.modules)}), which a plain diffusers folder "

@@ -8,6 +8,9 @@
 - ``embedding_projectors()``: those projectors whose input is exactly ``encode()``'s output;
 - ``token_segments(prompts)``: which tokens sit at which ``encode()`` positions (for token alignment);
 - ``generate(prompts, seeds, steps, guidance) -> uint8 images (B, H, W, 3)``.
+
+``encode`` and ``generate`` pass prompts through ``prompt_filter`` (a callable str -> str, None by default),
+which an applied prompt-filter edit sets.
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ class Backbone(Protocol):
     def generate(
         self, prompts: list[str], seeds: list[int], steps: int = 25, guidance: float = 5.0, progress: bool = False
     ) -> np.ndarray: ...
+
+
+def filtered_prompts(backbone, prompts: list[str]) -> list[str]:
+    """The prompts after the backbone's prompt filter (an applied filter edit), or as given without one."""
+    text_filter = getattr(backbone, "prompt_filter", None)
+    return [text_filter(p) for p in prompts] if text_filter is not None else list(prompts)
 
 
 def linear_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Linear]]:

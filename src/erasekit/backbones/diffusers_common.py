@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from erasekit.backbones.base import TokenSegment, check_generate_args, generate_in_batches, linear_modules
+from erasekit.backbones.base import (
+    TokenSegment,
+    check_generate_args,
+    filtered_prompts,
+    generate_in_batches,
+    linear_modules,
+)
 from erasekit.errors import UserError
 from erasekit.utils.io import read_json_object
 from erasekit.world.text_encoder import PromptTooLongError
@@ -130,6 +136,7 @@ class DiffusersBackbone:
     def __init__(self, pipe: DiffusionPipeline, source: str):
         self.pipe = pipe
         self.source = source
+        self.prompt_filter = None  # set while a prompt-filter edit is applied
 
     @classmethod
     def load(cls, folder: Path) -> Self:
@@ -150,7 +157,7 @@ class DiffusersBackbone:
         denoisers get no attention mask from their pipelines: they still consume (attend to) the
         padded positions, so the mask says which positions are prompt tokens, not what is ignored.
         """
-        prompts = list(prompts)
+        prompts = filtered_prompts(self, prompts)
         if not prompts:  # (0, L, D): shapes from encoding the empty prompt
             states, mask = self.encode([""])
             return states[:0], mask[:0]
@@ -193,7 +200,7 @@ class DiffusersBackbone:
     ) -> np.ndarray:
         """uint8 images (B, H, W, 3) from the pipeline's own sampler; image i depends only on seeds[i]."""
         check_generate_args(prompts, seeds)
-        prompts, seeds = list(prompts), [int(s) for s in seeds]
+        prompts, seeds = filtered_prompts(self, prompts), [int(s) for s in seeds]
         if not prompts:
             return np.zeros((0, *self.image_size(), 3), np.uint8)
         self.check_prompts(prompts)

@@ -11,7 +11,13 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from erasekit.backbones.base import TokenSegment, check_generate_args, generate_in_batches, linear_modules
+from erasekit.backbones.base import (
+    TokenSegment,
+    check_generate_args,
+    filtered_prompts,
+    generate_in_batches,
+    linear_modules,
+)
 from erasekit.errors import UserError
 from erasekit.world.assets import denoiser_dir
 from erasekit.world.denoiser import latents_to_images, sample_scheduler
@@ -31,6 +37,7 @@ class ShapeWorldBackbone:
         self.encoder = encoder
         self.source = source
         self.compiled: nn.Module | None = None  # set by compile_denoiser()
+        self.prompt_filter = None  # set while a prompt-filter edit is applied
 
     def compile_denoiser(self) -> None:
         """Sample through ``torch.compile`` of the UNet: ~40 s once per batch shape (the inductor cache
@@ -50,7 +57,7 @@ class ShapeWorldBackbone:
         return {"family": self.family, "source": self.source}
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(list(prompts))
+        return self.encoder(filtered_prompts(self, prompts))
 
     def text_layers(self) -> list[tuple[str, nn.Linear]]:
         return linear_modules(self.encoder.model.encoder, prefix="text_encoder.encoder.")

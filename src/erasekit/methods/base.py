@@ -21,6 +21,7 @@ class EraseResult:
     stages: list[dict] = field(default_factory=list)  # one row per edit stage (residuals, norms, sizes)
     summary: dict = field(default_factory=dict)
     modules: dict[str, nn.Module] = field(default_factory=dict)  # projector name -> module added to its output
+    prompt_filter: dict | None = None  # a text-level plug-in (methods/prompt_filter.py), JSON form
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,14 @@ def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, opt
         result = chosen.erase(backbone, concepts, config)
     summary = {**result.summary, "seconds": usage.seconds, "peak_mib": usage.peak_mib, "stages": result.stages}
     return build_artifact(
-        backbone, method, asdict(config), concepts.to_json(), result.weights, summary, modules=result.modules
+        backbone,
+        method,
+        asdict(config),
+        concepts.to_json(),
+        result.weights,
+        summary,
+        modules=result.modules,
+        prompt_filter=result.prompt_filter,
     )
 
 

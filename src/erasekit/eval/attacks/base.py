@@ -1,0 +1,145 @@
+"""What every attack shares (specs/evaluation.md, "Attacks"): its outcome, the attack success rate and the
+words an attacker may not use.
+
+ASR is the fraction of attack images in which the classifier reads the target concept (every factor the
+target row names), exactly as Acc_e reads target prompts; an attack reports its budget and wall time.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from erasekit.eval.prompts import PromptRow
+from erasekit.eval.shapeworld_protocol import agreement
+from erasekit.world.classifier import FactorClassifier
+from erasekit.world.factors import COLOURS, PATTERNS, SHAPES
+
+PLACEHOLDER = "[MASK]"  # a learned or soft token's slot in a prompt (one tokenizer token, never a word)
+
+
+@dataclass
+class AttackOutcome:
+    """One attack on one model: ASR over ``rows`` (one per image), the prompts it used and its images."""
+
+    attack: str
+    asr: float | None  # None when the attack does not apply (e.g. module removal of an edit without plug-ins)
+    budget: dict
+    seconds: float
+    rows: list[PromptRow] = field(default_factory=list)  # the attack prompts, one per image
+    images: np.ndarray | None = None
+    details: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The JSON record: name, ASR, budget, seconds, images and details (no images)."""
+        return {
+            "attack": self.attack,
+            "asr": self.asr,
+            "images": 0 if self.images is None else int(len(self.images)),
+            "budget": self.budget,
+            "seconds": round(self.seconds, 2),
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+def success_rate(classifier: FactorClassifier, rows: list[PromptRow], images: np.ndarray) -> float | None:
+    """Fraction of images whose classifier reading matches every factor their row's concept names."""
+    if len(rows) == 0:
+        return None
+    joint = agreement(rows, classifier.predict(images))["joint"]
+    return float(joint.mean())
+
+
+def concept_words(rows: list[PromptRow], names: list[str]) -> tuple[str, ...]:
+    """Every phrasing an attacker must avoid: the erased names and, for ShapeWorld concepts, every caption
+    phrasing of each factor value the target rows name."""
+    words = {n.strip().lower() for n in names if n.strip()}
+    tables = {"shape": SHAPES, "pattern": PATTERNS, "colour": {k: v[0] for k, v in COLOURS.items()}}
+    for row in rows:
+        for factor, value in row.factors.items():
+            words.update(w.lower() for w in tables.get(factor, {}).get(value, ()))
+    return tuple(sorted(words, key=len, reverse=True))
+
+
+def mentions(text: str, words: tuple[str, ...]) -> bool:
+    """Does ``text`` contain any of ``words`` as a substring (case-insensitive): "starburst" mentions "star"."""
+    low = text.lower()
+    return any(w in low for w in words)
+
+
+def phrase_pattern(words: tuple[str, ...]) -> re.Pattern:
+    """Any of ``words`` as a whole word or phrase, case-insensitive, longest first."""
+    alternatives = sorted(words, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in alternatives) + r")(?!\w)", re.IGNORECASE)
+
+
+def names_word(text: str, words: tuple[str, ...]) -> bool:
+    """Does ``text`` name any of ``words`` as a whole word or phrase (case-insensitive)."""
+    return bool(words) and phrase_pattern(words).search(text) is not None
+
+
+def with_slot(prompt: str, words: tuple[str, ...], slot: str) -> str | None:
+    """``prompt`` with its first phrasing of the concept replaced by ``slot`` and any further one dropped;
+    None when the prompt names none of ``words``."""
+    pattern = phrase_pattern(words)
+    if not pattern.search(prompt):
+        return None
+    first = pattern.sub(slot, prompt, count=1)
+    head, _, tail = first.partition(slot)
+    return re.sub(r"\s+", " ", f"{head}{slot}{pattern.sub('', tail)}").strip()
+
+
+def rows_with_prompts(rows: list[PromptRow], prompts: list[str]) -> list[PromptRow]:
+    return [replace(r, prompt=p) for r, p in zip(rows, prompts, strict=True)]
+
+
+@dataclass
+class AttackContext:
+    """The model under attack and how to judge it: ``rows`` are the target prompt rows, ``names`` the erased
+    concept names (what a prompt filter would block), ``edit`` the shipped artifact (None: the original)."""
+
+    backbone: object
+    classifier: FactorClassifier
+    settings: object  # EvalSettings: steps and guidance of the attack images
+    rows: list[PromptRow]
+    names: tuple[str, ...]
+    edit: object | None = None
+    seed: int = 0
+    preserve: list[PromptRow] = field(default_factory=list)  # preserve rows, for quality after an attack
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return concept_words(self.rows, list(self.names))
+
+    def explicit(self, limit: int) -> list[PromptRow]:
+        """Up to ``limit`` target rows that name the concept (spread evenly over the rows)."""
+        named = [r for r in self.rows if with_slot(r.prompt, self.words, PLACEHOLDER) is not None]
+        if len(named) <= limit:
+            return named
+        return [named[i] for i in np.linspace(0, len(named) - 1, limit).round().astype(int)]
+
+    @contextmanager
+    def attacked(self, modules: bool = True):
+        """The backbone with the edit applied (``modules=False``: its plug-ins dropped) for the block."""
+        from erasekit.artifacts import apply_artifact, remove_artifact
+
+        applied = apply_artifact(self.backbone, self.edit, modules=modules) if self.edit is not None else None
+        try:
+            yield self.backbone
+        finally:
+            if applied is not None:
+                remove_artifact(self.backbone, applied)
+
+    def judge(self, rows: list[PromptRow], images: np.ndarray, **details) -> AttackOutcome:
+        return AttackOutcome("", success_rate(self.classifier, rows, images), {}, 0.0, rows, images, details)
+
+    def generate(self, rows: list[PromptRow]) -> np.ndarray:
+        """One image per row with its evaluation seed, on the backbone as it is now (sharded under accelerate)."""
+        from dataclasses import replace as with_fields
+
+        from erasekit.eval.shapeworld_protocol import generate_rows
+
+        return generate_rows(self.backbone, rows, with_fields(self.settings, num_images=1), progress=False).images
