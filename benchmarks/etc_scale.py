@@ -24,7 +24,7 @@ from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.comparison import benchmark_record, markdown_table
 from erasekit.eval.metrics import harmonic_mean
-from erasekit.eval.scale import ScaleSplit, scale_rows
+from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
 from erasekit.methods.base import erase_to_artifact
 from erasekit.utils.io import atomic_file
@@ -34,7 +34,6 @@ from erasekit.world.classifier import load_classifier
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WORK = Path(__file__).resolve().parents[1] / "runs" / "etc-scale"
 MERGED_NOTE = "Rows kept from earlier runs (`--merge`) carry their command in etc_scale.json.\n\n"
-COMPARE_TEMPLATES = ["{}", "a {}", "a picture of a {}"]  # closed-form baselines: 3 templates per concept
 
 
 class BaseImages:

@@ -276,7 +276,9 @@ def _read_lines(path: Path, what: str) -> list[str]:
 @app.command()
 def erase(
     out: Annotated[Path, typer.Option(help="artifact folder to write (atomically)")],
-    method: Annotated[str, typer.Option(help="uce | erasepro | etc")] = "erasepro",
+    method: Annotated[
+        str, typer.Option(help="uce | erasepro | etc | filter (a prompt filter, the baseline)")
+    ] = "erasepro",
     target: Annotated[list[str] | None, typer.Option(help="a concept to erase (repeatable)")] = None,
     targets: Annotated[Path | None, typer.Option(help="file with one target concept per line")] = None,
     anchor: Annotated[str | None, typer.Option(help="concept the targets are mapped to ('' = empty prompt)")] = None,
@@ -372,6 +374,14 @@ def erase(
     if method == "etc":
         _print_etc(summary, out)
         return
+    if method == "filter":
+        words = ", ".join(concepts.targets[:5]) + (" …" if len(concepts.targets) > 5 else "")
+        console.print(
+            _summary_table(
+                f"erase (filter) → {out}", [("blocked names", words), ("replaced by", repr(concepts.anchors[0]))]
+            )
+        )
+        return
     _print_stages(summary["stages"])
     console.print(
         _summary_table(
@@ -386,6 +396,176 @@ def erase(
             ],
         )
     )
+
+
+def _budget_options(items: list[str], attack: str | None = None) -> dict[str, dict]:
+    """Parse repeated ``[ATTACK:]KEY=VALUE`` budget options into {attack: {key: value}}."""
+    budgets: dict[str, dict] = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        name, colon, key = head.rpartition(":")
+        name = name if colon else attack
+        if not sep or not key or name is None:
+            form = "KEY=VALUE" if attack else "ATTACK:KEY=VALUE"
+            raise UserError(f"--budget {item!r}: expected {form}")
+        budgets.setdefault(name, {})[key] = value
+    return budgets
+
+
+def _attack_rows(task: str | None, prompts: Path | None):
+    """(target rows, preserve rows) of a ShapeWorld task or a prompt CSV."""
+    from erasekit.eval.prompts import load_prompts
+    from erasekit.eval.tasks import TASKS, prompt_file
+
+    if (task is None) == (prompts is None):
+        raise UserError("give exactly one of --task NAME or --prompts CSV")
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    rows = load_prompts(prompts if prompts is not None else prompt_file(task))
+    targets = [r for r in rows if r.role == "target"]
+    if not targets:
+        raise UserError("the prompt set has no target rows to attack")
+    return targets, [r for r in rows if r.role == "preserve"]
+
+
+@app.command()
+def attack(
+    out: Annotated[Path, typer.Option(help="output folder: attack.json, prompts.csv, images/, grid.png (atomic)")],
+    attack: Annotated[str, typer.Option(help="module-removal | paraphrase | ring-a-bell | soft-prompt | inversion")],
+    edit: Annotated[Path | None, typer.Option(help="edit artifact folder (omit: attack the original model)")] = None,
+    task: Annotated[str | None, typer.Option(help="a ShapeWorld task whose target prompts are attacked")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="or a prompt CSV (its target rows are attacked)")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="erased concept name (default: the edit's or the task's targets)")
+    ] = None,
+    budget: Annotated[list[str] | None, typer.Option(help="KEY=VALUE budget override (repeatable)")] = None,
+    model: Annotated[
+        str, typer.Option(help="'shapeworld' (the ShapeWorld classifier judges the attack)")
+    ] = "shapeworld",
+    steps: Annotated[int, typer.Option(min=1, help="sampling steps of the attack images")] = 25,
+    guidance: Annotated[float, typer.Option()] = 5.0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Attack an erasure and report its attack success rate (ASR), budget and wall time."""
+    from erasekit.eval.attacks import AttackContext, budget_for, run_attack
+    from erasekit.eval.prompts import write_prompts
+    from erasekit.eval.shapeworld_protocol import EvalSettings
+    from erasekit.eval.tasks import TASKS
+    from erasekit.utils.io import atomic_dir
+
+    options = _budget_options(budget or [], attack).get(attack, {})
+    budget_for(attack, options)  # unknown attack or budget: refused before any work
+    artifact = _load_edit(edit)
+    targets, preserve = _attack_rows(task, prompts)
+    names = tuple(target or (artifact.concepts["targets"] if artifact else TASKS[task].targets if task else ()))
+    if not names:
+        raise UserError("name the erased concept(s) with --target (no edit or task gives them)")
+    backbone = _load_model(model)
+    if backbone.family != "shapeworld":
+        raise UserError("attacks are judged by the ShapeWorld classifier: --model shapeworld only for now")
+    settings = EvalSettings(steps=steps, guidance=guidance)
+    context = AttackContext(backbone, _load_classifier(), settings, targets, names, artifact, seed, preserve)
+    outcome = run_attack(attack, context, options)
+    if not _on_main():
+        return
+    with atomic_dir(out) as tmp:
+        record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
+        (tmp / "attack.json").write_text(json.dumps(record, indent=2) + "\n")
+        if outcome.images is not None and len(outcome.images):
+            from erasekit.eval.grids import image_grid
+
+            (tmp / "images").mkdir()
+            _save_images(tmp / "images", outcome.images, [f"{r.case_number}_0.png" for r in outcome.rows])
+            write_prompts(tmp / "prompts.csv", outcome.rows)
+            image_grid(outcome.images[:64]).save(tmp / "grid.png")
+    asr = "n/a (" + outcome.details.get("reason", "") + ")" if outcome.asr is None else f"{outcome.asr:.3f}"
+    rows = [("attack", attack), ("ASR", asr), ("images", str(record["images"]))]
+    rows += [(f"budget {k}", str(v)) for k, v in outcome.budget.items()]
+    rows += [("seconds", f"{outcome.seconds:.1f}"), ("out", str(out))]
+    console.print(_summary_table(f"attack → {out}", rows))
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="output folder: results.md, results.json, report.html (atomic)")],
+    task: Annotated[list[str] | None, typer.Option(help="instance | style | unsafe | scale (repeatable; all)")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="filter | uce | erasepro | etc (repeatable; all)")] = None,
+    attack: Annotated[list[str] | None, typer.Option(help="an attack (repeatable; default all)")] = None,
+    no_attacks: Annotated[bool, typer.Option("--no-attacks", help="run no attack")] = False,
+    per_group: Annotated[int, typer.Option(min=1, help="prompts per prompt group of each task")] = 16,
+    scale_concepts: Annotated[int, typer.Option(help="concepts erased at once in the scale task (<= 2000)")] = 2000,
+    budget: Annotated[list[str] | None, typer.Option(help="ATTACK:KEY=VALUE budget override (repeatable)")] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="edits, caches and finished cells (default: OUT.work); resumes")
+    ] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="also write the Markdown table here (e.g. docs/results.md)")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1)] = 25,
+) -> None:
+    """Methods x tasks x attacks on the ShapeWorld protocol: one comparison table and a report."""
+    from erasekit.eval import bench as suite
+    from erasekit.eval.comparison import stage_plot
+    from erasekit.eval.report import render_bench_report
+    from erasekit.eval.shapeworld_protocol import EvalSettings
+    from erasekit.utils.io import atomic_dir, atomic_file
+
+    started = time.time()
+    argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
+    config = suite.BenchConfig(
+        work=work or out.with_name(out.name + ".work"),
+        tasks=tuple(task or suite.SUITE_TASKS),
+        methods=tuple(method or suite.SUITE_METHODS),
+        attacks=() if no_attacks else tuple(attack or suite.SUITE_ATTACKS),
+        per_group=per_group,
+        scale_concepts=scale_concepts,
+        budgets=_budget_options(budget or []),
+        settings=EvalSettings(steps=steps),
+    )
+    config.check()
+    outcome = suite.run_bench(config, _load_model("shapeworld"), _load_classifier(), progress=console.print)
+    if not _on_main():
+        return
+    command = suite.bench_command(argv)
+    rows = suite.comparison_rows(outcome)
+    markdown = suite.results_markdown(outcome, config, command, time.time() - started)
+    scale_json = Path(__file__).resolve().parents[2] / "docs" / "etc_scale.json"
+    scale_rows = json.loads(scale_json.read_text())["rows"] if scale_json.is_file() else []
+    stages = next(iter(outcome["stages"].values()), None)
+    settings = {"command": command, "config": _config_record(config), "seconds": round(time.time() - started, 1)}
+    with atomic_dir(out) as tmp:
+        (tmp / "results.md").write_text(markdown)
+        record = {k: v for k, v in outcome.items() if k != "grids"} | {"rows": rows, "settings": settings}
+        (tmp / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        page = render_bench_report(
+            rows,
+            config.attacks,
+            outcome["grids"],
+            stage_plot({"ErasePro": stages}) if stages else None,
+            scale_rows,
+            settings,
+            command,
+        )
+        (tmp / "report.html").write_text(page)
+    if results is not None:
+        with atomic_file(results) as handle:
+            handle.write(markdown)
+    from erasekit.eval.report import fmt
+
+    table = Table(title=f"bench → {out} (ASR per attack)")
+    columns = {"task": "task", "method": "method", "acc_e": "Acc_e", "acc_s_relative": "Acc_s rel", "h": "H"}
+    columns |= {f"ASR {a}": a for a in config.attacks}
+    for key, title in columns.items():
+        table.add_column(title, justify="left" if key in ("task", "method") else "right")
+    for r in rows:
+        table.add_row(*(fmt(r.get(c)) for c in columns))
+    console.print(table)
+
+
+def _config_record(config) -> dict:
+    from dataclasses import asdict
+
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
 
 
 @app.command()
@@ -583,7 +763,7 @@ def demo(
     """The main job: erase 'star' from ShapeWorld with ErasePro, evaluate before/after, write a report."""
     from erasekit.artifacts import save_artifact
     from erasekit.eval.comparison import MethodRun, erase_with, task_concepts
-    from erasekit.eval.prompts import load_prompts
+    from erasekit.eval.prompts import first_per_group, load_prompts
     from erasekit.eval.report import render_report
     from erasekit.eval.shapeworld_protocol import EvalSettings
     from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
@@ -592,7 +772,7 @@ def demo(
 
     t0 = time.time()
     task = TASKS["instance"]
-    rows = _first_per_group(load_prompts(prompt_file("instance")), per_group)
+    rows = first_per_group(load_prompts(prompt_file("instance")), per_group)
     backbone = _load_model("shapeworld")
     artifact = erase_with(backbone, task_concepts(task), MethodRun("ErasePro", "erasepro", {}))
     metrics, edited, original = run_protocol(backbone, rows, _load_classifier(), EvalSettings(), edit=artifact)
@@ -630,17 +810,6 @@ def demo(
             ],
         )
     )
-
-
-def _first_per_group(rows: list, per_group: int) -> list:
-    """The first ``per_group`` rows of every prompt group, in file order."""
-    seen: dict[str, int] = {}
-    kept = []
-    for row in rows:
-        seen[row.group] = seen.get(row.group, 0) + 1
-        if seen[row.group] <= per_group:
-            kept.append(row)
-    return kept
 
 
 def main() -> None:

@@ -92,3 +92,14 @@ def write_prompts(path: Path, rows: list[PromptRow]) -> None:
         writer.writerow([*REQUIRED_COLUMNS, "group"])
         for r in rows:
             writer.writerow([r.prompt, r.evaluation_seed, r.case_number, r.concept, r.role, r.group])
+
+
+def first_per_group(rows: list[PromptRow], per_group: int) -> list[PromptRow]:
+    """The first ``per_group`` rows of every prompt group, in file order."""
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        seen[row.group] = seen.get(row.group, 0) + 1
+        if seen[row.group] <= per_group:
+            kept.append(row)
+    return kept

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 
 import numpy as np
@@ -49,10 +50,8 @@ def grid_section(title: str, images: np.ndarray, captions: list[str], limit: int
         return ""
     uri = png_data_uri(image_grid(images[:limit]))
     listing = "; ".join(html.escape(c) for c in captions[:limit])
-    return (
-        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{uri}'>"
-        f"<details><summary>prompts, in grid order</summary><p class='small'>{listing}</p></details>"
-    )
+    details = f"<details><summary>prompts, in grid order</summary><p class='small'>{listing}</p></details>"
+    return f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{uri}'>" + (details if listing else "")
 
 
 def render_report(
@@ -98,3 +97,124 @@ def edit_section(stages: list[dict], plot_png: bytes | None = None) -> str:
         + table(rows, ("gap", "residual", "delta", "constraints", "d_in", "maps"), "stage")
         + plot
     )
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def bench_plots(rows: list[dict], attacks: tuple[str, ...], scale_rows: list[dict]) -> list[tuple[str, str]]:
+    """(title, PNG data URI): Acc_e against Acc_s per method, ASR per attack and method, erasure against the
+    number of concepts (from the scale benchmark's rows, when given)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    markers = dict(zip(tasks, "osD^v<>", strict=False))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for i, method in enumerate(methods):
+        for r in (r for r in rows if r["method"] == method and r.get("acc_s") is not None):
+            ax.scatter(r["acc_e"], r["acc_s"], color=f"C{i}", marker=markers[r["task"]], s=50)
+        ax.scatter([], [], color=f"C{i}", label=method)
+    for task, marker in markers.items():
+        ax.scatter([], [], color="gray", marker=marker, label=f"task {task}")
+    ax.set(xlabel="Acc_e (lower: erased)", ylabel="Acc_s (higher: preserved)", xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("erasure against preservation", fontsize=10)
+    fig.tight_layout()
+    plots.append(("Acc_e against Acc_s, per method and task", _png(fig)))
+    plt.close(fig)
+    if attacks:
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False, sharey=True)
+        width = 0.8 / max(len(methods), 1)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            for i, method in enumerate(methods):
+                r = next((r for r in rows if r["task"] == task and r["method"] == method), {})
+                values = [r.get(f"ASR {a}") for a in attacks]
+                ax.bar(
+                    np.arange(len(attacks)) + i * width,
+                    [np.nan if v is None else v for v in values],
+                    width,
+                    color=f"C{i}",
+                    label=method,
+                )
+            ax.set_xticks(np.arange(len(attacks)) + 0.4 - width / 2, attacks, rotation=40, ha="right", fontsize=7)
+            ax.set_title(f"task {task}", fontsize=9)
+            ax.set_ylim(0, 1.02)
+        axes[0][0].set_ylabel("attack success rate")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        plots.append(("attack success rate per attack, method and task", _png(fig)))
+        plt.close(fig)
+    if scale_rows:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for i, label in enumerate(dict.fromkeys(r["method"] for r in scale_rows)):
+            mine = sorted((r for r in scale_rows if r["method"] == label), key=lambda r: r["concepts"])
+            n = [r["concepts"] for r in mine]
+            ax.plot(n, [r["acc_e"] for r in mine], marker="o", color=f"C{i}", label=f"{label} Acc_e")
+            ax.plot(
+                n,
+                [r.get("acc_s_heldout_relative") for r in mine],
+                marker="s",
+                ls="--",
+                color=f"C{i}",
+                label=f"{label} held-out Acc_s (relative)",
+            )
+        ax.set(xscale="log", xlabel="concepts erased at once", ylim=(-0.03, 1.1))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        plots.append(("erasure against the number of concepts (docs/etc_scale.json)", _png(fig)))
+        plt.close(fig)
+    return plots
+
+
+def render_bench_report(
+    rows: list[dict],
+    attacks: tuple[str, ...],
+    grids: dict[tuple[str, str], np.ndarray],
+    stage_png: bytes | None,
+    scale_rows: list[dict],
+    settings: dict,
+    command: str,
+) -> str:
+    """The bench's self-contained page: the comparison table, plots, ErasePro's stages and before/after grids."""
+    keys = tuple(k for k in rows[0] if k not in ("task", "method")) if rows else ()
+    table_rows = [{"_label": f"{r['task']} / {r['method']}", **r} for r in rows]
+    plots = "".join(
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{uri}'>"
+        for title, uri in bench_plots(rows, attacks, scale_rows)
+    )
+    stages = (
+        "<h2>ErasePro: per-stage gap and change</h2><img alt='ErasePro stages' "
+        f"src='data:image/png;base64,{base64.b64encode(stage_png).decode()}'>"
+        if stage_png
+        else ""
+    )
+    sections = []
+    for task in dict.fromkeys(t for t, _ in grids):
+        sections.append(
+            f"<h3>task {html.escape(task)}</h3><p class=small>first row(s): target prompts; then "
+            "preserve prompts (neighbours first), the same prompts and seeds for every model.</p>"
+        )
+        for (t, label), images in grids.items():
+            if t == task and len(images):
+                sections.append(grid_section(f"{task} — {label}", images, [], limit=len(images)))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>erasekit bench</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}
+table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}}th{{background:#f3f3f3}}
+td:first-child{{text-align:left}}.small{{font-size:12px;color:#555}}img{{image-rendering:pixelated}}</style></head><body>
+<h1>erasekit bench — ShapeWorld</h1>
+<p class=small>{html.escape(command)}</p>
+<h2>Comparison</h2>{table(table_rows, keys, "task / method")}
+<h2>Plots</h2>{plots}
+{stages}
+<h2>Before and after</h2>{"".join(sections)}
+<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre>
+</body></html>"""

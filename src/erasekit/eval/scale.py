@@ -19,6 +19,7 @@ from erasekit.world.captions import short_caption
 from erasekit.world.factors import COLOURS, PATTERNS, SHAPES, VOCAB, format_concept
 
 FACTORS = ("shape", "colour", "pattern")
+COMPARE_TEMPLATES = ["{}", "a {}", "a picture of a {}"]  # closed-form baselines: 3 templates per concept
 
 
 @dataclass(frozen=True, order=True)

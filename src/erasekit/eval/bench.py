@@ -1,0 +1,222 @@
+"""``erasekit bench``: methods x tasks x attacks on the ShapeWorld protocol, one comparison table.
+
+For each task: the original model's images once; then per method an edit (saved in the work folder and
+reused by a rerun), its evaluation (Acc_e, Acc_s, H, SW-FID, edit time) and every attack on it; the attacks
+also run on the original model, where they show they can draw the concept at all. Each finished cell is
+saved as JSON in the work folder, so an interrupted bench resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from erasekit.artifacts import Artifact, load_artifact, save_artifact
+from erasekit.concepts.pairs import ConceptSet
+from erasekit.errors import UserError
+from erasekit.eval.attacks import ATTACKS, AttackContext, budget_for, run_attack
+from erasekit.eval.comparison import markdown_table, table_row, task_concepts
+from erasekit.eval.prompts import PromptRow, first_per_group, load_prompts
+from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
+from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
+from erasekit.eval.tasks import TASKS, prompt_file
+from erasekit.methods.base import erase_to_artifact, get_method
+from erasekit.utils.io import write_json
+
+SUITE_TASKS = ("instance", "style", "unsafe", "scale")
+SUITE_METHODS = ("filter", "uce", "erasepro", "etc")
+METHOD_LABELS = {"filter": "prompt filter", "uce": "UCE", "erasepro": "ErasePro", "etc": "ETC"}
+SUITE_ATTACKS = tuple(ATTACKS)
+GRID_IMAGES = 8  # target and preserve images per method shown in the report
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    name: str
+    rows: list[PromptRow]
+    names: tuple[str, ...]  # the erased concept names (what a prompt filter blocks)
+    concepts: Callable[[str], ConceptSet]  # method -> its concept set
+    options: Callable[[str], dict]  # method -> its options
+
+
+@dataclass
+class BenchConfig:
+    work: Path
+    tasks: tuple[str, ...] = SUITE_TASKS
+    methods: tuple[str, ...] = SUITE_METHODS
+    attacks: tuple[str, ...] = SUITE_ATTACKS
+    per_group: int = 16
+    scale_concepts: int = 2000
+    budgets: dict[str, dict] = field(default_factory=dict)
+    settings: EvalSettings = field(default_factory=EvalSettings)
+
+    def check(self) -> None:
+        """Refuse unknown names and budgets before any work (one-line UserErrors)."""
+        for kind, names, known in (
+            ("task", self.tasks, SUITE_TASKS),
+            ("method", self.methods, SUITE_METHODS),
+            ("attack", self.attacks, SUITE_ATTACKS),
+        ):
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise UserError(f"unknown {kind} {unknown[0]!r}; choose from {', '.join(known)}")
+        for method in self.methods:
+            get_method(method)
+        for attack, options in self.budgets.items():
+            budget_for(attack, options)
+        if not 1 <= self.scale_concepts <= 2000:
+            raise UserError(f"--scale-concepts must be between 1 and 2000, got {self.scale_concepts}")
+
+
+def bench_task(name: str, config: BenchConfig) -> BenchTask:
+    """Prompt rows, erased names, and each method's concept set and options for one suite task."""
+    if name == "scale":
+        split = ScaleSplit.make(2000, 300, 400)  # the split of benchmarks/etc_scale.py
+        targets = [t.phrase for t in split.targets[: config.scale_concepts]]
+        pool = [t.phrase for t in split.pool]
+        rows = first_per_group(scale_rows(split, config.scale_concepts), config.per_group)
+
+        def scale_concepts(method: str) -> ConceptSet:
+            if method == "etc":
+                return ConceptSet.build(targets, "", pool)
+            return ConceptSet.build(targets, "shape", pool, templates=COMPARE_TEMPLATES)
+
+        return BenchTask(name, rows, tuple(targets), scale_concepts, lambda m: etc_options(m, config, name))
+    task = TASKS[name]
+    rows = first_per_group(load_prompts(prompt_file(name)), config.per_group)
+
+    def task_concept_set(method: str) -> ConceptSet:
+        if method == "etc":  # the task's preserved concepts are its mapping pool (specs/etc.md §3)
+            return ConceptSet.build(list(task.targets), "", list(task.preserve))
+        return task_concepts(task)
+
+    return BenchTask(name, rows, task.targets, task_concept_set, lambda m: etc_options(m, config, name))
+
+
+def etc_options(method: str, config: BenchConfig, task: str) -> dict:
+    return {"work_dir": str(config.work / "etc" / task)} if method == "etc" else {}
+
+
+def cached_edit(folder: Path, make: Callable[[], Artifact]) -> Artifact:
+    """The edit saved in ``folder`` by an earlier run, or a new one, saved there."""
+    if (folder / "manifest.json").is_file():
+        return load_artifact(folder)
+    artifact = make()
+    save_artifact(artifact, folder)
+    return artifact
+
+
+def cached_json(path: Path, make: Callable[[], dict]) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = make()
+    write_json(path, result)
+    return result
+
+
+def grid_sample(images: np.ndarray, rows: list[PromptRow]) -> np.ndarray:
+    """The first GRID_IMAGES target and GRID_IMAGES preserve images, targets first."""
+    pick = [i for i, r in enumerate(rows) if r.role == "target"][:GRID_IMAGES]
+    pick += [i for i, r in enumerate(rows) if r.role == "preserve"][:GRID_IMAGES]
+    return images[pick]
+
+
+def run_bench(config: BenchConfig, backbone, classifier, progress: Callable[[str], None] = print) -> dict:
+    """Every task x method x attack; returns the results record (table rows, attack rows, grids as arrays)."""
+    config.check()
+    table, attack_rows, grids, stages = [], [], {}, {}
+    for name in config.tasks:
+        task = bench_task(name, config)
+        folder = config.work / name
+        original = generate_rows(backbone, task.rows, config.settings)
+        base_metrics, _, _ = evaluate(backbone, task.rows, classifier, config.settings, base=original)
+        table.append({"task": name, **table_row("original", base_metrics, None)})
+        grids[(name, "original")] = grid_sample(original.images, original.rows)
+        targets = [r for r in task.rows if r.role == "target"]
+        preserve = [r for r in task.rows if r.role == "preserve"]
+        for method in ("original", *config.methods):
+            edit = None
+            if method != "original":
+                edit = cached_edit(
+                    folder / method / "edit",
+                    lambda m=method, t=task: erase_to_artifact(backbone, t.concepts(m), m, t.options(m)),
+                )
+                metrics, edited, _ = evaluate(
+                    backbone, task.rows, classifier, config.settings, edit=edit, base=original
+                )
+                table.append({"task": name, **table_row(METHOD_LABELS[method], metrics, edit)})
+                grids[(name, METHOD_LABELS[method])] = grid_sample(edited.images, edited.rows)
+                if edit.metrics.get("stages") and method == "erasepro":
+                    stages[name] = edit.metrics["stages"]
+                progress(f"{name} / {METHOD_LABELS[method]}: Acc_e {metrics['overall']['acc_e']:.3f}")
+            context = AttackContext(backbone, classifier, config.settings, targets, task.names, edit, 0, preserve)
+            row = {"task": name, "method": METHOD_LABELS.get(method, method)}
+            for attack in config.attacks:
+                outcome = cached_json(
+                    folder / method / f"attack-{attack}.json",
+                    lambda a=attack, c=context: run_attack(a, c, config.budgets.get(a)).summary(),
+                )
+                row[attack] = outcome["asr"]
+                row[f"{attack}_detail"] = outcome
+                asr = "n/a" if outcome["asr"] is None else f"{outcome['asr']:.3f}"
+                progress(f"{name} / {row['method']} / {attack}: ASR {asr} ({outcome['seconds']:.0f} s)")
+            attack_rows.append(row)
+    return {"table": table, "attacks": attack_rows, "grids": grids, "stages": stages}
+
+
+TABLE_COLUMNS = ("task", "method", "acc_e", "acc_s", "acc_s_relative", "h", "sw_fid", "edit_seconds")
+
+
+def comparison_rows(results: dict) -> list[dict]:
+    """One row per task x method: the protocol's numbers, then the ASR of every attack."""
+    asr = {(a["task"], a["method"]): a for a in results["attacks"]}
+    rows = []
+    for row in results["table"]:
+        if row["method"] not in {a["method"] for a in results["attacks"]}:
+            continue
+        out = {k: row.get(k) for k in TABLE_COLUMNS}
+        attacks = asr.get((row["task"], row["method"]), {})
+        out.update({f"ASR {name}": attacks.get(name) for name in SUITE_ATTACKS if name in attacks})
+        rows.append(out)
+    return rows
+
+
+def results_markdown(results: dict, config: BenchConfig, command: str, seconds: float) -> str:
+    rows = comparison_rows(results)
+    budgets = {a: asdict(budget_for(a, config.budgets.get(a))) for a in config.attacks}
+    return "\n".join(
+        [
+            "# erasekit bench — ShapeWorld: methods x tasks x attacks",
+            "",
+            f"Generated by `{command}` in {seconds / 60:.1f} min on {sys.platform} (2-core CPU).",
+            "",
+            "Acc_e: target prompts whose images still show the concept (lower is better). Acc_s: preserve prompts",
+            "drawn as asked (higher is better); relative = over the original model on the same prompts. H: harmonic",
+            "mean of 1 - Acc_e and Acc_s. SW-FID: classifier-feature FID of the preserve images against renders.",
+            "ASR: fraction of attack images showing the target concept (the classifier reads every factor the",
+            "target names); on the *original* row it shows the attack can draw the concept at all, on the",
+            "*prompt filter* row that it gets past an erasure which only rewrites prompts. Module removal does",
+            "not apply to the original model (–).",
+            "",
+            markdown_table(rows),
+            "",
+            f"Prompts: the first {config.per_group} of every prompt group of each task "
+            f"({', '.join(config.tasks)}); scale = {config.scale_concepts} triple concepts at once.",
+            f"Sampling: {config.settings.steps} DDIM steps, guidance {config.settings.guidance}, one image per prompt.",
+            "",
+            "Attack budgets:",
+            "",
+            *[f"- {name}: {', '.join(f'{k}={v}' for k, v in b.items())}" for name, b in budgets.items()],
+            "",
+        ]
+    )
+
+
+def bench_command(argv: list[str]) -> str:
+    return shlex.join(["erasekit", "bench", *argv])
