@@ -115,5 +115,5 @@ def optimise(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return vectors.detach(), losses

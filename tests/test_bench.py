@@ -1,0 +1,98 @@
+"""erasekit bench on a tiny random ShapeWorld model: the table's shape, resuming from finished cells, the
+report, and one-line errors."""
+
+import json
+
+import pytest
+import torch
+
+from cli_helpers import run_cli
+from erasekit.backbones.shapeworld import ShapeWorldBackbone
+from erasekit.errors import UserError
+from erasekit.eval.bench import BenchConfig, comparison_rows, results_markdown, run_bench
+from erasekit.eval.report import render_bench_report
+from erasekit.eval.shapeworld_protocol import EvalSettings
+from erasekit.world.assets import classifier_dir
+from erasekit.world.classifier import load_classifier
+from erasekit.world.denoiser import build_unet
+from erasekit.world.text_encoder import shared_encoder
+from tiny_shapeworld import TINY_UNET_CONFIG
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_config(work) -> BenchConfig:
+    return BenchConfig(
+        work=work,
+        tasks=("instance",),
+        methods=("filter", "uce"),
+        attacks=("module-removal", "paraphrase"),
+        per_group=2,
+        budgets={"paraphrase": {"prompts": "2"}},
+        settings=EvalSettings(steps=2),
+    )
+
+
+def test_bench_table_resume_and_report(tmp_path):
+    torch.manual_seed(0)
+    backbone = ShapeWorldBackbone(build_unet(TINY_UNET_CONFIG), shared_encoder(), source="tiny")
+    classifier = load_classifier(classifier_dir())
+    config = tiny_config(tmp_path / "work")
+    results = run_bench(config, backbone, classifier, progress=lambda _: None)
+    rows = comparison_rows(results)
+    assert [(r["task"], r["method"]) for r in rows] == [
+        ("instance", "original"),
+        ("instance", "prompt filter"),
+        ("instance", "UCE"),
+    ]
+    assert rows[0]["ASR module-removal"] is None  # nothing to remove from the original
+    assert all(0 <= r["ASR paraphrase"] <= 1 for r in rows)
+    assert rows[2]["edit_seconds"] > 0 and rows[0]["edit_seconds"] is None
+    # a finished cell is read back, not recomputed
+    cell = tmp_path / "work" / "instance" / "uce" / "attack-paraphrase.json"
+    record = json.loads(cell.read_text())
+    cell.write_text(json.dumps({**record, "asr": 0.123}))
+    again = comparison_rows(run_bench(config, backbone, classifier, progress=lambda _: None))
+    assert again[2]["ASR paraphrase"] == 0.123
+    assert (tmp_path / "work" / "instance" / "uce" / "edit" / "manifest.json").is_file()
+    markdown = results_markdown(results, config, "erasekit bench --x", 60.0)
+    assert "erasekit bench --x" in markdown and "| instance | UCE |" in markdown
+    page = render_bench_report(rows, config.attacks, results["grids"], None, [], {"a": 1}, "cmd")
+    assert page.count("<img") == 2 + 3  # two plots, one grid per model
+    assert "data:image/png;base64," in page
+
+
+def test_bench_refuses_unknown_names_and_budgets(tmp_path):
+    for change, message in (
+        ({"tasks": ("nope",)}, "unknown task"),
+        ({"methods": ("esd",)}, "unknown method"),
+        ({"attacks": ("jailbreak",)}, "unknown attack"),
+        ({"budgets": {"inversion": {"steps": "-1"}}}, "positive"),
+        ({"scale_concepts": 5000}, "between 1 and 2000"),
+    ):
+        config = tiny_config(tmp_path)
+        for key, value in change.items():
+            setattr(config, key, value)
+        with pytest.raises(UserError, match=message):
+            config.check()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("bench", "--out", "{tmp}/b", "--task", "nope"), "unknown task 'nope'"),
+        (("bench", "--out", "{tmp}/b", "--budget", "steps=3"), "expected ATTACK:KEY=VALUE"),
+        (("attack", "--out", "{tmp}/a", "--attack", "nope", "--task", "instance"), "unknown attack 'nope'"),
+        (("attack", "--out", "{tmp}/a", "--attack", "paraphrase"), "exactly one of --task NAME or --prompts CSV"),
+        (
+            ("attack", "--out", "{tmp}/a", "--attack", "inversion", "--task", "instance", "--budget", "steps"),
+            "KEY=VALUE",
+        ),
+        (("attack", "--out", "{tmp}/a", "--attack", "paraphrase", "--task", "x"), "unknown task 'x'"),
+    ],
+)
+def test_cli_errors_are_one_line(capsys, tmp_path, args, message):
+    code, _, err = run_cli(capsys, *(a.format(tmp=tmp_path) for a in args))
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
