@@ -229,6 +229,8 @@ def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet
     settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", settings.batch_size))
     metrics, generated = evaluate_sd(backbone, rows, settings, clip, nudenet=counter, edit=artifact, **options)
     metrics["settings"]["prompts"] = str(prompts)
+    if not _on_main():
+        return
     with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         _save_images(tmp / "images", generated.images, generated.names)

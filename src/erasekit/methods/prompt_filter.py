@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.methods.base import EraseResult, register
+from erasekit.utils.text import phrase_pattern
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,9 @@ class PromptFilter:
         if any(not w.strip() for w in self.words):
             raise ValueError("a prompt filter word is empty")
 
-    def _pattern(self) -> re.Pattern:
-        alternatives = sorted(self.words, key=len, reverse=True)
-        return re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in alternatives) + r")(?!\w)", re.IGNORECASE)
-
     def __call__(self, prompt: str) -> str:
         table = {w.lower(): r for w, r in zip(self.words, self.replacements, strict=True)}
-        replaced = self._pattern().sub(lambda m: table[m.group(0).lower()], prompt)
+        replaced = phrase_pattern(self.words).sub(lambda m: table[m.group(0).lower()], prompt)
         return re.sub(r"\s+", " ", replaced).strip()
 
     def to_json(self) -> dict:

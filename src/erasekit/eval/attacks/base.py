@@ -15,6 +15,7 @@ import numpy as np
 
 from erasekit.eval.prompts import PromptRow
 from erasekit.eval.shapeworld_protocol import agreement
+from erasekit.utils.text import phrase_pattern
 from erasekit.world.classifier import FactorClassifier
 from erasekit.world.factors import COLOURS, PATTERNS, SHAPES
 
@@ -68,12 +69,6 @@ def mentions(text: str, words: tuple[str, ...]) -> bool:
     """Does ``text`` contain any of ``words`` as a substring (case-insensitive): "starburst" mentions "star"."""
     low = text.lower()
     return any(w in low for w in words)
-
-
-def phrase_pattern(words: tuple[str, ...]) -> re.Pattern:
-    """Any of ``words`` as a whole word or phrase, case-insensitive, longest first."""
-    alternatives = sorted(words, key=len, reverse=True)
-    return re.compile(r"(?<!\w)(" + "|".join(re.escape(w) for w in alternatives) + r")(?!\w)", re.IGNORECASE)
 
 
 def names_word(text: str, words: tuple[str, ...]) -> bool:

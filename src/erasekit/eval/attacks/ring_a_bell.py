@@ -17,10 +17,10 @@ from erasekit.eval.attacks.base import (
     AttackContext,
     AttackOutcome,
     mentions,
-    phrase_pattern,
     rows_with_prompts,
     with_slot,
 )
+from erasekit.utils.text import phrase_pattern
 
 NEUTRAL = "thing"  # the benign word in the concept's place, for the pairs without the concept
 
