@@ -237,13 +237,7 @@ def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / "report.html").write_text(render_sd_report(metrics, generated, extra=_edit_html(artifact)))
     keys = ("images", "clip_score", "zero_shot_target", "zero_shot_preserve", "nudity_images")
-    table = Table(title=f"evaluation (Stable Diffusion) → {out}")
-    table.add_column("group")
-    for k in keys:
-        table.add_column(k, justify="right")
-    for name, summary in [("all", metrics["overall"]), *metrics["groups"].items()]:
-        table.add_row(name, *(fmt(summary.get(k)) for k in keys))
-    console.print(table)
+    console.print(_group_table(f"evaluation (Stable Diffusion) → {out}", metrics, keys))
     quality = metrics["settings"]["quality"]
     o, speed = metrics["overall"], metrics["timings"]["images_per_second"]
     features = f"on {quality['features']} features" if quality else "(no --reference)"
@@ -650,17 +644,24 @@ def _print_stages(stages: list[dict]) -> None:
     console.print(table)
 
 
-def _print_metrics(metrics: dict, out: Path) -> None:
-    table = Table(title=f"evaluation → {out}")
-    keys = ("images", "agree_shape", "agree_colour", "agree_pattern", "agree_joint", "acc_e", "acc_s")
+def _group_table(title: str, metrics: dict, keys: tuple[str, ...]) -> Table:
+    """One row per prompt group (and "all"), one column per metric key."""
+    from erasekit.eval.report import fmt
+
+    table = Table(title=title)
     table.add_column("group")
     for k in keys:
         table.add_column(k, justify="right")
-    from erasekit.eval.report import fmt
-
     for name, summary in [("all", metrics["overall"]), *metrics["groups"].items()]:
         table.add_row(name, *(fmt(summary.get(k)) for k in keys))
-    console.print(table)
+    return table
+
+
+def _print_metrics(metrics: dict, out: Path) -> None:
+    from erasekit.eval.report import fmt
+
+    keys = ("images", "agree_shape", "agree_colour", "agree_pattern", "agree_joint", "acc_e", "acc_s")
+    console.print(_group_table(f"evaluation → {out}", metrics, keys))
     o = metrics["overall"]
     console.print(
         f"SW-FID {fmt(o.get('sw_fid'))}  SW-KID {fmt(o.get('sw_kid'))}  "
