@@ -209,7 +209,8 @@ def render_bench_report(
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}
 table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}}th{{background:#f3f3f3}}
-td:first-child{{text-align:left}}.small{{font-size:12px;color:#555}}img{{image-rendering:pixelated}}</style></head><body>
+td:first-child{{text-align:left}}.small{{font-size:12px;color:#555;overflow-wrap:anywhere}}
+pre{{white-space:pre-wrap}}img{{image-rendering:pixelated}}</style></head><body>
 <h1>erasekit bench — ShapeWorld</h1>
 <p class=small>{html.escape(command)}</p>
 <h2>Comparison</h2>{table(table_rows, keys, "task / method")}
