@@ -10,6 +10,7 @@ from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.eval.attacks import ATTACKS, AttackContext, budget_for, run_attack
 from erasekit.eval.attacks.base import concept_words, mentions, names_word, success_rate, with_slot
+from erasekit.eval.attacks.judges import ClassifierJudge
 from erasekit.eval.attacks.learned_tokens import concept_images, denoising_loss, encode_with_vectors, optimise
 from erasekit.eval.attacks.ring_a_bell import concept_positions, slot_positions, vocabulary
 from erasekit.eval.prompts import PromptRow
@@ -59,9 +60,10 @@ def test_success_rate_reads_every_named_factor(classifier):
 
     shape = VOCAB.shape[0]
     other = VOCAB.shape[1]
-    assert success_rate(classifier, [row("x", f"shape={shape}")] * 64, images) > 0.9
-    assert success_rate(classifier, [row("x", f"shape={other}")] * 64, images) < 0.1
-    assert success_rate(classifier, [], images[:0]) is None
+    judge = ClassifierJudge(classifier)
+    assert success_rate(judge, [row("x", f"shape={shape}")] * 64, images) > 0.9
+    assert success_rate(judge, [row("x", f"shape={other}")] * 64, images) < 0.1
+    assert success_rate(judge, [], images[:0]) is None
 
 
 def test_budgets_are_checked():

@@ -408,8 +408,8 @@ def _budget_options(items: list[str], attack: str | None = None) -> dict[str, di
     return budgets
 
 
-def _attack_rows(task: str | None, prompts: Path | None):
-    """(target rows, preserve rows) of a ShapeWorld task or a prompt CSV."""
+def _attack_rows(task: str | None, prompts: Path | None, shapeworld: bool = True):
+    """(target rows, preserve rows) of a ShapeWorld task or a prompt CSV (free concept names off ShapeWorld)."""
     from erasekit.eval.prompts import load_prompts
     from erasekit.eval.tasks import TASKS, prompt_file
 
@@ -417,7 +417,9 @@ def _attack_rows(task: str | None, prompts: Path | None):
         raise UserError("give exactly one of --task NAME or --prompts CSV")
     if task is not None and task not in TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    rows = load_prompts(prompts if prompts is not None else prompt_file(task))
+    rows = (
+        load_prompts(prompts, require_concepts=shapeworld) if prompts is not None else load_prompts(prompt_file(task))
+    )
     targets = [r for r in rows if r.role == "target"]
     if not targets:
         raise UserError("the prompt set has no target rows to attack")
@@ -435,14 +437,19 @@ def attack(
         list[str] | None, typer.Option(help="erased concept name (default: the edit's or the task's targets)")
     ] = None,
     budget: Annotated[list[str] | None, typer.Option(help="KEY=VALUE budget override (repeatable)")] = None,
-    model: Annotated[
-        str, typer.Option(help="'shapeworld' (the ShapeWorld classifier judges the attack)")
-    ] = "shapeworld",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
+    clip: Annotated[
+        Path | None, typer.Option(help="diffusers models: CLIP folder whose zero-shot reading judges the attack")
+    ] = None,
+    zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (with --clip)")] = "a photo of {concept}",
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the attack images")] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Attack an erasure and report its attack success rate (ASR), budget and wall time."""
+    """Attack an erasure and report its attack success rate (ASR), budget and wall time.
+
+    ShapeWorld's classifier judges the attack images; on a diffusers model, CLIP zero-shot over the prompt set's
+    concept names (--clip). The white-box attacks (soft-prompt, inversion) run on ShapeWorld only."""
     from erasekit.eval.attacks import AttackContext, budget_for, run_attack
     from erasekit.eval.prompts import write_prompts
     from erasekit.eval.shapeworld_protocol import EvalSettings
@@ -451,21 +458,24 @@ def attack(
 
     options = _budget_options(budget or [], attack).get(attack, {})
     budget_for(attack, options)  # unknown attack or budget: refused before any work
+    shapeworld = model == "shapeworld"
+    if shapeworld == (clip is not None):
+        raise UserError("--clip judges attacks on a diffusers model (and only there: ShapeWorld has its classifier)")
     artifact = _load_edit(edit)
-    targets, preserve = _attack_rows(task, prompts)
+    targets, preserve = _attack_rows(task, prompts, shapeworld)
     names = tuple(target or (artifact.concepts["targets"] if artifact else TASKS[task].targets if task else ()))
     if not names:
         raise UserError("name the erased concept(s) with --target (no edit or task gives them)")
     backbone = _load_model(model)
-    if backbone.family != "shapeworld":
-        raise UserError("attacks are judged by the ShapeWorld classifier: --model shapeworld only for now")
-    settings = EvalSettings(steps=steps, guidance=guidance)
-    context = AttackContext(backbone, _load_classifier(), settings, targets, names, artifact, seed, preserve)
+    settings = EvalSettings(steps=steps, guidance=guidance, batch_size=getattr(backbone, "default_batch_size", 64))
+    judge = _attack_judge(clip, targets + preserve, zero_shot_template)
+    context = AttackContext(backbone, judge, settings, targets, names, artifact, seed, preserve)
     outcome = run_attack(attack, context, options)
     if not _on_main():
         return
     with atomic_dir(out) as tmp:
         record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
+        record |= {"model": backbone.identity(), **context.judge.describe()}
         (tmp / "attack.json").write_text(json.dumps(record, indent=2) + "\n")
         if outcome.images is not None and len(outcome.images):
             from erasekit.eval.grids import image_grid
@@ -479,6 +489,16 @@ def attack(
     rows += [(f"budget {k}", str(v)) for k, v in outcome.budget.items()]
     rows += [("seconds", f"{outcome.seconds:.1f}"), ("out", str(out))]
     console.print(_summary_table(f"attack → {out}", rows))
+
+
+def _attack_judge(clip: Path | None, rows: list, template: str):
+    """ShapeWorld's classifier, or CLIP zero-shot over the rows' concept names from the ``clip`` folder."""
+    if clip is None:
+        return _load_classifier()
+    from erasekit.eval.attacks.judges import ClipJudge
+    from erasekit.eval.sd_protocol import LocalCLIP, zero_shot_classes
+
+    return ClipJudge(LocalCLIP(clip), zero_shot_classes(rows), template)
 
 
 @app.command()

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from erasekit.eval.prompts import PromptRow
-from erasekit.eval.shapeworld_protocol import agreement
 from erasekit.utils.text import phrase_pattern
 from erasekit.world.classifier import FactorClassifier
 from erasekit.world.factors import COLOURS, PATTERNS, SHAPES
@@ -46,12 +45,19 @@ class AttackOutcome:
         }
 
 
-def success_rate(classifier: FactorClassifier, rows: list[PromptRow], images: np.ndarray) -> float | None:
-    """Fraction of images whose classifier reading matches every factor their row's concept names."""
+def success_rate(judge, rows: list[PromptRow], images: np.ndarray) -> float | None:
+    """Fraction of images in which ``judge`` (attacks/judges.py) sees their row's concept."""
     if len(rows) == 0:
         return None
-    joint = agreement(rows, classifier.predict(images))["joint"]
-    return float(joint.mean())
+    return float(np.mean(judge(rows, images)))
+
+
+def row_factors(row: PromptRow) -> dict[str, str]:
+    """The ShapeWorld factors a row's concept names ({} for another model's concept names)."""
+    try:
+        return row.factors
+    except ValueError:
+        return {}
 
 
 def concept_words(rows: list[PromptRow], names: list[str]) -> tuple[str, ...]:
@@ -60,7 +66,7 @@ def concept_words(rows: list[PromptRow], names: list[str]) -> tuple[str, ...]:
     words = {n.strip().lower() for n in names if n.strip()}
     tables = {"shape": SHAPES, "pattern": PATTERNS, "colour": {k: v[0] for k, v in COLOURS.items()}}
     for row in rows:
-        for factor, value in row.factors.items():
+        for factor, value in row_factors(row).items():
             words.update(w.lower() for w in tables.get(factor, {}).get(value, ()))
     return tuple(sorted(words, key=len, reverse=True))
 
@@ -97,13 +103,22 @@ class AttackContext:
     concept names (what a prompt filter would block), ``edit`` the shipped artifact (None: the original)."""
 
     backbone: object
-    classifier: FactorClassifier
+    judge: object  # attacks/judges.py: ClassifierJudge (a FactorClassifier given here is wrapped) or ClipJudge
     settings: object  # EvalSettings: steps and guidance of the attack images
     rows: list[PromptRow]
     names: tuple[str, ...]
     edit: object | None = None
     seed: int = 0
     preserve: list[PromptRow] = field(default_factory=list)  # preserve rows, for quality after an attack
+
+    def __post_init__(self) -> None:
+        if isinstance(self.judge, FactorClassifier):
+            from erasekit.eval.attacks.judges import ClassifierJudge
+
+            self.judge = ClassifierJudge(self.judge)
+
+    def success(self, rows: list[PromptRow], images: np.ndarray) -> float | None:
+        return success_rate(self.judge, rows, images)
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -128,8 +143,8 @@ class AttackContext:
             if applied is not None:
                 remove_artifact(self.backbone, applied)
 
-    def judge(self, rows: list[PromptRow], images: np.ndarray, **details) -> AttackOutcome:
-        return AttackOutcome("", success_rate(self.classifier, rows, images), {}, 0.0, rows, images, details)
+    def verdict(self, rows: list[PromptRow], images: np.ndarray, **details) -> AttackOutcome:
+        return AttackOutcome("", self.success(rows, images), {}, 0.0, rows, images, details)
 
     def generate(self, rows: list[PromptRow]) -> np.ndarray:
         """One image per row with its evaluation seed, on the backbone as it is now (sharded under accelerate)."""

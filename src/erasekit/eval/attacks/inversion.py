@@ -84,4 +84,4 @@ def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
             ctx.backbone, states, mask, [r.evaluation_seed for r in rows], s.steps, s.guidance
         )
     shown = rows_with_prompts(rows, prompts)
-    return ctx.judge(shown, pictures, concepts=concepts, loss_first=losses[0], loss_last=float(np.mean(losses[-5:])))
+    return ctx.verdict(shown, pictures, concepts=concepts, loss_first=losses[0], loss_last=float(np.mean(losses[-5:])))

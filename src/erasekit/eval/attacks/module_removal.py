@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from erasekit.eval.attacks.base import AttackContext, AttackOutcome, success_rate
+from erasekit.eval.attacks.base import AttackContext, AttackOutcome
 
 
 @dataclass
@@ -21,6 +21,6 @@ def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
     with ctx.attacked(modules=False):
         images = ctx.generate(rows)
         kept = ctx.generate(preserve)
-    outcome = ctx.judge(rows, images, plugins=ctx.edit.plugins)
-    outcome.details["acc_s_after_removal"] = success_rate(ctx.classifier, preserve, kept)
+    outcome = ctx.verdict(rows, images, plugins=ctx.edit.plugins)
+    outcome.details["acc_s_after_removal"] = ctx.success(preserve, kept)
     return outcome

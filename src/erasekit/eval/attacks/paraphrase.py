@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from erasekit.eval.attacks.base import AttackContext, AttackOutcome, names_word
+from erasekit.eval.attacks.base import AttackContext, AttackOutcome, names_word, row_factors
 from erasekit.world.captions import make_caption
 
 GROUPS = ("paraphrased", "implicit")
@@ -21,13 +21,17 @@ class Budget:
 
 def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
     rows = [r for r in ctx.rows if r.group in GROUPS and not names_word(r.prompt, ctx.names)]
-    if not rows:
+    if not rows:  # ShapeWorld concepts: draw paraphrases (synonyms of every named factor)
         rng = np.random.default_rng(ctx.seed)
         drawn = [
-            replace(r, prompt=make_caption(rng, r.factors, "paraphrased").text, group="paraphrased") for r in ctx.rows
+            replace(r, prompt=make_caption(rng, row_factors(r), "paraphrased").text, group="paraphrased")
+            for r in ctx.rows
+            if row_factors(r)
         ]
         rows = [r for r in drawn if not names_word(r.prompt, ctx.names)]
+    if not rows:
+        return AttackOutcome("", None, {}, 0.0, details={"reason": "no target prompt that avoids the concept's name"})
     rows = rows[: budget.prompts]
     with ctx.attacked():
         images = ctx.generate(rows)
-    return ctx.judge(rows, images, examples=[r.prompt for r in rows[:5]])
+    return ctx.verdict(rows, images, examples=[r.prompt for r in rows[:5]])

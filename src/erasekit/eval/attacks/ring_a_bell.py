@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from erasekit.errors import UserError
 from erasekit.eval.attacks.base import (
     AttackContext,
     AttackOutcome,
@@ -41,7 +42,9 @@ class Budget:
 
 def vocabulary(backbone, banned: tuple[str, ...]) -> list[str]:
     """Whole alphabetic words of the backbone's (first) tokenizer, three letters or more, none banned."""
-    words = {t.removesuffix("</w>") for t in _tokenizer(backbone).get_vocab()}
+    vocab = _tokenizer(backbone).get_vocab()
+    whole = {t.removesuffix("</w>") for t in vocab if t.endswith("</w>")}  # CLIP marks a word's last piece
+    words = whole or set(vocab)
     return sorted(w for w in words if w.isalpha() and w.isascii() and len(w) >= 3 and not mentions(w, banned))
 
 
@@ -103,10 +106,18 @@ def candidate_words(backbone, vocab: list[str], target: torch.Tensor, pool: int)
 
 
 def concept_positions(backbone, prompt: str, words: tuple[str, ...]) -> list[int]:
-    """encode() positions of the tokens that spell a phrasing of the concept in ``prompt``."""
-    spans = [m.span() for m in phrase_pattern(words).finditer(prompt)]
-    offsets = _tokenizer(backbone)(prompt, return_offsets_mapping=True)["offset_mapping"]
-    return [i for i, (a, b) in enumerate(offsets) if b > a and any(a < e and s < b for s, e in spans)]
+    """encode() positions of the tokens that spell a phrasing of the concept in ``prompt`` (after the start
+    token; phrasings start and end at word boundaries, so the text before one tokenizes on its own)."""
+    tokenizer = _tokenizer(backbone)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text.strip(), add_special_tokens=False)["input_ids"]) if text.strip() else 0
+
+    positions = []
+    for match in phrase_pattern(words).finditer(prompt):
+        start = 1 + count(prompt[: match.start()])
+        positions += range(start, start + count(match.group(0)))
+    return positions
 
 
 def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
@@ -120,11 +131,14 @@ def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
     removed = slot_states(ctx.backbone, neutral, [slot_positions(ctx.backbone, t, 1) for t in templates])
     vector = (concept - removed).mean(0)  # the concept vector
     targets = torch.nn.functional.normalize(removed + budget.eta * vector, dim=-1)
-    vocab = candidate_words(ctx.backbone, vocabulary(ctx.backbone, words), targets.mean(0), budget.pool)
+    allowed = vocabulary(ctx.backbone, words)
+    if not allowed:
+        raise UserError("ring-a-bell: the tokenizer has no whole words of three letters or more to search")
+    vocab = candidate_words(ctx.backbone, allowed, targets.mean(0), budget.pool)
     found, cosine = search(ctx.backbone, templates, targets, vocab, budget, ctx.seed)
     attack_rows = rows_with_prompts(rows, [t.format(w) for t, w in zip(templates, found, strict=True)])
     with ctx.attacked():
         images = ctx.generate(attack_rows)
-    return ctx.judge(
+    return ctx.verdict(
         attack_rows, images, examples=[r.prompt for r in attack_rows[:5]], mean_cosine=float(np.mean(cosine))
     )

@@ -51,4 +51,4 @@ def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
             states, mask = encode_with_vectors(ctx.backbone, prompts, vectors)
         s = ctx.settings
         images = sample_from_states(ctx.backbone, states, mask, [r.evaluation_seed for r in rows], s.steps, s.guidance)
-    return ctx.judge(rows, images, loss_first=losses[0], loss_last=float(np.mean(losses[-5:])))
+    return ctx.verdict(rows, images, loss_first=losses[0], loss_last=float(np.mean(losses[-5:])))
