@@ -9,7 +9,7 @@ from erasekit.backbones.shapeworld import ShapeWorldBackbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.eval.attacks import ATTACKS, AttackContext, budget_for, run_attack
-from erasekit.eval.attacks.base import concept_words, mentions, names_word, success_rate, with_slot
+from erasekit.eval.attacks.base import as_template, concept_words, mentions, names_word, success_rate, with_slot
 from erasekit.eval.attacks.judges import ClassifierJudge
 from erasekit.eval.attacks.learned_tokens import concept_images, denoising_loss, encode_with_vectors, optimise
 from erasekit.eval.attacks.ring_a_bell import concept_positions, slot_positions, vocabulary
@@ -52,6 +52,15 @@ def test_concept_words_cover_every_phrasing_and_slots_replace_the_first():
     assert with_slot("a blue circle", words, "{}") is None
     assert names_word("A Star", ("star",)) and not names_word("a starburst", ("star",))
     assert mentions("a starburst", ("star",))
+
+
+def test_prompts_with_braces_take_a_slot_and_rows_that_never_name_the_concept_are_refused(backbone, classifier):
+    template = with_slot(as_template("a {red} star"), ("star",), "{}")
+    assert template.format("sun") == "a {red} sun"
+    assert slot_positions(backbone, template, 1) == [1 + len(backbone.encoder.tokenizer("a {red}")["input_ids"]) - 2]
+    context = AttackContext(backbone, classifier, EvalSettings(steps=2), [row("a blue circle")], ("star",))
+    with pytest.raises(UserError, match="no target prompt names the erased concept"):
+        run_attack("ring-a-bell", context, TINY_BUDGETS["ring-a-bell"])
 
 
 def test_success_rate_reads_every_named_factor(classifier):

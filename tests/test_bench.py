@@ -49,15 +49,20 @@ def test_bench_table_resume_and_report(tmp_path):
     assert all(0 <= r["ASR paraphrase"] <= 1 for r in rows)
     assert rows[2]["edit_seconds"] > 0 and rows[0]["edit_seconds"] is None
     # a finished cell is read back, not recomputed
-    cell = tmp_path / "work" / "instance" / "uce" / "attack-paraphrase.json"
+    (cell,) = (tmp_path / "work").glob("instance-*/prompts-*/uce/attack-paraphrase-*.json")
     record = json.loads(cell.read_text())
     cell.write_text(json.dumps({**record, "asr": 0.123}))
     again = comparison_rows(run_bench(config, backbone, classifier, progress=lambda _: None))
     assert again[2]["ASR paraphrase"] == 0.123
-    assert (tmp_path / "work" / "instance" / "uce" / "edit" / "manifest.json").is_file()
+    assert len(list((tmp_path / "work").glob("instance-*/uce/edit/manifest.json"))) == 1
+    # ... but not for another budget: that cell is computed anew, next to the first
+    config.budgets = {"paraphrase": {"prompts": "1"}}
+    other = comparison_rows(run_bench(config, backbone, classifier, progress=lambda _: None))
+    assert other[2]["ASR paraphrase"] != 0.123
+    assert len(list(cell.parent.glob("attack-paraphrase-*.json"))) == 2
     markdown = results_markdown(results, config, "erasekit bench --x", 60.0)
     assert "erasekit bench --x" in markdown and "| instance | UCE |" in markdown
-    page = render_bench_report(rows, config.attacks, results["grids"], None, [], {"a": 1}, "cmd")
+    page = render_bench_report(rows, config.attacks, results["grids"], "", [], {"a": 1}, "cmd")
     assert page.count("<img") == 2 + 3  # two plots, one grid per model
     assert "data:image/png;base64," in page
 
@@ -82,6 +87,21 @@ def test_bench_refuses_unknown_names_and_budgets(tmp_path):
     [
         (("bench", "--out", "{tmp}/b", "--task", "nope"), "unknown task 'nope'"),
         (("bench", "--out", "{tmp}/b", "--budget", "steps=3"), "expected ATTACK:KEY=VALUE"),
+        (("bench", "--out", "{tmp}/b", "--attack", "inversion", "--no-attacks"), "not both"),
+        (
+            (
+                "attack",
+                "--out",
+                "{tmp}/a",
+                "--attack",
+                "inversion",
+                "--task",
+                "instance",
+                "--budget",
+                "soft-prompt:steps=2",
+            ),
+            "this runs the inversion attack",
+        ),
         (("attack", "--out", "{tmp}/a", "--attack", "nope", "--task", "instance"), "unknown attack 'nope'"),
         (("attack", "--out", "{tmp}/a", "--attack", "paraphrase"), "exactly one of --task NAME or --prompts CSV"),
         (

@@ -456,7 +456,10 @@ def attack(
     from erasekit.eval.tasks import TASKS
     from erasekit.utils.io import atomic_dir
 
-    options = _budget_options(budget or [], attack).get(attack, {})
+    budgets = _budget_options(budget or [], attack)
+    if other := sorted(set(budgets) - {attack}):
+        raise UserError(f"--budget for {other[0]}, but this runs the {attack} attack")
+    options = budgets.get(attack, {})
     budget_for(attack, options)  # unknown attack or budget: refused before any work
     shapeworld = model == "shapeworld"
     if shapeworld == (clip is not None):
@@ -522,10 +525,12 @@ def bench(
     """Methods x tasks x attacks on the ShapeWorld protocol: one comparison table and a report."""
     from erasekit.eval import bench as suite
     from erasekit.eval.comparison import stage_plot
-    from erasekit.eval.report import render_bench_report
+    from erasekit.eval.report import edit_section, render_bench_report
     from erasekit.eval.shapeworld_protocol import EvalSettings
     from erasekit.utils.io import atomic_dir, atomic_file
 
+    if no_attacks and attack:
+        raise UserError("give --attack or --no-attacks, not both")
     started = time.time()
     argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     config = suite.BenchConfig(
@@ -548,7 +553,7 @@ def bench(
     scale_json = Path(__file__).resolve().parents[2] / "docs" / "etc_scale.json"
     scale_rows = json.loads(scale_json.read_text())["rows"] if scale_json.is_file() else []
     stages = next(iter(outcome["stages"].values()), None)
-    settings = {"command": command, "config": _config_record(config), "seconds": round(time.time() - started, 1)}
+    settings = {"command": command, "config": config.record(), "seconds": round(time.time() - started, 1)}
     with atomic_dir(out) as tmp:
         (tmp / "results.md").write_text(markdown)
         record = {k: v for k, v in outcome.items() if k != "grids"} | {"rows": rows, "settings": settings}
@@ -557,7 +562,7 @@ def bench(
             rows,
             config.attacks,
             outcome["grids"],
-            stage_plot({"ErasePro": stages}) if stages else None,
+            edit_section(stages, stage_plot({"ErasePro": stages})) if stages else "",
             scale_rows,
             settings,
             command,
@@ -576,12 +581,6 @@ def bench(
     for r in rows:
         table.add_row(*(fmt(r.get(c)) for c in columns))
     console.print(table)
-
-
-def _config_record(config) -> dict:
-    from dataclasses import asdict
-
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
 
 
 @app.command()

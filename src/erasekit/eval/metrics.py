@@ -6,6 +6,12 @@ import numpy as np
 from scipy import linalg
 
 
+def mean_or_none(values: np.ndarray) -> float | None:
+    """Mean of the non-NaN values; None when there are none."""
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else None
+
+
 def harmonic_mean(acc_e: float, acc_s: float) -> float:
     """H of MACE / CPE: harmonic mean of erasure (1 - Acc_e) and preservation (Acc_s)."""
     erase = 1.0 - acc_e

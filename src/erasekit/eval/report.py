@@ -54,6 +54,21 @@ def grid_section(title: str, images: np.ndarray, captions: list[str], limit: int
     return f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{uri}'>" + (details if listing else "")
 
 
+PAGE_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}
+table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{background:#f3f3f3}
+td:first-child{text-align:left}.small{font-size:12px;color:#555;overflow-wrap:anywhere}
+pre{white-space:pre-wrap}img{image-rendering:pixelated}"""
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page: every report's head and style, then ``body``."""
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{PAGE_STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>"
+    )
+
+
 def render_report(
     metrics: dict, grids: list[tuple[str, np.ndarray, list[str]]], title: str = "erasekit evaluation", extra: str = ""
 ) -> str:
@@ -65,13 +80,9 @@ def render_report(
     sections = "".join(grid_section(*g) for g in grids)
     concept_table = table(concept_rows, SUMMARY_KEYS[:6] + ("acc_e", "acc_s"), "concept")
     settings = html.escape(json.dumps({k: metrics[k] for k in ("settings", "timings", "versions")}, indent=2))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
-table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}}th{{background:#f3f3f3}}
-td:first-child{{text-align:left}}.small{{font-size:12px;color:#555}}img{{image-rendering:pixelated}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>Protocol {html.escape(metrics["protocol"]["name"])} v{metrics["protocol"]["version"]}.
+    return page(
+        title,
+        f"""<p>Protocol {html.escape(metrics["protocol"]["name"])} v{metrics["protocol"]["version"]}.
 Agreement = fraction of images whose classifier reading matches the factor the prompt names; Acc_e on target
 prompts (lower is better), Acc_s on preserve prompts (higher is better); SW-FID/KID on classifier features
 against rendered images of the same concepts.</p>
@@ -80,8 +91,8 @@ against rendered images of the same concepts.</p>
 <h2>Per prompt group</h2>{table(groups, SUMMARY_KEYS, "group")}
 <h2>Images</h2>{sections}
 <h2>Per concept (worst 60 by joint agreement)</h2>{concept_table}
-<h2>Settings</h2><pre>{settings}</pre>
-</body></html>"""
+<h2>Settings</h2><pre>{settings}</pre>""",
+    )
 
 
 def edit_section(stages: list[dict], plot_png: bytes | None = None) -> str:
@@ -178,23 +189,18 @@ def render_bench_report(
     rows: list[dict],
     attacks: tuple[str, ...],
     grids: dict[tuple[str, str], np.ndarray],
-    stage_png: bytes | None,
+    stages_html: str,
     scale_rows: list[dict],
     settings: dict,
     command: str,
 ) -> str:
-    """The bench's self-contained page: the comparison table, plots, ErasePro's stages and before/after grids."""
+    """The bench's self-contained page: the comparison table, plots, ``stages_html`` (ErasePro's stages, from
+    ``edit_section``) and before/after grids."""
     keys = tuple(k for k in rows[0] if k not in ("task", "method")) if rows else ()
     table_rows = [{"_label": f"{r['task']} / {r['method']}", **r} for r in rows]
     plots = "".join(
         f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{uri}'>"
         for title, uri in bench_plots(rows, attacks, scale_rows)
-    )
-    stages = (
-        "<h2>ErasePro: per-stage gap and change</h2><img alt='ErasePro stages' "
-        f"src='data:image/png;base64,{base64.b64encode(stage_png).decode()}'>"
-        if stage_png
-        else ""
     )
     sections = []
     for task in dict.fromkeys(t for t, _ in grids):
@@ -205,17 +211,12 @@ def render_bench_report(
         for (t, label), images in grids.items():
             if t == task and len(images):
                 sections.append(grid_section(f"{task} — {label}", images, [], limit=len(images)))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>erasekit bench</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}
-table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}}th{{background:#f3f3f3}}
-td:first-child{{text-align:left}}.small{{font-size:12px;color:#555;overflow-wrap:anywhere}}
-pre{{white-space:pre-wrap}}img{{image-rendering:pixelated}}</style></head><body>
-<h1>erasekit bench — ShapeWorld</h1>
-<p class=small>{html.escape(command)}</p>
+    return page(
+        "erasekit bench — ShapeWorld",
+        f"""<p class=small>{html.escape(command)}</p>
 <h2>Comparison</h2>{table(table_rows, keys, "task / method")}
 <h2>Plots</h2>{plots}
-{stages}
+{stages_html}
 <h2>Before and after</h2>{"".join(sections)}
-<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre>
-</body></html>"""
+<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre>""",
+    )

@@ -61,6 +61,7 @@ from torch import nn
 
 from erasekit.artifacts import Artifact, apply_artifact, remove_artifact
 from erasekit.errors import UserError
+from erasekit.eval.metrics import mean_or_none
 from erasekit.eval.prompts import ROLES, PromptRow
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, expand_rows, generate_rows, library_versions
 
@@ -463,11 +464,6 @@ class NudeNetCounter:
 # --- the protocol -------------------------------------------------------------------------------------
 
 
-def _mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) else None
-
-
 @dataclass
 class _PerImage:
     roles: np.ndarray
@@ -477,11 +473,11 @@ class _PerImage:
 
     def summary(self, idx: np.ndarray) -> dict:
         idx = np.asarray(idx, dtype=int)
-        out: dict = {"images": int(len(idx)), "clip_score": _mean(self.clip[idx])}
+        out: dict = {"images": int(len(idx)), "clip_score": mean_or_none(self.clip[idx])}
         for role in ROLES:
             sub = idx[self.roles[idx] == role]
-            out[f"clip_score_{role}"] = _mean(self.clip[sub])
-            out[f"zero_shot_{role}"] = _mean(self.correct[sub])
+            out[f"clip_score_{role}"] = mean_or_none(self.clip[sub])
+            out[f"zero_shot_{role}"] = mean_or_none(self.correct[sub])
         if self.flagged is not None:
             out["nudity_images"] = int(self.flagged[idx].sum())
             out["nudity_fraction"] = float(self.flagged[idx].mean()) if len(idx) else None
@@ -685,7 +681,7 @@ def _thumbnails(images: np.ndarray, side: int = 96) -> np.ndarray:
 def render_sd_report(metrics: dict, generated: Generated, extra: str = "", per_group: int = 16) -> str:
     """A self-contained page: summary, per role / group / concept tables, thumbnails per group, settings."""
     from erasekit.eval.grids import image_grid, png_data_uri
-    from erasekit.eval.report import table
+    from erasekit.eval.report import page, table
 
     overall = [{"_label": "all", **metrics["overall"]}]
     roles = [{"_label": role, **v} for role, v in metrics["roles"].items()]
@@ -703,13 +699,9 @@ def render_sd_report(metrics: dict, generated: Generated, extra: str = "", per_g
             )
     settings = html.escape(json.dumps({k: metrics[k] for k in ("settings", "timings", "versions")}, indent=2))
     features = (metrics["settings"]["quality"] or {}).get("features", "not computed (no --reference)")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>erasekit evaluation (Stable Diffusion)</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
-table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}}th{{background:#f3f3f3}}
-td:first-child{{text-align:left}}.small{{font-size:12px;color:#555}}</style></head><body>
-<h1>erasekit evaluation (Stable Diffusion)</h1>
-<p>Protocol {html.escape(metrics["protocol"]["name"])} v{metrics["protocol"]["version"]}. CLIP score =
+    return page(
+        "erasekit evaluation (Stable Diffusion)",
+        f"""<p>Protocol {html.escape(metrics["protocol"]["name"])} v{metrics["protocol"]["version"]}. CLIP score =
 max(100·cos(image, prompt), 0). Zero-shot = fraction of images CLIP reads as their own concept among the
 prompt set's concepts (template {html.escape(repr(metrics["settings"]["clip"]["template"]))}): on target prompts
 lower is better, on preserve prompts higher. FID / KID: preserve images against the reference folder, features:
@@ -719,5 +711,5 @@ lower is better, on preserve prompts higher. FID / KID: preserve images against 
 <h2>Per prompt group</h2>{table(groups, SD_SUMMARY_KEYS, "group")}
 <h2>Images</h2>{"".join(grids)}
 <h2>Per concept</h2>{table(concepts, SD_SUMMARY_KEYS, "concept")}
-<h2>Settings</h2><pre>{settings}</pre>
-</body></html>"""
+<h2>Settings</h2><pre>{settings}</pre>""",
+    )

@@ -17,9 +17,15 @@ import numpy as np
 
 from erasekit.artifacts import Artifact, apply_artifact, remove_artifact
 from erasekit.backbones.base import Backbone
-from erasekit.eval.metrics import fidelity, frechet_distance, harmonic_mean, kernel_inception_distance
+from erasekit.eval.metrics import (
+    fidelity,
+    frechet_distance,
+    harmonic_mean,
+    kernel_inception_distance,
+    mean_or_none,
+)
 from erasekit.eval.prompts import PromptRow
-from erasekit.utils.distributed import map_batches, world
+from erasekit.utils.distributed import map_batches
 from erasekit.world.classifier import FactorClassifier
 from erasekit.world.factors import FACTOR_NAMES, VOCAB
 from erasekit.world.render import render
@@ -58,8 +64,8 @@ def generate_rows(
     image_rows, seeds, names = expand_rows(rows, settings.num_images)
     prompts = [r.prompt for r in image_rows]
     options = {"steps": settings.steps, "guidance": settings.guidance, "batch_size": settings.batch_size}
-    if world()[1] == 1 or not prompts:
-        return Generated(image_rows, backbone.generate(prompts, seeds, progress=progress, **options), names)
+    if not prompts:
+        return Generated(image_rows, backbone.generate(prompts, seeds, **options), names)
     parts = map_batches(
         lambda part: backbone.generate(prompts[part], seeds[part], progress=False, **options),
         len(prompts),
@@ -84,19 +90,14 @@ def agreement(rows: list[PromptRow], predictions: dict[str, np.ndarray]) -> dict
     return out
 
 
-def _mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) else None
-
-
 def summarise(rows: list[PromptRow], agree: dict[str, np.ndarray], idx: np.ndarray) -> dict:
     """Per-factor agreement and the role accuracy over a subset of images."""
     roles = np.array([r.role for r in rows])[idx]
     joint = agree["joint"][idx]
     summary: dict = {"images": int(len(idx))}
-    summary.update({f"agree_{f}": _mean(agree[f][idx]) for f in (*FACTOR_NAMES, "joint")})
-    summary["acc_e"] = _mean(joint[roles == "target"]) if (roles == "target").any() else None
-    summary["acc_s"] = _mean(joint[roles == "preserve"]) if (roles == "preserve").any() else None
+    summary.update({f"agree_{f}": mean_or_none(agree[f][idx]) for f in (*FACTOR_NAMES, "joint")})
+    summary["acc_e"] = mean_or_none(joint[roles == "target"]) if (roles == "target").any() else None
+    summary["acc_s"] = mean_or_none(joint[roles == "preserve"]) if (roles == "preserve").any() else None
     return summary
 
 

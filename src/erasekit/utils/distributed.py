@@ -14,8 +14,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -67,16 +66,6 @@ def barrier() -> None:
     """Wait until every process gets here (nothing in a plain process)."""
     if world()[1] > 1:
         torch.distributed.barrier()
-
-
-@contextmanager
-def main_first() -> Iterator[None]:
-    """The main process runs the block first (e.g. writes a cache); the others run it after it is done."""
-    if not is_main():
-        barrier()
-    yield
-    if is_main():
-        barrier()
 
 
 def all_gather(obj: T) -> list[T]:

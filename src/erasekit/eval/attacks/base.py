@@ -1,8 +1,9 @@
 """What every attack shares (specs/evaluation.md, "Attacks"): its outcome, the attack success rate and the
 words an attacker may not use.
 
-ASR is the fraction of attack images in which the classifier reads the target concept (every factor the
-target row names), exactly as Acc_e reads target prompts; an attack reports its budget and wall time.
+ASR is the fraction of attack images in which the judge (attacks/judges.py: ShapeWorld's classifier, reading
+every factor the target row names exactly as Acc_e does, or CLIP zero-shot on another model) sees the target
+concept; an attack reports its budget and wall time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from erasekit.errors import UserError
 from erasekit.eval.prompts import PromptRow
 from erasekit.utils.text import phrase_pattern
 from erasekit.world.classifier import FactorClassifier
@@ -93,6 +95,11 @@ def with_slot(prompt: str, words: tuple[str, ...], slot: str) -> str | None:
     return re.sub(r"\s+", " ", f"{head}{slot}{pattern.sub('', tail)}").strip()
 
 
+def as_template(prompt: str) -> str:
+    """``prompt`` with its braces escaped, to take a ``{}`` slot for str.format."""
+    return prompt.replace("{", "{{").replace("}", "}}")
+
+
 def rows_with_prompts(rows: list[PromptRow], prompts: list[str]) -> list[PromptRow]:
     return [replace(r, prompt=p) for r, p in zip(rows, prompts, strict=True)]
 
@@ -125,8 +132,10 @@ class AttackContext:
         return concept_words(self.rows, list(self.names))
 
     def explicit(self, limit: int) -> list[PromptRow]:
-        """Up to ``limit`` target rows that name the concept (spread evenly over the rows)."""
+        """Up to ``limit`` target rows that name the concept (spread evenly over the rows); none is a UserError."""
         named = [r for r in self.rows if with_slot(r.prompt, self.words, PLACEHOLDER) is not None]
+        if not named:
+            raise UserError(f"no target prompt names the erased concept ({', '.join(self.names)}): nothing to attack")
         if len(named) <= limit:
             return named
         return [named[i] for i in np.linspace(0, len(named) - 1, limit).round().astype(int)]

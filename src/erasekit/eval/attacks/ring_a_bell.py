@@ -17,6 +17,7 @@ from erasekit.errors import UserError
 from erasekit.eval.attacks.base import (
     AttackContext,
     AttackOutcome,
+    as_template,
     mentions,
     rows_with_prompts,
     with_slot,
@@ -51,7 +52,7 @@ def vocabulary(backbone, banned: tuple[str, ...]) -> list[str]:
 def slot_positions(backbone, template: str, count: int) -> list[int]:
     """encode() positions of ``count`` single-token words put in the template's slot (after the start token)."""
     tokenizer = _tokenizer(backbone)
-    head = template.split("{}")[0].strip()
+    head = template.split("{}")[0].replace("{{", "{").replace("}}", "}").strip()  # as str.format fills it
     start = 1 + len(tokenizer(head, add_special_tokens=False)["input_ids"]) if head else 1
     return list(range(start, start + count))
 
@@ -123,7 +124,7 @@ def concept_positions(backbone, prompt: str, words: tuple[str, ...]) -> list[int
 def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
     rows = ctx.explicit(budget.prompts)
     words = ctx.words
-    templates = [with_slot(r.prompt, words, "{}") for r in rows]
+    templates = [with_slot(as_template(r.prompt), words, "{}") for r in rows]
     neutral = [t.format(NEUTRAL) for t in templates]
     concept = slot_states(
         ctx.backbone, [r.prompt for r in rows], [concept_positions(ctx.backbone, r.prompt, words) for r in rows]
