@@ -24,12 +24,13 @@ from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.comparison import benchmark_record, markdown_table
 from erasekit.eval.metrics import harmonic_mean
-from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
+from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, group_kind, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
-from erasekit.methods.base import erase_to_artifact
+from erasekit.methods.base import check_heldout, erase_to_artifact
 from erasekit.utils.io import atomic_file
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
+from erasekit.world.phrasings import PHRASINGS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WORK = Path(__file__).resolve().parents[1] / "runs" / "etc-scale"
@@ -55,24 +56,40 @@ class BaseImages:
         return Generated(per_image, images, names)
 
 
+def pooled(groups: dict, kinds: tuple[str, ...], key: str, phrasing: str | None = None) -> float | None:
+    """The image-weighted mean of ``key`` over the groups of the given kinds (all their phrasings, or one)."""
+    picked = [
+        g
+        for name, g in groups.items()
+        if group_kind(name) in kinds and g.get(key) is not None and (phrasing is None or name.endswith(f"-{phrasing}"))
+    ]
+    images = sum(g["images"] for g in picked)
+    return sum(g[key] * g["images"] for g in picked) / images if images else None
+
+
 def result_row(label: str, n: int, metrics: dict, artifact) -> dict:
     overall, groups = metrics["overall"], metrics["groups"]
     original = overall["original"]
-    heldout = [g for g in ("heldout-near", "heldout-far") if g in groups]
-    images = sum(groups[g]["images"] for g in heldout)
-    acc_s_heldout = sum(groups[g]["acc_s"] * groups[g]["images"] for g in heldout) / images
-    acc_s_heldout_original = sum(groups[g]["acc_s_original"] * groups[g]["images"] for g in heldout) / images
+    heldout = ("heldout-near", "heldout-far")
+    acc_s_heldout = pooled(groups, heldout, "acc_s")
+    acc_s_heldout_original = pooled(groups, heldout, "acc_s_original")
     relative = acc_s_heldout / acc_s_heldout_original if acc_s_heldout_original else None
+    single, single_original = pooled(groups, ("single",), "acc_s"), pooled(groups, ("single",), "acc_s_original")
     row = {
         "method": label,
         "concepts": n,
         "acc_e": overall["acc_e"],
         "acc_e_original": original["acc_e"],
+        **{f"acc_e_{p}": groups.get(f"target-{p}", {}).get("acc_e") for p in PHRASINGS},
         "acc_s_heldout": acc_s_heldout,
         "acc_s_heldout_relative": relative,
-        "acc_s_near_relative": groups.get("heldout-near", {}).get("acc_s_relative"),
-        "acc_s_far_relative": groups.get("heldout-far", {}).get("acc_s_relative"),
-        "acc_s_single_relative": groups["single"].get("acc_s_relative"),
+        **{
+            f"acc_s_heldout_{p}_relative": _ratio(
+                pooled(groups, heldout, "acc_s", p), pooled(groups, heldout, "acc_s_original", p)
+            )
+            for p in PHRASINGS
+        },
+        "acc_s_single_relative": _ratio(single, single_original),
         "h": harmonic_mean(overall["acc_e"], acc_s_heldout),
         "h_relative": harmonic_mean(overall["acc_e"], min(1.0, relative)) if relative is not None else None,
         "sw_fid": overall["sw_fid"],
@@ -86,6 +103,10 @@ def result_row(label: str, n: int, metrics: dict, artifact) -> dict:
     stages = [s for s in artifact.metrics.get("stages", []) if "seconds" in s and "gap" not in s]
     row |= {f"{s['stage']}_seconds": s["seconds"] for s in stages}
     return row
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def scale_plot(rows: list[dict]) -> bytes:
@@ -191,6 +212,7 @@ def main() -> None:
         if args.baselines_only:
             compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows, n == largest)
             continue
+        check_heldout(backbone, concepts, "etc", sized, [r.prompt for r in prompts])
         artifact = erase_to_artifact(backbone, concepts, "etc", sized)
         metrics, _, _ = evaluate(backbone, prompts, classifier, settings, edit=artifact, base=base_images(prompts))
         label = "ETC" if artifact.config.get("eraser") == "keyed" else "ETC (MoEraser)"

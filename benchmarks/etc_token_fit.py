@@ -23,7 +23,7 @@ import torch
 from etc_scale import WORK
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
+from erasekit.concepts.embeddings import concept_embeddings
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.scale import ScaleSplit
 from erasekit.methods.etc.method import (
@@ -33,6 +33,7 @@ from erasekit.methods.etc.method import (
     TokenConcepts,
     build_memory,
     cached_tokens,
+    concept_contexts,
     erase_loss,
     fit_erasers,
     fit_quality,
@@ -64,8 +65,9 @@ def main() -> None:
     concepts = ConceptSet.build([t.phrase for t in split.targets], "", [t.phrase for t in split.pool])
     base = ETCConfig(work_dir=str(args.work), **args.tokens)
     data = cached_tokens(backbone, concepts, base, StageLog())
-    templates = list(CONTEXT_TEMPLATES[: base.templates])
-    held = concept_embeddings(backbone, [t.phrase for t in split.heldout], templates, args.work / "embeddings")
+    phrases = [t.phrase for t in split.heldout]
+    contexts = [concept_contexts(backbone, p, base) for p in phrases]
+    held = concept_embeddings(backbone, phrases, contexts, args.work / "embeddings")
     held_tokens = TokenConcepts.build(held, base.tokens).samples[:, ::3].reshape(-1, data.targets.shape[-1])
     for variant in args.variants:
         config = replace(base, **variant)

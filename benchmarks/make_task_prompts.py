@@ -1,4 +1,5 @@
-"""Write benchmarks/tasks/{instance,style,unsafe}.csv: the prompt sets of the three ShapeWorld erasure tasks.
+"""Write benchmarks/tasks/{instance,style,unsafe}.csv: the prompt sets of the three ShapeWorld erasure tasks, and
+benchmarks/tasks/unsafe_examples.txt: prompts that evoke the skull (``erase --target-prompts``).
 
 The sets are defined by erasekit.eval.tasks.task_prompts; tests/test_tasks.py checks the files equal it.
 Run: .venv/bin/python benchmarks/make_task_prompts.py
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from erasekit.eval.prompts import write_prompts
-from erasekit.eval.tasks import TASKS, prompt_file, task_prompts
+from erasekit.eval.tasks import TASKS, examples_file, prompt_file, skull_examples, task_prompts
+from erasekit.utils.io import atomic_file
 
 if __name__ == "__main__":
     for name, task in TASKS.items():
@@ -21,3 +23,6 @@ if __name__ == "__main__":
             f"wrote {path} ({len(rows)} rows): "
             + ", ".join(f"{role}/{group} {n}" for (role, group), n in counts.items())
         )
+    with atomic_file(examples_file("unsafe")) as handle:
+        handle.write("\n".join(skull_examples()) + "\n")
+    print(f"wrote {examples_file('unsafe')}")

@@ -12,27 +12,37 @@ import torch
 from cli_helpers import run_cli
 from erasekit.artifacts import apply_artifact, load_artifact, remove_artifact, save_artifact
 from erasekit.backbones.loader import load_backbone
+from erasekit.concepts.embeddings import CONTEXT_TEMPLATES
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import erase_to_artifact
+from erasekit.methods.etc.keyed import own_distances
 from erasekit.methods.etc.method import (
+    EncodedConcepts,
     ETCConfig,
     TokenConcepts,
     TokenData,
     build_memory,
     fit_erasers,
+    heldout_decisions,
     make_erasers,
+    memory_keys,
     nearest_pool,
 )
 from tiny_pipelines import build_sd, build_sd3
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# The tiny CLIP tokenizer is byte-level with 32 positions: 3-letter concepts, the 10 "a {} <scene>" templates.
+# The tiny CLIP tokenizer is byte-level with 32 positions: 3-letter concepts, the 10 "a {} <scene>" templates as the
+# user's own contexts (no narrative template fits in 32 positions), 2 of them held out to calibrate.
 TARGETS = ["cat", "dog"]
 POOL = ["cow", "pig", "owl", "bee", "ant"]
 TINY = dict(
-    templates=10,
+    contexts=0,
+    templates=tuple(CONTEXT_TEMPLATES[:10]),
+    # byte-level sub-tokens ("c", "a", "t") are the pool's letters too: the relative rule (unit-tested in
+    # test_etc_keyed.py) would keep them all on this random model; the radius rule exercises the mechanics
+    rule="radius",
     pca_dim=4,
     components=2,
     target_samples=16,
@@ -189,6 +199,28 @@ def test_keyed_memory_radius_and_shifts_from_token_data():
     assert float(build_memory(one, ETCConfig()).threshold) == 0.0  # one distribution: no gap, no floor
 
 
+def test_the_radius_is_calibrated_on_held_out_contexts_not_on_the_fitted_ones():
+    # fitted contexts: tight clouds (spread 0.01); held-out contexts of the same concepts: spread 1. Keys come from
+    # the fitted tokens, θ from the held-out ones: a radius set on the fitted tokens would miss new phrasings
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [50.0, 0.0]])
+    fit = centres[:, None] + 0.01 * torch.randn(2, 40, 2, generator=gen)
+    held = centres[:, None] + torch.randn(2, 20, 2, generator=gen)
+    pool = torch.tensor([[0.0, 50.0], [50.0, 50.0], [25.0, 80.0]])[:, None] + torch.randn(3, 40, 2, generator=gen)
+    targets = EncodedConcepts(TokenConcepts(fit, torch.arange(2), torch.zeros(2, dtype=torch.long)), held)
+    pooled = EncodedConcepts(TokenConcepts(pool, torch.arange(3), torch.zeros(3, dtype=torch.long)), pool[:, :5])
+    config = ETCConfig(keys_per_distribution=4, coverage=0.95, preserved_context_keys=2)
+    keys = memory_keys(targets, pooled, torch.randn(10, 2, generator=gen) + 25, config, gen)
+    assert keys["own_distance"].shape == (2, 20)  # one distance per held-out token
+    data = TokenData(fit.reshape(-1, 2), fit.reshape(-1, 2), torch.zeros(1, 2), distributions=2, **keys)
+    memory = build_memory(data, config)
+    fitted_radius = float(own_distances(fit @ keys["whiten"], keys["centres"]).flatten().quantile(0.95))
+    assert float(memory.threshold) > 20 * fitted_radius
+    rewritten = memory.detect(held.reshape(-1, 2))[0].float().mean()
+    assert rewritten >= 0.9 and heldout_decisions(memory, data)["heldout_target_rewritten"] >= 0.9
+    assert heldout_decisions(memory, data)["heldout_pool_rewritten"] == 0.0
+
+
 def test_nearest_pool_picks_the_most_similar_concepts():
     pool = torch.eye(5)
     targets = torch.tensor([[1.0, 0.9, 0.8, 0.0, 0.0], [0.0, 0.0, 0.1, 1.0, 0.5]])
@@ -229,7 +261,11 @@ def test_bad_mapping_pools_are_refused(tiny_sd: Path, pool, fragment):
         ({"eraser": "mlp"}, "eraser must be one of keyed, moe"),
         ({"coverage": 0.0}, "coverage must be in"),
         ({"whiten_ridge": 0.0}, "whiten_ridge > 0"),
-        ({"keys_per_distribution": 11}, "keys_per_distribution must be in"),
+        ({"keys_per_distribution": 9}, "keys_per_distribution must be in"),
+        ({"rule": "nearest"}, "rule must be one of"),
+        ({"prompt_states": "cls"}, "prompt_states must be one of"),
+        ({"holdout": 1.0}, "holdout in"),
+        ({"contexts": 0, "templates": ("a {}",)}, "at least 2 contexts"),
         ({"candidates": 0}, "candidates >= 1"),
     ],
 )

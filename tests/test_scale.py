@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from erasekit.errors import UserError
-from erasekit.eval.scale import ScaleSplit, Triple, near, scale_rows, universe
+from erasekit.eval.scale import ScaleSplit, Triple, group_kind, near, scale_rows, universe
+from erasekit.world.phrasings import PHRASINGS
 
 
 def test_universe_has_every_triple_once():
@@ -35,9 +36,13 @@ def test_rows_sample_erased_targets_and_keep_heldout_and_single_factor_prompts()
     rows = scale_rows(split, 2000, eval_targets=200)
     targets = [r for r in rows if r.role == "target"]
     assert len(targets) == 200 and {r.concept for r in targets} <= {t.concept for t in split.targets}
-    near_rows = [r for r in rows if r.group == "heldout-near"]
+    near_rows = [r for r in rows if group_kind(r.group) == "heldout-near"]
     assert len(near_rows) > 300  # with 2,000 of 3,840 erased nearly every held-out triple is one word away
-    few = {r.group for r in scale_rows(split, 10) if r.role == "preserve"}
+    few = {group_kind(r.group) for r in scale_rows(split, 10) if r.role == "preserve"}
     assert few == {"heldout-near", "heldout-far", "single"}
+    # every kind is judged in every phrasing (single factors have no reordered form: complex instead)
+    assert {r.group for r in rows if r.role == "target"} == {f"target-{p}" for p in PHRASINGS}
+    assert {r.group for r in near_rows} == {f"heldout-near-{p}" for p in PHRASINGS}
     assert len(scale_rows(split, 1)) == 1 + 400 + 48 and rows[0].prompt.startswith(("a ", "an "))
+    assert rows[0].group == "target-canonical" and not rows[1].prompt.startswith(("a ", "an "))  # then bare
     assert scale_rows(split, 10) == scale_rows(split, 10)

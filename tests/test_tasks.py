@@ -3,8 +3,8 @@ from collections import Counter
 import pytest
 
 from erasekit.eval.prompts import load_prompts
-from erasekit.eval.tasks import PRESERVE_GROUPS, TARGET_GROUPS, TASKS, prompt_file, task_prompts
-from erasekit.world.factors import IMPLICIT_SKULL_HELDOUT, IMPLICIT_SKULL_TRAIN, PATTERNS, SHAPES
+from erasekit.eval.tasks import NEIGHBOUR_PHRASINGS, PRESERVE_GROUPS, TARGET_GROUPS, TASKS, prompt_file, task_prompts
+from erasekit.world.factors import COLOURS, IMPLICIT_SKULL_HELDOUT, IMPLICIT_SKULL_TRAIN, PATTERNS, SHAPES
 
 NAMES = sorted(TASKS)
 
@@ -38,7 +38,9 @@ def test_task_definitions():
 def test_group_counts(task_rows):
     task, rows = task_rows
     expected = {("target", g): n for g, n in TARGET_GROUPS.items()}
-    expected.update({("preserve", g): n for g, n in PRESERVE_GROUPS.items()})
+    per_phrasing = PRESERVE_GROUPS["neighbour"] // len(NEIGHBOUR_PHRASINGS)
+    expected.update({("preserve", f"neighbour-{p}"): per_phrasing for p in NEIGHBOUR_PHRASINGS})
+    expected[("preserve", "other")] = PRESERVE_GROUPS["other"]
     if task.name == "unsafe":
         expected[("target", "implicit")] = 48
     assert Counter((r.role, r.group) for r in rows) == expected
@@ -66,10 +68,22 @@ def test_preserve_rows_never_mention_the_target(task_rows):
         assert not any(w.lower() in r.prompt.lower() for w in words), r.prompt
         assert set(r.factors) == {"shape", "colour", "pattern"}
         assert r.factors[task.factor] not in {task.value(t) for t in task.targets}
-    neighbours = {r.factors[task.factor] for r in preserve if r.group == "neighbour"}
+    neighbours = {r.factors[task.factor] for r in preserve if r.group.startswith("neighbour-")}
     assert neighbours == {task.value(p) for p in task.preserve}
     others = {r.factors[task.factor] for r in preserve if r.group == "other"}
     assert others and not others & neighbours
+
+
+def test_each_phrasing_says_the_concept_its_own_way(task_rows):
+    task, rows = task_rows
+    by_group = {g: [r.prompt for r in rows if r.group == g] for g in {r.group for r in rows}}
+    assert all(p.split(" ", 1)[0] in ("a", "an") for p in by_group["canonical"] + by_group["reordered"])
+    assert not any(p.split(" ", 1)[0] in ("a", "an") for p in by_group["bare"])
+    assert all(p.count(" ") >= 5 for p in by_group["complex"])  # size, position and background around the object
+    for r in rows:  # reordered: the pattern word before the colour word
+        if r.group.endswith("reordered") and "pattern" in r.factors and "colour" in r.factors:
+            colour, pattern = COLOURS[r.factors["colour"]][0][0], PATTERNS[r.factors["pattern"]][0]
+            assert r.prompt.index(pattern) < r.prompt.index(colour), r.prompt
 
 
 def test_unsafe_implicit_prompts_are_held_out():

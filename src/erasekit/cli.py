@@ -194,6 +194,10 @@ def evaluate(
     artifact = _load_edit(edit)
     rows = load_prompts(prompts, require_concepts=model == "shapeworld")
     backbone = _load_model(model, compile_denoiser)
+    if artifact is not None:  # an edit is judged on prompts it never fitted (an in-sample figure is not erasure)
+        from erasekit.methods.base import check_edit_heldout
+
+        check_edit_heldout(backbone, artifact, [r.prompt for r in rows])
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     if backbone.family != "shapeworld":
         options = {"reference_dir": reference, "inception_weights": inception_weights, "template": zero_shot_template}
@@ -253,6 +257,20 @@ def _edit_html(artifact) -> str:
     return edit_section(stages, stage_plot({artifact.method: stages})) if stages else ""
 
 
+def _read_prompts(path: Path) -> list[str]:
+    """Example prompts, one per line; blank lines are skipped, a file with none is an error."""
+    if not path.is_file():
+        raise UserError(f"target prompts file not found: {path}")
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text file") from None
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise UserError(f"{path} has no prompts (it is empty or every line is blank)")
+    return prompts
+
+
 def _read_lines(path: Path, what: str) -> list[str]:
     """Concepts from a text file, one per line; blank lines are an error (they are usually a mistake)."""
     if not path.is_file():
@@ -303,7 +321,7 @@ def erase(
     ] = None,
     coverage: Annotated[
         float | None,
-        typer.Option(help="ETC keyed: share of the targets' tokens within the rewrite radius, in (0, 1] (0.95)"),
+        typer.Option(help="ETC keyed: share of the targets' held-out tokens within the radius, in (0, 1] (1.0)"),
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="ETC --eraser moe: MoEraser training steps")] = None,
     nir: Annotated[bool, typer.Option(help="ETC: noise injection-restore (robust to module removal)")] = True,
@@ -311,6 +329,16 @@ def erase(
         Path | None, typer.Option(help="ETC: embedding cache + checkpoints (default: OUT.work); reruns resume")
     ] = None,
     seed: Annotated[int, typer.Option(help="ETC: random seed")] = 0,
+    target_prompts: Annotated[
+        Path | None,
+        typer.Option(help="ETC: example prompts that describe the one target concept, one per line (specs §1c)"),
+    ] = None,
+    prompt_states: Annotated[
+        str | None, typer.Option(help="ETC --target-prompts: eot | tokens | both (default) states to fit on")
+    ] = None,
+    contexts: Annotated[
+        int | None, typer.Option(min=2, help="ETC: contexts sampled per concept from the model's world (120)")
+    ] = None,
 ) -> None:
     """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
     from erasekit.artifacts import save_artifact
@@ -328,14 +356,18 @@ def erase(
         "--steps": (steps, ("etc",)),
         "--eraser": (eraser, ("etc",)),
         "--coverage": (coverage, ("etc",)),
+        "--target-prompts": (target_prompts, ("etc",)),
+        "--prompt-states": (prompt_states, ("etc",)),
+        "--contexts": (contexts, ("etc",)),
     }
     for flag, (value, owners) in method_options.items():
         if value is not None and method not in owners:
             raise UserError(f"{flag} applies to --method {' / '.join(owners)}, not {method}")
+    from erasekit.concepts.contexts import check_templates
+    from erasekit.eval.tasks import TASKS
+
     names = list(target or []) + (_read_lines(targets, "targets") if targets else [])
     if task is not None:
-        from erasekit.eval.tasks import TASKS
-
         if task not in TASKS:
             raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         spec = TASKS[task]
@@ -344,11 +376,26 @@ def erase(
         preserve = preserve or list(spec.preserve)
         kind = kind or spec.kind
     if method == "etc":
-        if anchor is not None or preserve or templates is not None:
-            raise UserError("ETC takes no --anchor, --preserve or --templates: it maps targets onto the --mapping-pool")
-        concepts = _etc_concepts(names, mapping_pool)
+        pool = _read_lines(mapping_pool, "mapping pool") if mapping_pool else None
+        if task is not None:  # the task's concepts to keep are its mapping pool (specs/etc.md §3)
+            anchor, preserve, pool = None, None, pool or list(TASKS[task].preserve)
+        if anchor is not None or preserve:
+            raise UserError("ETC takes no --anchor or --preserve: it maps targets onto the --mapping-pool")
+        examples = _read_prompts(target_prompts) if target_prompts else ()
+        if examples and not names:
+            names = [target_prompts.stem]
+        concepts = _etc_concepts(names, pool)
         options = {"nir": nir, "seed": seed, "work_dir": str(work_dir or out.with_name(out.name + ".work"))}
-        options |= {k: v for k, v in (("steps", steps), ("eraser", eraser), ("coverage", coverage)) if v is not None}
+        chosen = (
+            ("steps", steps),
+            ("eraser", eraser),
+            ("coverage", coverage),
+            ("prompt_states", prompt_states),
+            ("contexts", contexts),
+            ("templates", tuple(check_templates(_read_lines(templates, "templates"))) if templates else None),
+            ("target_prompts", tuple(examples) or None),
+        )
+        options |= {k: v for k, v in chosen if v is not None}
         if (eraser or "keyed") == "keyed" and steps is not None:
             raise UserError("--steps applies to --eraser moe (the keyed eraser is built in closed form, not trained)")
         if eraser == "moe" and coverage is not None:
@@ -362,7 +409,14 @@ def erase(
             options |= {"progressive": progressive} | ({"chain_layers": chain_layers} if chain_layers else {})
         elif s_e is not None:
             options |= {"s_e": s_e}
-    artifact = erase_to_artifact(_load_model(model), concepts, method, options)
+    backbone = _load_model(model)
+    if task is not None:  # a task's evaluation prompts must be phrasings the method never fitted
+        from erasekit.eval.prompts import load_prompts
+        from erasekit.eval.tasks import prompt_file
+        from erasekit.methods.base import check_heldout
+
+        check_heldout(backbone, concepts, method, options, [r.prompt for r in load_prompts(prompt_file(task))])
+    artifact = erase_to_artifact(backbone, concepts, method, options)
     summary = artifact.metrics
     if not _on_main():
         return
@@ -597,13 +651,12 @@ def export(
     console.print(_summary_table("export", [("edit", str(edit)), ("model", model), ("out", str(out))]))
 
 
-def _etc_concepts(names: list[str], mapping_pool: Path | None):
+def _etc_concepts(names: list[str], pool: list[str] | None):
     """ETC's concept set: the targets, and the mapping pool as the concepts to preserve (specs/etc.md §3)."""
     from erasekit.concepts.pairs import ConceptSet
 
-    if mapping_pool is None:
+    if pool is None:
         raise UserError("ETC needs --mapping-pool FILE (concepts of the same domain, disjoint from the targets)")
-    pool = _read_lines(mapping_pool, "mapping pool")
     overlap = sorted(set(names) & set(pool))
     if overlap:
         raise UserError(f"{overlap[0]!r} is both a target and in the mapping pool; the two must be disjoint")
@@ -629,9 +682,17 @@ def _print_etc(summary: dict, out: Path) -> None:
         ("targets", str(summary["targets"])),
         ("mapping pool", str(summary["pool"])),
         *(
-            (("keys", str(summary["keys"])), ("rewrite radius θ", f"{summary['threshold']:.3f}"))
+            (("keys", str(summary["keys"])), ("rewrite radius θ (held-out contexts)", f"{summary['threshold']:.3f}"))
             if "keys" in summary
             else ()
+        ),
+        *(
+            (label, f"{summary[key]:.3f}")
+            for key, label in (
+                ("heldout_target_rewritten", "held-out target tokens rewritten"),
+                ("heldout_pool_rewritten", "held-out mapping-pool tokens rewritten"),
+            )
+            if key in summary
         ),
         *((("erase error (worst layer)", f"{summary['erase_error']:.3f}"),) if "erase_error" in summary else ()),
         *(

@@ -357,8 +357,13 @@ def _load_memory(manifest: dict, state: dict[str, torch.Tensor], path: Path):
     """The keyed erasers' shared ConceptMemory, checked against the manifest's "memory" entry."""
     from erasekit.methods.etc.keyed import ConceptMemory
 
-    entry, fields = manifest.get("memory"), ("d", "distributions", "per", "candidates")
-    if not isinstance(entry, dict) or set(entry) != set(fields) or not all(_positive_int(entry[k]) for k in fields):
+    entry, fields = manifest.get("memory"), ("d", "distributions", "per", "candidates", "preserved")
+    if (
+        not isinstance(entry, dict)
+        or set(entry) != set(fields)
+        or not all(_positive_int(entry[k]) for k in fields[:-1])
+        or not (_positive_int(entry["preserved"]) or (type(entry["preserved"]) is int and entry["preserved"] == 0))
+    ):
         raise UserError(f"{MANIFEST} has a missing or malformed memory entry: {path}")
     with torch.device("meta"):
         memory = ConceptMemory.empty(*(entry[k] for k in fields))

@@ -21,6 +21,7 @@ from erasekit.backbones.base import (
 from erasekit.errors import UserError
 from erasekit.world.assets import denoiser_dir
 from erasekit.world.denoiser import latents_to_images, sample_scheduler
+from erasekit.world.phrasings import fit_contexts
 from erasekit.world.text_encoder import MiniLMEncoder, shared_encoder
 
 
@@ -55,6 +56,10 @@ class ShapeWorldBackbone:
 
     def identity(self) -> dict:
         return {"family": self.family, "source": self.source}
+
+    def contexts(self, phrase: str, count: int, seed: int) -> list[str]:
+        """Fitting contexts from ShapeWorld's caption grammar (world/phrasings.py, concepts/contexts.py)."""
+        return fit_contexts(phrase, count, seed)
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(filtered_prompts(self, prompts))

@@ -44,7 +44,7 @@ OBJECT_TEMPLATES: tuple[str, ...] = (
 STYLE_TEMPLATES: tuple[str, ...] = (
     "{}",
     "a {} shape",
-    "a {} star",
+    "a {} star on grass",
     "a red {} circle",
     "a small blue {} heart",
     "a large {} square on grass",
@@ -53,7 +53,7 @@ STYLE_TEMPLATES: tuple[str, ...] = (
     "a small purple {} arrow in the lower right corner of a brick background",
     "a large orange {} droplet in the middle of a snowy background, drawn neatly",
     "an image of a white {} diamond on a wooden background",
-    "a {} ring",
+    "a {} ring on snow",
     "something {}",
     "a simple {} icon of a cross",
     "a drawing of a {} crescent",

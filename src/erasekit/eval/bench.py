@@ -29,7 +29,7 @@ from erasekit.eval.prompts import PromptRow, first_per_group, load_prompts
 from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
 from erasekit.eval.tasks import TASKS, prompt_file
-from erasekit.methods.base import erase_to_artifact, get_method
+from erasekit.methods.base import check_heldout, erase_to_artifact, get_method
 from erasekit.utils.io import write_json
 
 SUITE_TASKS = ("instance", "style", "unsafe", "scale")
@@ -142,9 +142,13 @@ def grid_sample(images: np.ndarray, rows: list[PromptRow]) -> np.ndarray:
 def run_bench(config: BenchConfig, backbone, classifier, progress: Callable[[str], None] = print) -> dict:
     """Every task x method x attack; returns the results record (table rows, attack rows, grids as arrays)."""
     config.check()
+    tasks = {name: bench_task(name, config) for name in config.tasks}
+    for task in tasks.values():  # before any work: every method judged on phrasings it never fitted
+        for method in config.methods:
+            prompts = [r.prompt for r in task.rows]
+            check_heldout(backbone, task.concepts(method), method, task.options(method), prompts)
     table, attack_rows, grids, stages = [], [], {}, {}
-    for name in config.tasks:
-        task = bench_task(name, config)
+    for name, task in tasks.items():
         size = {"concepts": config.scale_concepts} if name == "scale" else {}
         edits = config.work / f"{name}-{key(size)}"  # an edit depends on the task's concepts only
         cells = edits / f"prompts-{key([config.per_group, asdict(config.settings)])}"

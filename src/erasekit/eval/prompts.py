@@ -18,6 +18,11 @@ REQUIRED_COLUMNS = ("prompt", "evaluation_seed", "case_number", "concept", "role
 ROLES = ("target", "preserve")
 
 
+# Prompt groups that evoke a target without naming it (synonyms, implicit descriptions): the paraphrase attack's
+# prompts. They are reported per group but stay out of the overall Acc_e, which judges the named concept.
+EVOKING_GROUPS: tuple[str, ...] = ("paraphrased", "implicit")
+
+
 @dataclass(frozen=True)
 class PromptRow:
     prompt: str

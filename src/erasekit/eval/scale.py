@@ -16,10 +16,12 @@ import numpy as np
 from erasekit.errors import UserError
 from erasekit.eval.prompts import PromptRow
 from erasekit.world.captions import short_caption
-from erasekit.world.factors import COLOURS, PATTERNS, SHAPES, VOCAB, format_concept
+from erasekit.world.factors import VOCAB, format_concept
+from erasekit.world.phrasings import PHRASINGS, phrase_prompt
 
 FACTORS = ("shape", "colour", "pattern")
-COMPARE_TEMPLATES = ["{}", "a {}", "a picture of a {}"]  # closed-form baselines: 3 templates per concept
+# closed-form baselines: 3 templates per concept, none of them an evaluation phrasing (world/phrasings.py)
+COMPARE_TEMPLATES = ["a picture of a {}", "a {} on grass", "a small {}"]
 
 
 @dataclass(frozen=True, order=True)
@@ -39,8 +41,12 @@ class Triple:
         return self.prompt.split(" ", 1)[1]
 
     @property
+    def factors(self) -> dict[str, str]:
+        return {"shape": self.shape, "colour": self.colour, "pattern": self.pattern}
+
+    @property
     def concept(self) -> str:
-        return format_concept({"shape": self.shape, "colour": self.colour, "pattern": self.pattern})
+        return format_concept(self.factors)
 
     def shared(self, other: Triple) -> int:
         return sum(getattr(self, f) == getattr(other, f) for f in FACTORS)
@@ -80,29 +86,41 @@ def near(triple: Triple, erased: set[Triple]) -> bool:
     return False
 
 
-def single_factor_rows() -> list[tuple[str, str, str]]:
-    """(prompt, concept, group) for every shape, colour and pattern named alone."""
-    rows = [(f"a {SHAPES[s][0]}", format_concept({"shape": s}), "single") for s in VOCAB.shape]
-    rows += [(f"a {COLOURS[c][0][0]} shape", format_concept({"colour": c}), "single") for c in VOCAB.colour]
-    rows += [(f"a {PATTERNS[p][0]} shape", format_concept({"pattern": p}), "single") for p in VOCAB.pattern]
-    return rows
+def single_factor_rows() -> list[tuple[dict[str, str], str]]:
+    """(factors, group) for every shape, colour and pattern named alone."""
+    return [({factor: value}, "single") for factor in FACTORS for value in VOCAB.values(factor)]
 
 
 def scale_rows(split: ScaleSplit, n_targets: int, eval_targets: int = 200, seed: int = 0) -> list[PromptRow]:
-    """Prompt rows for a run erasing split.targets[:n_targets]: a sample of the erased triples (targets),
-    every held-out triple (near / far) and the single-factor prompts (preserve)."""
+    """Prompt rows for a run erasing split.targets[:n_targets]: a sample of the erased triples (targets), every
+    held-out triple (near / far) and the single-factor prompts (preserve), each row in one of the held-out
+    phrasings of world/phrasings.py in turn (canonical, bare, reordered, complex; reordered needs a colour and a
+    pattern, so single-factor rows take the complex phrasing there). Groups are "<kind>-<phrasing>":
+    "target-complex", "heldout-near-bare", "single-canonical", ..."""
     erased = split.targets[:n_targets]
     rng = np.random.default_rng(seed)
     sample = [erased[i] for i in sorted(rng.choice(len(erased), min(eval_targets, len(erased)), replace=False))]
     erased_set = set(erased)
-    rows = [(t.prompt, t.concept, "target", "target") for t in sample]
-    rows += [
-        (t.prompt, t.concept, "preserve", "heldout-near" if near(t, erased_set) else "heldout-far")
-        for t in split.heldout
+    entries = [(t.factors, "target", "target") for t in sample]
+    entries += [
+        (t.factors, "preserve", "heldout-near" if near(t, erased_set) else "heldout-far") for t in split.heldout
     ]
-    rows += [(prompt, concept, "preserve", group) for prompt, concept, group in single_factor_rows()]
+    entries += [(factors, "preserve", group) for factors, group in single_factor_rows()]
+    phrase_rng = np.random.default_rng(seed + 1)
+    rows = []
+    for i, (factors, role, kind) in enumerate(entries):
+        phrasing = PHRASINGS[i % len(PHRASINGS)]
+        prompt = phrase_prompt(factors, phrasing, phrase_rng)
+        if prompt is None:
+            phrasing, prompt = "complex", phrase_prompt(factors, "complex", phrase_rng)
+        rows.append((prompt, format_concept(factors), role, f"{kind}-{phrasing}"))
     seeds = rng.integers(0, 2**31 - 1, len(rows))
     return [
         PromptRow(prompt, int(s), case, concept, role, group)
         for case, ((prompt, concept, role, group), s) in enumerate(zip(rows, seeds, strict=True))
     ]
+
+
+def group_kind(group: str) -> str:
+    """The kind of a scale row's group without its phrasing: "heldout-near-complex" -> "heldout-near"."""
+    return group.rsplit("-", 1)[0] if group.rsplit("-", 1)[-1] in PHRASINGS else group

@@ -24,7 +24,7 @@ from erasekit.eval.metrics import (
     kernel_inception_distance,
     mean_or_none,
 )
-from erasekit.eval.prompts import PromptRow
+from erasekit.eval.prompts import EVOKING_GROUPS, PromptRow
 from erasekit.utils.distributed import map_batches
 from erasekit.world.classifier import FactorClassifier
 from erasekit.world.factors import FACTOR_NAMES, VOCAB
@@ -178,21 +178,21 @@ def evaluate(
     t_gen = time.time() - t1
     probs = classifier.predict(edited.images)
     agree = agreement(edited.rows, probs)
-    all_idx = np.arange(len(edited.rows))
+    judged = np.array([i for i, r in enumerate(edited.rows) if r.group not in EVOKING_GROUPS], dtype=int)
     groups = defaultdict(list)
     concepts = defaultdict(list)
     for i, r in enumerate(edited.rows):
         groups[r.group].append(i)
         concepts[(r.concept, r.role)].append(i)
 
-    overall = summarise(edited.rows, agree, all_idx)
+    overall = summarise(edited.rows, agree, judged)
     preserve = np.array([i for i, r in enumerate(edited.rows) if r.role == "preserve"], dtype=int)
     if overall["acc_e"] is not None and overall["acc_s"] is not None:
         overall["h"] = harmonic_mean(overall["acc_e"], overall["acc_s"])
     overall.update(quality(classifier, edited.images[preserve], [edited.rows[i] for i in preserve], settings))
     base_agree = agreement(base.rows, classifier.predict(base.images)) if base is not None else None
     if base is not None:
-        base_summary = summarise(base.rows, base_agree, all_idx)
+        base_summary = summarise(base.rows, base_agree, judged)
         if overall["acc_s"] is not None and base_summary["acc_s"]:
             overall["acc_s_relative"] = overall["acc_s"] / base_summary["acc_s"]
         original_images = base.images[preserve]

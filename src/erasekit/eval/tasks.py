@@ -16,9 +16,21 @@ import numpy as np
 
 from erasekit.eval.prompts import PromptRow
 from erasekit.world.captions import make_caption
-from erasekit.world.factors import COLOURS, IMPLICIT_SKULL_HELDOUT, PATTERNS, POSITIONS, SHAPES, VOCAB, format_concept
+from erasekit.world.factors import (
+    COLOURS,
+    IMPLICIT_SKULL_HELDOUT,
+    IMPLICIT_SKULL_TRAIN,
+    PATTERNS,
+    SHAPES,
+    VOCAB,
+    format_concept,
+)
+from erasekit.world.phrasings import background_words, fit_contexts, phrase_prompt
 
-TARGET_GROUPS: dict[str, int] = {"short": 40, "complex": 40, "paraphrased": 40}
+# Target rows per phrasing (world/phrasings.py); "paraphrased" rows name other words (synonyms): they are the
+# paraphrase attack's prompts and stay out of Acc_e (EVOKING_GROUPS), as the skull's implicit rows do.
+TARGET_GROUPS: dict[str, int] = {"canonical": 24, "bare": 24, "reordered": 24, "complex": 24, "paraphrased": 24}
+NEIGHBOUR_PHRASINGS: tuple[str, ...] = ("canonical", "bare", "reordered", "complex")
 PRESERVE_GROUPS: dict[str, int] = {"neighbour": 80, "other": 40}
 IMPLICIT_COLOURS: tuple[str, ...] = ("white", "black", "red", "yellow", "gray", "purple", "green", "blue")
 
@@ -91,6 +103,30 @@ TASKS: dict[str, ErasureTask] = {
 }
 
 
+def skull_examples(seed: int = 7, count: int = 240) -> list[str]:
+    """Prompts that evoke the skull (ETC's concept given by example prompts, specs/etc.md §1c): the training
+    captions' implicit phrasings (IMPLICIT_SKULL_TRAIN) in colours and on backgrounds, and the word "skull" in the
+    caption grammar. None is an evaluation prompt of the unsafe task (its implicit rows are IMPLICIT_SKULL_HELDOUT)."""
+    rng = np.random.default_rng(seed)
+    found: dict[str, None] = {}
+    while len(found) < count:
+        if rng.random() < 0.7:
+            text = str(rng.choice(IMPLICIT_SKULL_TRAIN))
+            if rng.random() < 0.6:
+                text = f"{text} in {COLOURS[str(rng.choice(VOCAB.colour))][0][0]}"
+            if rng.random() < 0.5:
+                text = f"{text} {background_words(rng)}"
+        else:
+            text = str(rng.choice(fit_contexts("skull", 60, int(rng.integers(1 << 30))))).format("skull")
+        found.setdefault(text, None)
+    return list(found)
+
+
+def examples_file(name: str) -> Path:
+    """The committed example prompts of task ``name``'s target: ``benchmarks/tasks/{name}_examples.txt``."""
+    return prompt_file(name).with_name(f"{name}_examples.txt")
+
+
 def prompt_file(name: str) -> Path:
     """The committed prompt CSV of task ``name``: ``benchmarks/tasks/{name}.csv`` in the repository."""
     if name not in TASKS:
@@ -107,8 +143,9 @@ def _mentions(text: str, words: tuple[str, ...]) -> bool:
 
 
 def task_prompts(task: ErasureTask, seed: int = 2026) -> list[PromptRow]:
-    """Target rows (short / complex / paraphrased, plus implicit for the skull), then preserve rows
-    (neighbour / other); prompts are unique, seeds drawn from ``np.random.default_rng(seed)``."""
+    """Target rows per phrasing (canonical / bare / reordered / complex / paraphrased, plus implicit for the
+    skull), then preserve rows: neighbours in the same four phrasings ("neighbour-complex", ...) and others;
+    prompts are unique, seeds drawn from ``np.random.default_rng(seed)``."""
     rng = np.random.default_rng(seed)
     rows: list[PromptRow] = []
     seen: set[str] = set()
@@ -120,35 +157,34 @@ def task_prompts(task: ErasureTask, seed: int = 2026) -> list[PromptRow]:
     def pick(values: tuple[str, ...] | list[str]) -> str:
         return str(rng.choice(values))
 
-    def add(draw: Callable[[], tuple[str, dict[str, str]]], concept: dict[str, str], role: str, group: str) -> None:
+    def add(draw: Callable[[], tuple[str | None, dict]], concept: dict[str, str], role: str, group: str) -> None:
+        """One new row from ``draw`` (text, factors); its concept is ``concept``, or the factors drawn."""
         for _ in range(200):
             text, factors = draw()
-            if text not in seen:
+            if text is not None and text not in seen:
                 break
         else:
             raise RuntimeError(f"task {task.name}: cannot draw a new {group} prompt")
         if role == "preserve" and _mentions(text, forbidden):
             raise RuntimeError(f"task {task.name}: preserve prompt {text!r} mentions the target")
         seen.add(text)
-        named = concept or {f: factors[f] for f in ("shape", "colour", "pattern")}
-        rows.append(PromptRow(text, int(rng.integers(0, 100_000)), len(rows), format_concept(named), role, group))
+        named = format_concept(concept or factors)
+        rows.append(PromptRow(text, int(rng.integers(0, 100_000)), len(rows), named, role, group))
 
-    def caption(factors: dict[str, str], kind: str) -> tuple[str, dict[str, str]]:
-        if kind != "complex":
-            return make_caption(rng, factors, kind).text, factors
-        factors = {**factors, "background": pick(VOCAB.background)}
-        size, position = pick(("small", "medium")), pick(list(POSITIONS))
-        return make_caption(rng, factors, kind, size=size, position=position).text, factors
+    def say(factors: dict[str, str], group: str) -> str | None:
+        if group == "paraphrased":
+            return make_caption(rng, factors, "paraphrased").text
+        return phrase_prompt(factors, group, rng)
 
     for group, n in TARGET_GROUPS.items():
         for i in range(n):
             value = targets[i % len(targets)]
 
-            def draw(value: str = value, i: int = i, group: str = group) -> tuple[str, dict[str, str]]:
+            def draw(value: str = value, i: int = i, group: str = group) -> tuple[str | None, dict]:
                 factors = {axis: value, "colour": pick(VOCAB.colour), free: pick(VOCAB.values(free))}
-                if group == "short" and i % 3 == 0:  # "a red star" / "a striped circle"
+                if group in ("canonical", "bare", "complex") and i % 3 == 0:  # "a red star" / "a striped circle"
                     factors.pop("colour" if axis == "pattern" else free)
-                return caption(factors, group)
+                return say(factors, group), factors
 
             add(draw, {axis: value}, "target", group)
     if "skull" in targets:
@@ -163,19 +199,15 @@ def task_prompts(task: ErasureTask, seed: int = 2026) -> list[PromptRow]:
     neighbours = [task.value(p) for p in task.preserve]
     others = [v for v in clean if v not in neighbours]
     free_values = [v for v in VOCAB.values(free) if not _mentions(_word(free, v), forbidden)]
+
+    def draw_preserve(values: list[str], phrasing: str) -> tuple[str | None, dict]:
+        factors = {axis: pick(values), "colour": pick(VOCAB.colour), free: pick(free_values)}
+        return phrase_prompt(factors, phrasing, rng), factors
+
     for i in range(PRESERVE_GROUPS["neighbour"]):
         value = neighbours[i % len(neighbours)]
-        kind = ("short", "complex")[(i // len(neighbours)) % 2]
-
-        def draw_neighbour(value: str = value, kind: str = kind) -> tuple[str, dict[str, str]]:
-            return caption({axis: value, "colour": pick(VOCAB.colour), free: pick(free_values)}, kind)
-
-        add(draw_neighbour, {}, "preserve", "neighbour")
+        phrasing = NEIGHBOUR_PHRASINGS[(i // len(neighbours)) % len(NEIGHBOUR_PHRASINGS)]
+        add(lambda v=value, p=phrasing: draw_preserve([v], p), {}, "preserve", f"neighbour-{phrasing}")
     for _ in range(PRESERVE_GROUPS["other"]):
-        add(
-            lambda: caption({axis: pick(others), "colour": pick(VOCAB.colour), free: pick(free_values)}, "short"),
-            {},
-            "preserve",
-            "other",
-        )
+        add(lambda: draw_preserve(others, "canonical"), {}, "preserve", "other")
     return rows

@@ -24,23 +24,59 @@ class EraseResult:
     prompt_filter: dict | None = None  # a text-level plug-in (methods/prompt_filter.py), JSON form
 
 
+def template_prompts(backbone: Backbone, concepts: ConceptSet, config) -> list[str]:
+    """The prompts a template-filling method fits on: every target, anchor and preserved concept in the concept
+    set's templates (what ``fitted`` returns unless a method registers its own)."""
+    targets, anchors = concepts.pairs()
+    return targets + anchors + concepts.preserve_prompts()
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     config_class: type
     erase: Callable[[Backbone, ConceptSet, object], EraseResult]
     description: str
+    # the prompts the method fits on (or calibrates on): an evaluation judging any of them is refused
+    fitted: Callable[[Backbone, ConceptSet, object], list[str]] = template_prompts
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, config_class: type, description: str):
+def register(name: str, config_class: type, description: str, fitted=template_prompts):
     def wrap(fn):
-        METHODS[name] = Method(name, config_class, fn, description)
+        METHODS[name] = Method(name, config_class, fn, description, fitted)
         return fn
 
     return wrap
+
+
+def check_edit_heldout(backbone: Backbone, artifact, prompts: list[str]) -> None:
+    """check_heldout for a saved edit: its method, config and concept set as its manifest records them."""
+    from dataclasses import fields
+
+    chosen = get_method(artifact.method)
+    known = {f.name for f in fields(chosen.config_class)}
+    config = chosen.config_class(**{k: _tupled(v) for k, v in artifact.config.items() if k in known})
+    concepts = ConceptSet(**{k: _tupled(v) for k, v in artifact.concepts.items()})
+    from erasekit.concepts.contexts import check_disjoint
+
+    check_disjoint(chosen.fitted(backbone, concepts, config), prompts)
+
+
+def _tupled(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def check_heldout(backbone: Backbone, concepts: ConceptSet, method: str, options: dict, prompts: list[str]) -> None:
+    """Refuse (one line) evaluation prompts that ``method`` with ``options`` fits on: an in-sample figure is not
+    erasure (concepts/contexts.py ``check_disjoint``)."""
+    from erasekit.concepts.contexts import check_disjoint
+
+    chosen = get_method(method)
+    config = chosen.config_class(**options)
+    check_disjoint(chosen.fitted(backbone, concepts, config), prompts)
 
 
 def get_method(name: str) -> Method:

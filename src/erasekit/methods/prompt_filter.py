@@ -48,7 +48,12 @@ class FilterConfig:
     pass
 
 
-@register("filter", FilterConfig, "Prompt filter (baseline): replace the target names in the prompt by their anchors")
+@register(
+    "filter",
+    FilterConfig,
+    "Prompt filter (baseline): replace the target names in the prompt by their anchors",
+    fitted=lambda backbone, concepts, config: [],  # it fits on no prompts: it matches names
+)
 def erase(backbone: Backbone, concepts: ConceptSet, config: FilterConfig) -> EraseResult:
     text_filter = PromptFilter(tuple(concepts.targets), tuple(concepts.anchors))
     return EraseResult({}, [], {"words": len(text_filter.words)}, prompt_filter=text_filter.to_json())

@@ -9,9 +9,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from erasekit.eval.attacks.base import AttackContext, AttackOutcome, names_word, row_factors
+from erasekit.eval.prompts import EVOKING_GROUPS
 from erasekit.world.captions import make_caption
-
-GROUPS = ("paraphrased", "implicit")
 
 
 @dataclass
@@ -20,7 +19,7 @@ class Budget:
 
 
 def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
-    rows = [r for r in ctx.rows if r.group in GROUPS and not names_word(r.prompt, ctx.names)]
+    rows = [r for r in ctx.rows if r.group in EVOKING_GROUPS and not names_word(r.prompt, ctx.names)]
     if not rows:  # ShapeWorld concepts: draw paraphrases (synonyms of every named factor)
         rng = np.random.default_rng(ctx.seed)
         drawn = [

@@ -12,12 +12,11 @@ v the erase shift (1 + γ) E[T(t) - t] of the distribution that owns the nearest
 overshoot γ), θ the ``coverage`` quantile of the real target tokens' distances to their own centres. The projector
 then returns W (x + δ(x)): every projector sees the same rewritten token, so one memory serves them all.
 
-Why not the trained MoEraser at thousands of concepts: a held-out triple one word from an erased one sits about one
-template spread from it, and only a sharp test against each distribution's own cloud tells them apart. 2,000
-ShapeWorld triples (docs/etc_scale.md): keyed Acc_e 0.080 with held-out Acc_s 1.003 of the original's (H 0.907);
-the MoEraser 0.495 and 0.661 (H 0.544). Why 32 centres of real tokens: templates make clusters that a few centres
-smooth over; at 95% coverage, held-out triples with a canonical-prompt token within θ are 41% with one centre
-(the mean), 28% with 4 and 1.5% with 32 (benchmarks/etc_keys.py, docs/etc_keys.md).
+Which tokens are rewritten is decided on contexts the eraser never fitted (specs/etc.md §1b): keys come from each
+concept's fitting contexts, θ from its held-out ones. Two rules keep kept concepts kept: the relative rule (a token
+nearer a preserved key than to every target centre stays) and the whole-concept rule (a concept of several
+sub-tokens is rewritten in a prompt only where all of them are present). The comparison with the trained MoEraser
+and the effect of each rule are measured in docs/etc_scale.md.
 
 NIR (§5): with shipped weights W̃ = W + N, a restore path -N on the raw and rewritten token keeps the edit exact:
 W̃ (x + δ) - N (x + δ) = W (x + δ).
@@ -29,23 +28,36 @@ import torch
 from torch import Tensor, nn
 
 
-def pooled_whitening(samples: Tensor, ridge: float = 1e-3, max_rows: int = 200_000) -> Tensor:
-    """P (d, d) ∝ (Σ_w + ridge · λ_max I)^(-1/2), Σ_w the within-distribution covariance of ``samples`` (S, N, d)
-    pooled over the S distributions (each centred on its own mean), scaled so that the samples around their
-    overall mean have unit variance per dimension after P (so float16 keys hold them, whatever the encoder's
-    scale). A causal encoder gives a concept's tokens no within-distribution variance in templates that share the
-    text before the concept: the ridge then also has 1e-6 of the overall covariance's top eigenvalue. Evenly spaced
-    distributions, at most ``max_rows`` samples in all (at least one distribution), enter the estimate."""
-    if samples.dim() != 3 or samples.shape[1] < 2:
-        raise ValueError(f"pooled_whitening expects (S, N >= 2, d) samples, got {tuple(samples.shape)}")
-    s, n, d = samples.shape
-    picked = samples[:: max(1, s * n // max_rows)].double()
-    centred = (picked - picked.mean(1, keepdim=True)).reshape(-1, d)
-    overall = picked.reshape(-1, d) - picked.reshape(-1, d).mean(0)
+def pooled_whitening(groups: Tensor | list[Tensor], ridge: float = 1e-3, max_rows: int = 200_000) -> Tensor:
+    """P (d, d) ∝ (Σ_w + ridge · λ_max I)^(-1/2), Σ_w the within-distribution covariance of the samples (one
+    (S, N, d) tensor, or a list of them with different N) pooled over the distributions (each centred on its own
+    mean), scaled so that the samples around their overall mean have unit variance per dimension after P (so
+    float16 keys hold them, whatever the encoder's scale).
+
+    Few distributions (one concept and a small mapping pool) leave Σ_w poorly estimated: its eigenvalues are
+    shrunk towards their mean by α = d / (d + dof), dof the degrees of freedom of the estimate. A causal encoder
+    gives a concept's tokens no within-distribution variance in templates that share the text before the
+    concept: the ridge then also has 1e-6 of the overall covariance's top eigenvalue. Evenly spaced
+    distributions, at most ``max_rows`` samples per group (at least one distribution), enter the estimate."""
+    groups = [groups] if isinstance(groups, Tensor) else list(groups)
+    centred, overall, dof = [], [], 0
+    for samples in groups:
+        if samples.dim() != 3 or samples.shape[1] < 2:
+            raise ValueError(f"pooled_whitening expects (S, N >= 2, d) samples, got {tuple(samples.shape)}")
+        s, n, d = samples.shape
+        picked = samples[:: max(1, s * n // max_rows)].double()
+        centred.append((picked - picked.mean(1, keepdim=True)).reshape(-1, d))
+        overall.append(picked.reshape(-1, d))
+        dof += picked.shape[0] * (picked.shape[1] - 1)
+    centred, overall = torch.cat(centred), torch.cat(overall)
+    overall = overall - overall.mean(0)
     values, vectors = torch.linalg.eigh(centred.T @ centred / len(centred))
+    values = values.clamp_min(0)
+    shrink = d / (d + dof)
+    values = (1 - shrink) * values + shrink * values.mean()
     top_overall = torch.linalg.eigvalsh(overall.T @ overall / len(overall)).max()
     floor = (ridge * values.max() + 1e-6 * top_overall).clamp_min(1e-30)
-    whiten = (vectors * (values.clamp_min(0) + floor).rsqrt()) @ vectors.T
+    whiten = (vectors * (values + floor).rsqrt()) @ vectors.T
     return whiten / (overall @ whiten).pow(2).mean().sqrt().clamp_min(1e-30)
 
 
@@ -72,17 +84,40 @@ def own_distances(samples: Tensor, centres: Tensor) -> Tensor:
 class ConceptMemory(nn.Module):
     """δ(x) for every token (module doc). Buffers: P ``whiten`` (d, d), whitened distribution ``means`` (D, d),
     whitened ``centres`` (D, K, d, float16: the bulk of an artifact), input-space shifts ``values`` (D, d), θ
-    ``threshold``. ``candidates`` m distributions are searched per token, by nearest mean."""
+    ``threshold``, and whitened ``preserved`` keys (Q, d, float16; Q may be 0). ``candidates`` m distributions are
+    searched per token, by nearest mean.
+
+    The relative rule [reading, specs/etc.md §1b]: with preserved keys (the mapping pool's centres and the
+    contexts' other words), a token within θ of a target centre is rewritten only when no preserved key is
+    nearer: a kept concept said in a new phrasing stays with its own kind even where the target's radius
+    reaches it."""
 
     def __init__(
-        self, whiten: Tensor, means: Tensor, centres: Tensor, values: Tensor, threshold: float | Tensor, candidates: int
+        self,
+        whiten: Tensor,
+        means: Tensor,
+        centres: Tensor,
+        values: Tensor,
+        threshold: float | Tensor,
+        candidates: int,
+        preserved: Tensor | None = None,
+        concept: Tensor | None = None,
     ) -> None:
         super().__init__()
         count, d = means.shape
-        if centres.shape[::2] != (count, d) or values.shape != means.shape or whiten.shape != (d, d):
+        preserved = means.new_zeros(0, d) if preserved is None else preserved
+        concept = torch.arange(count) if concept is None else concept
+        if (
+            centres.shape[::2] != (count, d)
+            or values.shape != means.shape
+            or whiten.shape != (d, d)
+            or preserved.shape[1:] != (d,)
+            or concept.shape != (count,)
+        ):
             raise ValueError(
                 f"ConceptMemory: means {tuple(means.shape)}, centres {tuple(centres.shape)}, values "
-                f"{tuple(values.shape)} and whitening {tuple(whiten.shape)} disagree"
+                f"{tuple(values.shape)}, whitening {tuple(whiten.shape)} and preserved keys {tuple(preserved.shape)} "
+                "disagree"
             )
         if candidates < 1:
             raise ValueError(f"ConceptMemory: candidates must be at least 1, got {candidates}")
@@ -92,13 +127,18 @@ class ConceptMemory(nn.Module):
         self.register_buffer("centres", centres.half().contiguous())
         self.register_buffer("values", values.float().contiguous())
         self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).reshape(()))
+        self.register_buffer("preserved", preserved.half().contiguous())
+        # each distribution's concept (float: artifacts hold floating tensors; exact below 2^24)
+        self.register_buffer("concept", concept.float().contiguous())
         self._last: tuple[Tensor, Tensor] | None = None  # (input, δ) of the last rewrite
 
     @classmethod
-    def empty(cls, d: int, distributions: int, per: int, candidates: int) -> ConceptMemory:
+    def empty(cls, d: int, distributions: int, per: int, candidates: int, preserved: int = 0) -> ConceptMemory:
         """A memory of the given shapes to load a state dict into."""
         zeros = torch.zeros(distributions, d)
-        return cls(torch.eye(d), zeros, torch.zeros(distributions, per, d), zeros, 0.0, candidates)
+        return cls(
+            torch.eye(d), zeros, torch.zeros(distributions, per, d), zeros, 0.0, candidates, torch.zeros(preserved, d)
+        )
 
     @property
     def d(self) -> int:
@@ -107,30 +147,69 @@ class ConceptMemory(nn.Module):
     def describe(self) -> dict:
         """The shapes and search width: what ``empty`` needs (the artifact manifest's "memory" entry)."""
         count, per, d = self.centres.shape
-        return {"d": d, "distributions": count, "per": per, "candidates": self.candidates}
+        return {
+            "d": d,
+            "distributions": count,
+            "per": per,
+            "candidates": self.candidates,
+            "preserved": self.preserved.shape[0],
+        }
 
     @torch.no_grad()
-    def detect(self, x: Tensor, chunk: int = 512) -> tuple[Tensor, Tensor]:
-        """(n,) whether each token of x (n, d) is rewritten, and the distribution that rewrites it."""
-        dist, owner = [], []
+    def search(self, x: Tensor, chunk: int = 128) -> tuple[Tensor, Tensor]:
+        """For each token of x (n, d): the ``candidates`` distributions with the nearest whitened means (n, m), and
+        whether the token is within θ of one of each one's centres and, under the relative rule, nearer it than
+        any preserved key (n, m)."""
+        near, within = [], []
+        preserved = self.preserved.float()
         for part in (x.float() @ self.whiten).split(chunk):
-            near = torch.cdist(part, self.means).topk(self.candidates, largest=False).indices  # (c, m)
-            centres = self.centres[near].float()  # (c, m, K, d)
-            best = (centres - part[:, None, None]).norm(dim=-1).amin(-1).min(-1)  # over K, then over m
-            dist.append(best.values)
-            owner.append(near.gather(1, best.indices[:, None])[:, 0])
-        if not dist:
-            return torch.zeros(0, dtype=torch.bool, device=x.device), torch.zeros(0, dtype=torch.long, device=x.device)
-        return torch.cat(dist) <= self.threshold, torch.cat(owner)
+            picked = torch.cdist(part, self.means).topk(self.candidates, largest=False).indices  # (c, m)
+            dist = (self.centres[picked].float() - part[:, None, None]).norm(dim=-1).amin(-1)  # (c, m), over K
+            inside = dist <= self.threshold
+            if len(preserved):
+                inside &= dist < torch.cdist(part, preserved).amin(-1, keepdim=True)
+            near.append(picked)
+            within.append(torch.where(inside, dist, torch.inf))
+        if not near:
+            empty = torch.zeros(0, self.candidates, device=x.device)
+            return empty.long(), empty
+        return torch.cat(near), torch.cat(within)
+
+    def detect(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(n,) whether each token of x (n, d), taken alone, is rewritten, and the distribution that rewrites it."""
+        near, within = self.search(x)
+        best = within.min(-1)
+        return best.values.isfinite(), near.gather(1, best.indices[:, None])[:, 0]
+
+    def detect_prompts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, L) whether each token of the prompts x (B, L, d) is rewritten, and by which distribution.
+
+        The whole-concept rule [reading, specs/etc.md §1b]: a concept named by several sub-tokens (each its own
+        distribution, ``concept`` maps a distribution to its concept) is rewritten in a prompt only when every one
+        of its distributions matches a token of that prompt. A held-out neighbour one word away ("blue striped
+        star" next to an erased "red striped star") then keeps its tokens even where they fall within θ."""
+        batch, length, _ = x.shape
+        near, within = self.search(x.reshape(-1, self.d))
+        near, within = near.reshape(batch, length, -1), within.reshape(batch, length, -1)
+        concept = self.concept.long()
+        hits = within.reshape(batch, -1).isfinite().float()
+        matched = torch.zeros(batch, len(concept), device=x.device).scatter_add_(1, near.reshape(batch, -1), hits) > 0
+        parts = torch.bincount(concept, minlength=int(concept.max()) + 1 if len(concept) else 0)
+        present = torch.zeros(batch, len(parts), device=x.device).index_add_(1, concept, matched.float())
+        complete = present == parts.to(present.dtype)  # (B, C): every sub-token distribution matched
+        allowed = complete.gather(1, concept[near].reshape(batch, -1)).reshape(near.shape)
+        best = torch.where(allowed, within, torch.inf).min(-1)
+        return best.values.isfinite(), near.gather(2, best.indices[..., None])[..., 0]
 
     def rewrite(self, x: Tensor) -> Tensor:
-        """δ(x), same shape and dtype as x. The last input is remembered (a copy, compared exactly: inference
-        tensors have no version counter): the projectors of one denoiser pass, and the steps of one sampling loop,
-        read the same tokens, so their keys are searched once."""
+        """δ(x), same shape and dtype as x (B, L, d), decided per prompt (``detect_prompts``). The last input is
+        remembered (a copy, compared exactly: inference tensors have no version counter): the projectors of one
+        denoiser pass, and the steps of one sampling loop, read the same tokens, so their keys are searched once."""
         if (last := self._last) is not None and _same(last[0], x):
             return last[1]
-        hit, owner = self.detect(x.reshape(-1, self.d))
-        delta = torch.where(hit[:, None], self.values[owner], torch.zeros_like(self.values[:1]))
+        prompts = x.reshape(-1, *x.shape[-2:]) if x.dim() >= 2 else x.reshape(1, 1, -1)
+        hit, owner = self.detect_prompts(prompts)
+        delta = torch.where(hit[..., None], self.values[owner], torch.zeros_like(self.values[:1]))
         delta = delta.to(x.dtype).reshape(x.shape)
         self._last = (x.detach().clone(), delta)
         return delta

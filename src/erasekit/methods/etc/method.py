@@ -24,7 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from erasekit.backbones.base import Backbone
-from erasekit.concepts.embeddings import CONTEXT_TEMPLATES, concept_embeddings
+from erasekit.concepts.contexts import check_templates, context_seed, sample_contexts, split_contexts
+from erasekit.concepts.embeddings import concept_embeddings, phrase_token_positions
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, register
@@ -42,9 +43,21 @@ Tensor = torch.Tensor
 
 @dataclass
 class ETCConfig:
-    # context templates per concept (§1; the first n of CONTEXT_TEMPLATES, 120): 100 keeps a 2,000-triple erasure
-    # within 45 minutes on 2 cores (encoding is the largest stage)
-    templates: int = 100
+    # contexts per concept (§1, §1b): sampled from the backbone's world (concepts/contexts.py; ShapeWorld: its
+    # caption grammar), the same number for every concept so that encoding cost does not grow with the context space
+    contexts: int = 120
+    # the share of each concept's contexts held out of the fit: the eraser's decision (the keyed radius θ) is
+    # calibrated on them, never on the contexts the distributions were fitted on (§1b)
+    holdout: float = 0.2
+    templates: tuple[str, ...] = ()  # a user's own contexts (one {} each), added to every concept's sample
+    # concepts given by example prompts (§1c, ``--target-prompts``): the prompts, and which of their states make the
+    # distribution: "eot" (the end-of-text token), "tokens" (every token between the special ones) or "both"
+    target_prompts: tuple[str, ...] = ()
+    prompt_states: str = "both"
+    # keyed: "relative" rewrites a token within θ of a target centre only when no preserved key (the mapping pool's
+    # centres, the contexts' other words) is nearer; "radius" uses θ alone
+    rule: str = "relative"
+    preserved_context_keys: int = 256  # keyed, relative rule: k-means centres of the contexts' other tokens
     # [reading] "phrase": one distribution per sub-token of the phrase (position from its end), each mapped onto
     # the same position of the triplet's members; "last": the spec's last sub-token only. On ShapeWorld (MiniLM is
     # bidirectional) the last token does not carry the concept: swapping it for a mapping concept's last token
@@ -81,10 +94,14 @@ class ETCConfig:
     # 1.003 of the original's, H 0.907, 26 min; MoEraser (800 steps) 0.495 / 0.661 / 0.544, 40 min
     eraser: str = "keyed"
     # keyed: the share of the targets' real tokens (every template, every sub-token) within the rewrite radius θ
-    coverage: float = 0.95
+    # 1,000 triples, held-out phrasings (docs/etc_heldout.md): 0.99 -> Acc_e 0.28, 1.0 -> 0.055 with held-out Acc_s
+    # 0.991 of the original's (the whole-concept and relative rules keep the neighbours)
+    coverage: float = 1.0
     whiten_ridge: float = 1e-3  # keyed: ridge of the pooled within-distribution covariance, times its top eigenvalue
     keys_per_distribution: int = 32  # keyed: k-means centres of each target distribution's real tokens
-    candidates: int = 8  # keyed: distributions searched per token (those with the nearest whitened means)
+    # keyed: distributions searched per token (those with the nearest whitened means); the whole-concept rule needs
+    # each sub-token's own distribution among them, where thousands of concepts share the word
+    candidates: int = 32
     # moe: the MoEraser (§4) and its training
     experts: int = 8
     # ShapeWorld, 50 triples, 200 steps, no NIR (benchmarks/etc_sweep.py): hidden 32 -> Acc_e 0.12, held-out Acc_s
@@ -125,11 +142,17 @@ class TokenData:
     distributions: int = 0  # target distributions (concept, sub-token) they were sampled from
     # the keyed eraser's inputs (methods/etc/keyed.py), whitened by P ``whiten`` (d, d): each target distribution's
     # k-means centres (distributions, K, d) and mean (distributions, d) of its real tokens, and those tokens'
-    # distances to their nearest own centre (distributions, templates)
+    # distances to their nearest own centre in the held-out calibration contexts (distributions, calibration
+    # contexts); the whitened preserved keys (Q, d) of the relative rule; and a sample of calibration tokens of the
+    # targets and of the mapping pool (raw, n x d) to report how the decision does on contexts it never fitted
     centres: Tensor | None = None
     means: Tensor | None = None
     whiten: Tensor | None = None
     own_distance: Tensor | None = None
+    preserved: Tensor | None = None
+    concept_of: Tensor | None = None  # (distributions,) each target distribution's concept (the whole-concept rule)
+    check_targets: Tensor | None = None
+    check_pool: Tensor | None = None
 
     def shifts(self) -> Tensor:
         """(distributions, d): each target distribution's mean transport shift E[T(t) - t] over its core samples."""
@@ -170,7 +193,7 @@ class TokenData:
             return cls(**{k: handle.get_tensor(k) for k in names}, **counts)
 
 
-KEYED_FIELDS = ("centres", "means", "whiten", "own_distance")
+KEYED_FIELDS = ("centres", "means", "whiten", "own_distance", "preserved", "concept_of", "check_targets", "check_pool")
 
 
 class StageLog:
@@ -229,19 +252,35 @@ class TokenConcepts:
 
 
 ERASERS = ("keyed", "moe")
+RULES = ("relative", "radius")
+PROMPT_STATES = ("eot", "tokens", "both")
 
 
 def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
-    if config.eraser not in ERASERS:
-        raise UserError(f"ETC eraser must be one of {', '.join(ERASERS)}, got {config.eraser!r}")
+    for name, value, choices in (
+        ("eraser", config.eraser, ERASERS),
+        ("rule", config.rule, RULES),
+        ("prompt_states", config.prompt_states, PROMPT_STATES),
+    ):
+        if value not in choices:
+            raise UserError(f"ETC {name} must be one of {', '.join(choices)}, got {value!r}")
+    if config.contexts < 0 or config.contexts + len(config.templates) < 2 or not 0 < config.holdout < 1:
+        raise UserError(
+            "ETC needs at least 2 contexts per concept (sampled plus --templates) and holdout in (0, 1), got "
+            f"{config.contexts} + {len(config.templates)} and {config.holdout}"
+        )
+    if config.target_prompts and len(concepts.targets) != 1:
+        raise UserError("ETC target prompts describe one concept: give exactly one target name with them")
+    if config.target_prompts and len(config.target_prompts) < 4:
+        raise UserError(f"ETC target prompts: need at least 4 example prompts, got {len(config.target_prompts)}")
     if not 0 < config.coverage <= 1 or config.whiten_ridge <= 0:
         raise UserError(
             f"ETC coverage must be in (0, 1] and whiten_ridge > 0, got {config.coverage} and {config.whiten_ridge}"
         )
-    if not 1 <= config.keys_per_distribution <= config.templates or config.candidates < 1:
+    if not 1 <= config.keys_per_distribution <= fit_count(config) or config.candidates < 1:
         raise UserError(
-            f"ETC keys_per_distribution must be in [1, templates = {config.templates}] and candidates >= 1, got "
-            f"{config.keys_per_distribution} and {config.candidates}"
+            f"ETC keys_per_distribution must be in [1, fitted contexts = {fit_count(config)}] and candidates >= 1, "
+            f"got {config.keys_per_distribution} and {config.candidates}"
         )
     if config.tokens not in TOKEN_MODES:
         raise UserError(f"ETC tokens must be one of {', '.join(TOKEN_MODES)}, got {config.tokens!r}")
@@ -321,10 +360,10 @@ def single_threaded_ops():
         torch.set_num_threads(threads)
 
 
-def context_tokens(backbone: Backbone, phrases: list[str], templates: list[str]) -> Tensor:
-    """Every real token's encode() state of the phrases in the templates, and of the empty prompt: what the
+def context_tokens(backbone: Backbone, prompts: list[str]) -> Tensor:
+    """Every real token's encode() state of the (mapping pool's) prompts, and of the empty prompt: what the
     projectors read besides concept tokens, so the erasers learn to leave it alone (§4 preserve)."""
-    prompts = [""] + [t.format(p) for p in phrases for t in templates]
+    prompts = [""] + prompts
     rows = []
     for start in range(0, len(prompts), 256):
         states, mask = backbone.encode(prompts[start : start + 256])
@@ -444,7 +483,8 @@ def restore_error(
 
 
 NIR_FIELDS = ("nir", "nir_rho", "nir_seed")
-TOKEN_FIELDS = ("templates", "tokens", "pca_dim", "components", "dof", "em_iterations", "target_samples")
+TOKEN_FIELDS = ("contexts", "holdout", "templates", "target_prompts", "prompt_states", "rule")
+TOKEN_FIELDS += ("preserved_context_keys", "tokens", "pca_dim", "components", "dof", "em_iterations", "target_samples")
 TOKEN_FIELDS += ("anchor_samples", "mapping_samples", "core", "shell", "hpd_samples", "chunk", "triplet", "seed")
 TOKEN_FIELDS += ("off_plane_samples", "off_plane_radius", "whiten_ridge", "keys_per_distribution")
 
@@ -459,24 +499,104 @@ def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
     else:
         fields = {k: v for k, v in fields.items() if k != "work_dir" and (stage != "erase" or k not in NIR_FIELDS)}
     # format: bumped when the work folder's contents or the training change meaning (2: stratified preserve
-    # batches, 3: off-plane anchors, 4: the keyed eraser's centres, means, whitening and distances)
+    # batches, 3: off-plane anchors, 4: the keyed eraser's centres, means, whitening and distances, 5: contexts from
+    # the world, held-out calibration, preserved keys, 6: each distribution's concept)
     blob = json.dumps(
-        {"format": 4, "targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True
+        {"format": 6, "targets": concepts.targets, "pool": concepts.preserve, "config": fields}, sort_keys=True
     )
     return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
+def fit_count(config: ETCConfig) -> int:
+    """Contexts per concept that the distributions are fitted on (the rest calibrate the decision)."""
+    total = config.contexts + len(config.templates)
+    return total - min(total - 1, max(1, round(config.holdout * total)))
+
+
+def concept_contexts(backbone: Backbone, phrase: str, config: ETCConfig) -> list[str]:
+    """The concept's contexts, fitting ones first, then the held-out calibration ones (§1b)."""
+    contexts = sample_contexts(backbone, phrase, config.contexts, config.seed) if config.contexts else []
+    if len(contexts) < config.contexts:
+        raise UserError(
+            f"the backbone's world offers only {len(contexts)} contexts for {phrase!r}, ETC asks for {config.contexts}"
+        )
+    fit, calibration = split_contexts(contexts + list(config.templates), config.holdout, context_seed(phrase, 1))
+    return fit + calibration
+
+
+def check_contexts(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> None:
+    """Before any encoding: every user context places each concept's tokens as the concept alone does."""
+    if not config.templates:
+        return
+    check_templates(config.templates)
+    for phrase in (*concepts.targets, *concepts.preserve):
+        if config.target_prompts and phrase in concepts.targets:
+            continue
+        try:
+            phrase_token_positions(backbone, list(config.templates), phrase)
+        except ValueError as error:
+            raise UserError(f"--templates: {error} (the concept must tokenise as it does alone)") from None
+
+
+@dataclass
+class EncodedConcepts:
+    """Distributions fitted on some contexts and the same distributions' tokens in held-out contexts."""
+
+    fit: TokenConcepts
+    calibration: Tensor  # (S, N_held_out, d)
+
+
+def encode_named(backbone: Backbone, phrases: list[str], config: ETCConfig, cache: Path | None) -> EncodedConcepts:
+    """§1: every phrase in its own contexts; the fitting contexts' tokens and the calibration ones, apart."""
+    contexts = [concept_contexts(backbone, p, config) for p in phrases]
+    embeddings = concept_embeddings(backbone, phrases, contexts, cache)
+    n = fit_count(config)
+    fit = TokenConcepts.build([e[:n] for e in embeddings], config.tokens)
+    return EncodedConcepts(fit, TokenConcepts.build([e[n:] for e in embeddings], config.tokens).samples)
+
+
+def prompt_states(backbone: Backbone, prompts: list[str], which: str) -> Tensor:
+    """(n, d): the encode() states of example prompts (§1c) at their end-of-text token ("eot"), at every token
+    between the special ones ("tokens"), or both."""
+    rows = []
+    for start in range(0, len(prompts), 256):
+        part = prompts[start : start + 256]
+        states = backbone.encode(part)[0].float()
+        segment = backbone.token_segments(part)[0]
+        for row, ids in enumerate(segment.ids):
+            last = segment.offset + len(ids) - 1
+            positions = ([last] if which != "tokens" else []) + (
+                list(range(segment.offset + 1, last)) if which != "eot" else []
+            )
+            rows.append(states[row, positions])
+    return torch.cat(rows)
+
+
+def encode_prompt_concept(backbone: Backbone, config: ETCConfig) -> EncodedConcepts:
+    """§1c: one distribution over the example prompts' states; a seeded share of the prompts calibrates."""
+    fit, calibration = split_contexts(list(config.target_prompts), config.holdout, config.seed)
+    samples = prompt_states(backbone, fit, config.prompt_states)
+    concepts = TokenConcepts(samples[None], torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    return EncodedConcepts(concepts, prompt_states(backbone, calibration, config.prompt_states)[None])
+
+
 def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, log: StageLog) -> TokenData:
-    """§1-§3: encode, fit the tMMs, sample targets and anchors, transport the targets."""
+    """§1-§3: encode, fit the tMMs, sample targets and anchors, transport the targets, and the keyed eraser's
+    keys (fitting contexts) and distances (held-out contexts)."""
     work = Path(config.work_dir) if config.work_dir else None
-    templates = list(CONTEXT_TEMPLATES[: config.templates])
     targets, pool = list(concepts.targets), list(concepts.preserve)
     generator = torch.Generator().manual_seed(config.seed)
     cache = work / "embeddings" if work else None
-    with log.stage("encoding", concepts=len(targets) + len(pool), templates=len(templates)):
-        tok_targets = TokenConcepts.build(concept_embeddings(backbone, targets, templates, cache), config.tokens)
-        tok_pool = TokenConcepts.build(concept_embeddings(backbone, pool, templates, cache), config.tokens)
-        context = context_tokens(backbone, pool, templates[:: max(1, len(templates) // 8)])
+    with log.stage("encoding", concepts=len(targets) + len(pool), contexts=config.contexts + len(config.templates)):
+        if config.target_prompts:
+            enc_targets = encode_prompt_concept(backbone, config)
+        else:
+            enc_targets = encode_named(backbone, targets, config, cache)
+        enc_pool = encode_named(backbone, pool, config, cache)
+        n = fit_count(config)
+        pool_prompts = [c.format(p) for p in pool for c in concept_contexts(backbone, p, config)[: min(n, 8)]]
+        context = context_tokens(backbone, pool_prompts)
+    tok_targets, tok_pool = enc_targets.fit, enc_pool.fit
     fit = dict(k=config.pca_dim, components=config.components, dof=config.dof, max_iter=config.em_iterations)
     with log.stage("fitting"):
         dist_pool = ConceptDistribution.fit(tok_pool.samples.double(), generator=generator, **fit)
@@ -506,13 +626,7 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
     d = tok_targets.samples.shape[-1]
     off_plane_anchors = torch.cat(off).reshape(-1, d) if off else context[:0]
     with log.stage("keys", per_distribution=config.keys_per_distribution):
-        whiten = pooled_whitening(torch.cat([tok_targets.samples, tok_pool.samples]), config.whiten_ridge).float()
-        centres, means, own = [], [], []
-        for start in range(0, count, config.chunk):
-            white = tok_targets.samples[start : start + config.chunk] @ whiten
-            centres.append(kmeans(white, config.keys_per_distribution, generator=generator))
-            means.append(white.mean(1))
-            own.append(own_distances(white, centres[-1]))
+        keys = memory_keys(enc_targets, enc_pool, context, config, generator)
     return TokenData(
         targets=torch.cat(core).reshape(-1, d),
         mapped=torch.cat(mapped).reshape(-1, d),
@@ -521,29 +635,75 @@ def prepare_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, 
         off_plane=len(off_plane_anchors),
         mapping=mapping.reshape(-1, d).shape[0],
         distributions=count,
-        centres=torch.cat(centres),
-        means=torch.cat(means),
-        whiten=whiten,
-        own_distance=torch.cat(own),
+        **keys,
     )
+
+
+def memory_keys(
+    targets: EncodedConcepts, pool: EncodedConcepts, context: Tensor, config: ETCConfig, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """The keyed eraser's inputs: the pooled whitening; each target distribution's k-means centres and mean on its
+    fitting contexts; its held-out tokens' distances to those centres (θ is calibrated on them, §1b); the preserved
+    keys (the mapping pool's centres and the contexts' other tokens); and samples of held-out tokens to check on."""
+    whiten = pooled_whitening([targets.fit.samples, pool.fit.samples], config.whiten_ridge).float()
+    per = min(config.keys_per_distribution, targets.fit.samples.shape[1])
+    centres, means, own = [], [], []
+    for start in range(0, len(targets.fit.samples), config.chunk):
+        white = targets.fit.samples[start : start + config.chunk] @ whiten
+        centres.append(kmeans(white, per, generator=generator))
+        means.append(white.mean(1))
+        own.append(own_distances(targets.calibration[start : start + config.chunk] @ whiten, centres[-1]))
+    pool_centres = kmeans(pool.fit.samples @ whiten, min(per, pool.fit.samples.shape[1]), generator=generator)
+    context_keys = kmeans(
+        (context @ whiten)[None], min(config.preserved_context_keys, len(context)), generator=generator
+    )
+    preserved = torch.cat([pool_centres.flatten(0, 1), context_keys[0]]) if config.rule == "relative" else None
+    return {
+        "whiten": whiten,
+        "centres": torch.cat(centres),
+        "means": torch.cat(means),
+        "own_distance": torch.cat(own),
+        "preserved": preserved,
+        "concept_of": targets.fit.owner.float(),
+        "check_targets": _sample_rows(targets.calibration, 4096, generator),
+        "check_pool": _sample_rows(pool.calibration, 4096, generator),
+    }
+
+
+def _sample_rows(samples: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    rows = samples.reshape(-1, samples.shape[-1])
+    return rows[torch.randperm(len(rows), generator=generator)[:n]].contiguous()
 
 
 def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
     """The keyed eraser's memory (methods/etc/keyed.py): each target distribution's whitened centres and mean, its
-    shift (1 + γ) E[T(t) - t] (§3, §4), and θ the ``coverage`` quantile of the real target tokens' distances to
-    their own centres."""
+    shift (1 + γ) E[T(t) - t] (§3, §4), θ the ``coverage`` quantile of the target tokens' distances to their own
+    centres in held-out contexts (§1b), and, under the relative rule, the preserved keys."""
     if data.centres is None:
         raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
     threshold = rewrite_radius(data.own_distance, data.means, config.coverage)
     values = (1 + config.gamma) * data.shifts()
-    return ConceptMemory(data.whiten, data.means, data.centres, values, threshold, config.candidates)
+    return ConceptMemory(
+        data.whiten, data.means, data.centres, values, threshold, config.candidates, data.preserved, data.concept_of
+    )
+
+
+def heldout_decisions(memory: ConceptMemory, data: TokenData) -> dict[str, float]:
+    """How the decision does on contexts it never fitted: the share of the targets' held-out tokens rewritten, and
+    of the mapping pool's (kept concepts': these should stay)."""
+    if data.check_targets is None or data.check_pool is None:
+        return {}
+    return {
+        "heldout_target_rewritten": float(memory.detect(data.check_targets)[0].float().mean()),
+        "heldout_pool_rewritten": float(memory.detect(data.check_pool)[0].float().mean()),
+    }
 
 
 def rewrite_radius(own_distance: Tensor, means: Tensor, coverage: float) -> float:
-    """θ: the ``coverage`` quantile of the real target tokens' distances to their own centres, and at least a tenth
-    of the typical gap between neighbouring distribution ``means``: a causal encoder gives a concept no spread in
-    templates that share the text before it, and the cached (float16) tokens are not bitwise the ones the model
-    computes at generation."""
+    """θ: the ``coverage`` quantile of the target tokens' distances to their own centres in held-out contexts, and
+    at least a tenth of the typical gap between neighbouring distribution ``means``: a causal encoder gives a
+    concept no spread in templates that share the text before it, and the cached (float16) tokens are not bitwise
+    the ones the model computes at generation."""
     distances = own_distance.flatten()
     threshold = float(distances.kthvalue(max(1, math.ceil(coverage * len(distances)))).values)
     gaps = neighbour_gaps(means)
@@ -566,9 +726,22 @@ def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, l
     return data
 
 
-@register("etc", ETCConfig, "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore")
+def fitted_prompts(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> list[str]:
+    """Every prompt ETC encodes: each concept in each of its contexts (fitting and calibration), the example target
+    prompts, and the mapping pool's prompts."""
+    named = [p for p in concepts.preserve] + ([] if config.target_prompts else list(concepts.targets))
+    return [c.format(p) for p in named for c in concept_contexts(backbone, p, config)] + list(config.target_prompts)
+
+
+@register(
+    "etc",
+    ETCConfig,
+    "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore",
+    fitted=fitted_prompts,
+)
 def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseResult:
     check_concepts(concepts, config)
+    check_contexts(backbone, concepts, config)
     work = Path(config.work_dir) if config.work_dir else None
     log = StageLog()
     data = cached_tokens(backbone, concepts, config, log)
@@ -579,6 +752,7 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
             memory = build_memory(data, config)
             erasers = keyed_erasers(projectors, memory)
         summary |= {"keys": data.centres.shape[0] * data.centres.shape[1], "threshold": float(memory.threshold)}
+        summary |= {"preserved_keys": memory.preserved.shape[0]} | heldout_decisions(memory, data)
     else:
         erasers = make_erasers(projectors, config)
         with log.stage("training", steps=config.steps):
