@@ -352,7 +352,7 @@ def test_cli_sd_options_on_shapeworld_are_refused(capsys, folders, tmp_path):
 
 def test_cli_evaluate_with_an_edit(capsys, folders, backbone, prompt_csv, evaluated, tmp_path):
     templates = tmp_path / "templates.txt"
-    templates.write_text("a {}\na photo of a {}\n")
+    templates.write_text("a photo of a {}\nthe {}\n")  # none of them an evaluation prompt (that is refused)
     edit = tmp_path / "no-cat"
     code, _, err = run_cli(
         capsys, "erase", "--model", folders["sd"], "--method", "uce", "--target", "cat", "--anchor", "animal",
@@ -368,6 +368,16 @@ def test_cli_evaluate_with_an_edit(capsys, folders, backbone, prompt_csv, evalua
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["edit"] == {"method": "uce", "concepts": metrics["settings"]["edit"]["concepts"]}
     assert "cat" in json.dumps(metrics["settings"]["edit"]["concepts"])
+    fitted = tmp_path / "fitted-on"  # an edit fitted on "a cat" is not judged on "a cat": an in-sample figure
+    templates.write_text("a {}\n")
+    run_cli(capsys, "erase", "--model", folders["sd"], "--method", "uce", "--target", "cat", "--anchor", "animal",
+            "--templates", templates, "--out", fitted)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "evaluate", "--model", folders["sd"], "--clip", folders["clip"], "--prompts", prompt_csv,
+        "--edit", fitted, "--steps", "1", "--out", tmp_path / "eval2",
+    )  # fmt: skip
+    one_line_error(code, err, "fitted on")
+    assert not (tmp_path / "eval2").exists()
     assert metrics["settings"]["quality"] is None and metrics["overall"]["fid"] is None
     before = {e["file"]: e["clip_score"] for e in evaluated[0]["images"]}
     changed = [abs(e["clip_score"] - before[e["file"]]) > 1e-3 for e in metrics["images"] if e["role"] == "target"]
