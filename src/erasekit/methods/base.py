@@ -56,13 +56,17 @@ def check_edit_heldout(backbone: Backbone, artifact, prompts: list[str]) -> None
     """check_heldout for a saved edit: its method, config and concept set as its manifest records them."""
     from dataclasses import fields
 
-    chosen = get_method(artifact.method)
-    known = {f.name for f in fields(chosen.config_class)}
-    config = chosen.config_class(**{k: _tupled(v) for k, v in artifact.config.items() if k in known})
-    concepts = ConceptSet(**{k: _tupled(v) for k, v in artifact.concepts.items()})
     from erasekit.concepts.contexts import check_disjoint
 
-    check_disjoint(chosen.fitted(backbone, concepts, config), prompts)
+    chosen = get_method(artifact.method)
+    known = {f.name for f in fields(chosen.config_class)}
+    try:
+        config = chosen.config_class(**{k: _tupled(v) for k, v in artifact.config.items() if k in known})
+        concepts = ConceptSet(**{k: _tupled(v) for k, v in artifact.concepts.items()})
+        fitted = chosen.fitted(backbone, concepts, config)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"cannot tell which prompts the edit was fitted on from its manifest ({error})") from None
+    check_disjoint(fitted, prompts)
 
 
 def _tupled(value):
