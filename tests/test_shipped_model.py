@@ -87,11 +87,13 @@ def test_erasepro_erases_each_task_on_short_prompts(task, classifier):
     backbone = load_backbone("shapeworld")
     rows = load_prompts(prompt_file(task))
     # every short prompt (40): at 16 images one image moves Acc_e by 0.06, the size of the margin
-    rows = [r for r in rows if r.group == "short"] + [r for r in rows if r.group == "neighbour"][:16]
+    rows = [r for r in rows if r.group in ("canonical", "bare")] + [
+        r for r in rows if r.group == "neighbour-canonical"
+    ][:16]
     artifact = erase_with(backbone, task_concepts(TASKS[task]), MethodRun("ErasePro", "erasepro", {}))
     metrics, _, _ = evaluate(backbone, rows, classifier, EvalSettings(), edit=artifact, progress=False)
-    short, neighbour = metrics["groups"]["short"], metrics["groups"]["neighbour"]
-    assert short["acc_e_original"] >= 0.6 and short["acc_e"] <= 0.3, short
+    short, neighbour = metrics["overall"], metrics["groups"]["neighbour-canonical"]
+    assert short["original"]["acc_e"] >= 0.6 and short["acc_e"] <= 0.3, short
     # and the neighbours survive (an ill-posed empty-anchor alignment once left unsafe neighbours at 0.07 of it)
     assert neighbour["acc_s_relative"] >= 0.6, neighbour
 
@@ -105,7 +107,7 @@ def test_erase_then_evaluate_with_the_edit(capsys, tmp_path):
     prompts = tmp_path / "p.csv"
     prompts.write_text(
         "prompt,evaluation_seed,case_number,concept,role,group\n"
-        + "".join(f"a red star,{s},{s},shape=star,target,short\n" for s in range(6))
+        + "".join(f"a cyan star,{s},{s},shape=star,target,short\n" for s in range(6))
         + "".join(f"a blue solid heart,{s},{6 + s},shape=heart;colour=blue,preserve,neighbour\n" for s in range(6))
     )
     out = tmp_path / "eval"
