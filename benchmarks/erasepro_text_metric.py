@@ -30,7 +30,9 @@ RUNS = (
 )
 COLUMNS = (
     "method",
-    "acc_e_short",
+    "acc_e_canonical",
+    "acc_e_bare",
+    "acc_e_reordered",
     "acc_e_complex",
     "acc_e_paraphrased",
     "acc_s",

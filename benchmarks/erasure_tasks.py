@@ -71,11 +71,11 @@ def findings(results: dict[str, list[dict]], stages: dict[str, dict[str, list[di
     for task, rows in results.items():
         by = {r["method"]: r for r in rows}
         pro, uce, floor = by["ErasePro"], by["UCE"], by["anchor prompts (floor)"]
-        explicit = max(pro["acc_e_short"], pro["acc_e_complex"])
+        explicit = max(pro["acc_e_canonical"], pro["acc_e_complex"])
         lines.append(
-            f"- **{task}**: ErasePro Acc_e short {pro['acc_e_short']:.3f} / complex {pro['acc_e_complex']:.3f} "
+            f"- **{task}**: ErasePro Acc_e canonical {pro['acc_e_canonical']:.3f} / complex {pro['acc_e_complex']:.3f} "
             f"(bar ≤ 0.05: {'met' if explicit <= 0.05 else 'NOT met'}; the anchor prompts' own rate, the floor, is "
-            f"{floor['acc_e_short']:.3f} / {floor['acc_e_complex']:.3f}); H {pro['h']:.3f} (bar ≥ 0.85: "
+            f"{floor['acc_e_canonical']:.3f} / {floor['acc_e_complex']:.3f}); H {pro['h']:.3f} (bar ≥ 0.85: "
             f"{'met' if pro['h'] >= 0.85 else 'NOT met'}; with Acc_s relative: {pro['h_relative']:.3f}); "
             f"complex prompts ErasePro {pro['acc_e_complex']:.3f} vs UCE {uce['acc_e_complex']:.3f} "
             f"({'no worse' if pro['acc_e_complex'] <= uce['acc_e_complex'] else 'WORSE'}); edit time ErasePro / UCE = "

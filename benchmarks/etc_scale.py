@@ -1,5 +1,5 @@
-"""ETC at scale on ShapeWorld: erase N triple concepts at once (N = 1 ... 2,000+), with UCE / ErasePro on
-the largest N and the module-removal attack with and without NIR.
+"""ETC at scale on ShapeWorld: erase N triple concepts at once (N = 1 ... 2,000+), with UCE / ErasePro at
+every N (--compare) and the module-removal attack with and without NIR on the largest.
 
 Writes docs/etc_scale.md (tables + the command), docs/etc_scale.json (every number) and
 docs/etc_scale.png (time, peak memory, Acc_e, Acc_s and H against N). Run:
@@ -159,7 +159,10 @@ def write_docs(args, settings: EvalSettings, started: float, rows: list[dict], a
             f"Acc_e on {args.eval_targets} sampled erased triples (joint shape+colour+pattern), Acc_s on every "
             "held-out triple (near = one word away from an erased triple) and on single-factor prompts; "
             "relative = against the original model on the same prompts and seeds; SW-FID on the preserved "
-            "prompts. The largest size runs first: its encoding is timed on a cold cache, smaller runs "
+            "prompts. Every row is said in a phrasing no method fitted (`eval/scale.py`: canonical, bare, "
+            "reordered, complex in turn; per-phrasing columns), checked before each run (`check_heldout`). "
+            "UCE and ErasePro fit `COMPARE_TEMPLATES`. The largest size runs first: its encoding is timed on a "
+            "cold cache, smaller runs "
             "reuse its cached embeddings (their encoding column is near zero). ETC rows use the keyed eraser "
             "(the default; `eraser`), ETC (MoEraser) rows the trained MoEraser (`steps`: its training steps); "
             "`nir`: noise injection-restore on.\n\n"
@@ -181,7 +184,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=300)
     parser.add_argument("--heldout", type=int, default=400)
     parser.add_argument("--steps", type=int, default=None, help="MoEraser steps; default: ETCConfig's")
-    parser.add_argument("--compare", action="store_true", help="UCE and ErasePro on the largest size")
+    parser.add_argument("--compare", action="store_true", help="UCE and ErasePro at every size")
     parser.add_argument("--removal", action="store_true", help="module removal with and without NIR, largest size")
     parser.add_argument("--options", type=json.loads, default={}, help="ETCConfig overrides, JSON")
     parser.add_argument(
@@ -210,7 +213,7 @@ def main() -> None:
         steps = args.steps_by_size.get(str(n))
         sized = options | ({"steps": steps} if steps else {})
         if args.baselines_only:
-            compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows, n == largest)
+            compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows)
             continue
         check_heldout(backbone, concepts, "etc", sized, [r.prompt for r in prompts])
         artifact = erase_to_artifact(backbone, concepts, "etc", sized)
@@ -236,14 +239,14 @@ def main() -> None:
                     }
                 )
             write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
-        compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows, n == largest)
+        compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows)
         write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
     write_docs(args, settings, started, merged(kept_rows, rows), merged(kept_attacks, attacks, ("edit",)))
 
 
-def compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows: list[dict], largest: bool):
+def compare(args, backbone, classifier, settings, base_images, concepts, prompts, rows: list[dict]):
     """UCE and ErasePro on the same targets (3 templates each, the mapping pool preserved), appended to rows."""
-    if not (largest and args.compare):
+    if not args.compare:
         return
     for label, method in (("UCE", "uce"), ("ErasePro", "erasepro")):
         closed = ConceptSet.build(concepts.targets, "shape", concepts.preserve, templates=COMPARE_TEMPLATES)

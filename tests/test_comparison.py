@@ -1,6 +1,6 @@
 """Pieces of the method comparison that need no model: anchor-floor prompts, table rows."""
 
-from erasekit.eval.comparison import anchor_rows, markdown_table, table_row
+from erasekit.eval.comparison import anchor_rows, markdown_table, neighbour_accuracy, table_row
 from erasekit.eval.prompts import PromptRow
 from erasekit.eval.tasks import TASKS
 
@@ -22,7 +22,7 @@ def test_anchor_rows_for_an_empty_anchor_and_preserve_rows_are_skipped():
 
 def test_table_row_relative_h_caps_acc_s_relative_at_one():
     metrics = {
-        "groups": {"short": {"acc_e": 0.1}, "neighbour": {"acc_s": 0.5}},
+        "groups": {"canonical": {"acc_e": 0.1}, "neighbour": {"acc_s": 0.5, "images": 4}},
         "overall": {"acc_e": 0.1, "acc_s": 0.5, "acc_s_relative": 1.2, "h": 0.64, "sw_fid": 0.1, "fidelity": 0.02},
     }
     artifact = type("A", (), {"metrics": {"seconds": 1.5, "peak_mib": 10.0}})()
@@ -30,4 +30,16 @@ def test_table_row_relative_h_caps_acc_s_relative_at_one():
     assert row["h_relative"] == 2 * 0.9 * 1.0 / 1.9 and row["edit_seconds"] == 1.5
     assert row["acc_e_complex"] is None
     table = markdown_table([row])
-    assert table.splitlines()[0].startswith("| method | acc_e_short |") and "acc_e_complex" not in table
+    assert table.splitlines()[0].startswith("| method | acc_e_canonical |") and "acc_e_complex" not in table
+
+
+def test_neighbour_accuracy_pools_every_phrasing_by_images():
+    groups = {
+        "neighbour-bare": {"acc_s": 0.5, "acc_s_original": 1.0, "images": 10},
+        "neighbour-complex": {"acc_s": 1.0, "acc_s_original": 1.0, "images": 30},
+        "neighbours-other": {"acc_s": 0.0, "acc_s_original": 1.0, "images": 100},
+        "canonical": {"acc_e": 1.0, "acc_s": None, "images": 8},
+    }
+    acc_s, relative = neighbour_accuracy(groups)
+    assert acc_s == relative == (0.5 * 10 + 30) / 40
+    assert neighbour_accuracy({"other": {"acc_s": 1.0, "images": 3}}) == (None, None)

@@ -103,6 +103,13 @@ def test_memory_searches_the_centres_of_the_distributions_with_the_nearest_means
     assert two.detect(x)[1].tolist() == [1]
 
 
+def test_nearest_measures_to_the_candidates_centres_whatever_the_radius():
+    mem = memory()
+    x = torch.tensor([[0.3, 0.0, 0.0], [0.0, 8.0, 0.0]])  # whitened: 3 from key 0; 3 from key 1
+    assert mem.nearest(x).tolist() == pytest.approx([3.0, 3.0])
+    assert not mem.detect(x)[0].any() and mem.nearest(x[:0]).shape == (0,)
+
+
 def test_memory_refuses_mismatched_shapes():
     with pytest.raises(ValueError, match="disagree"):
         ConceptMemory(torch.eye(3), torch.zeros(2, 3), torch.zeros(2, 1, 3), torch.zeros(3, 3), 1.0, 1)

@@ -26,8 +26,10 @@ from erasekit.methods.etc.method import (
     fit_erasers,
     heldout_decisions,
     make_erasers,
+    margin_radius,
     memory_keys,
     nearest_pool,
+    rewrite_radius,
 )
 from tiny_pipelines import build_sd, build_sd3
 
@@ -219,6 +221,31 @@ def test_the_radius_is_calibrated_on_held_out_contexts_not_on_the_fitted_ones():
     rewritten = memory.detect(held.reshape(-1, 2))[0].float().mean()
     assert rewritten >= 0.9 and heldout_decisions(memory, data)["heldout_target_rewritten"] >= 0.9
     assert heldout_decisions(memory, data)["heldout_pool_rewritten"] == 0.0
+
+
+def test_margin_radius_moves_theta_to_the_middle_of_a_clear_margin_and_only_then():
+    assert margin_radius(4.0, torch.tensor([12.0, 10.0])) == 7.0
+    assert margin_radius(4.0, torch.tensor([3.0, 12.0])) == 4.0  # a kept token within θ: coverage decides
+    assert margin_radius(4.0, torch.zeros(0)) == 4.0
+
+
+def test_theta_reaches_phrasings_beyond_the_calibration_contexts_when_every_kept_token_is_far():
+    # one concept, kept tokens 50 away: a token 1.5x farther out than any held-out context is still rewritten
+    gen = torch.Generator().manual_seed(1)
+    fit, held = torch.randn(1, 60, 2, generator=gen), torch.randn(1, 20, 2, generator=gen)
+    pool = torch.tensor([[0.0, 50.0], [50.0, 0.0]])[:, None] + torch.randn(2, 40, 2, generator=gen)
+    targets = EncodedConcepts(TokenConcepts(fit, torch.arange(1), torch.zeros(1, dtype=torch.long)), held)
+    pooled = EncodedConcepts(TokenConcepts(pool, torch.arange(2), torch.zeros(2, dtype=torch.long)), pool[:, :5])
+    config = ETCConfig(keys_per_distribution=4, coverage=1.0, preserved_context_keys=2)
+    keys = memory_keys(targets, pooled, pool.reshape(-1, 2), config, gen)
+    data = TokenData(fit[0], fit[0], pool.reshape(-1, 2), distributions=1, **keys)
+    memory = build_memory(data, config)
+    calibrated = rewrite_radius(keys["own_distance"], keys["means"], config.coverage)
+    kept = memory.nearest(torch.cat([keys["check_pool"], pool.reshape(-1, 2)]))
+    assert float(memory.threshold) == pytest.approx((calibrated + float(kept.min())) / 2)
+    beyond = held[0] * 1.5  # centred near 0: every held-out token pushed outwards
+    assert memory.nearest(beyond).max() > calibrated and memory.detect(beyond)[0].all()
+    assert not memory.detect(pool.reshape(-1, 2))[0].any()
 
 
 def test_nearest_pool_picks_the_most_similar_concepts():

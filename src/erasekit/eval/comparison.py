@@ -15,13 +15,15 @@ from erasekit.artifacts import Artifact
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.metrics import harmonic_mean
-from erasekit.eval.prompts import PromptRow
+from erasekit.eval.prompts import EVOKING_GROUPS, PromptRow
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
+from erasekit.eval.tasks import TARGET_GROUPS as TASK_TARGET_GROUPS
 from erasekit.eval.tasks import ErasureTask
 from erasekit.methods.base import erase_to_artifact
 from erasekit.world.classifier import FactorClassifier
 
-TARGET_GROUPS = ("short", "complex", "paraphrased", "implicit")
+TARGET_GROUPS = (*TASK_TARGET_GROUPS, *(g for g in EVOKING_GROUPS if g not in TASK_TARGET_GROUPS))
+NEIGHBOUR = "neighbour"  # the neighbour groups are "neighbour" or "neighbour-<phrasing>"
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,7 @@ def table_row(label: str, metrics: dict, artifact: Artifact | None) -> dict:
         row[f"acc_e_{g}"] = groups[g]["acc_e"] if g in groups else None
     row["acc_e"] = overall["acc_e"]
     row["acc_s"] = overall["acc_s"]
-    row["acc_s_neighbour"] = groups.get("neighbour", {}).get("acc_s")
-    row["acc_s_neighbour_relative"] = groups.get("neighbour", {}).get("acc_s_relative")
+    row["acc_s_neighbour"], row["acc_s_neighbour_relative"] = neighbour_accuracy(groups)
     row["acc_s_relative"] = overall.get("acc_s_relative", 1.0 if artifact is None else None)
     row["h"] = overall.get("h")
     # H with Acc_s relative to the original: the erasure's own cost, not the base model's agreement ceiling
@@ -66,6 +67,19 @@ def table_row(label: str, metrics: dict, artifact: Artifact | None) -> dict:
     row["edit_seconds"] = artifact.metrics["seconds"] if artifact else None
     row["peak_mib"] = artifact.metrics["peak_mib"] if artifact else None
     return row
+
+
+def neighbour_accuracy(groups: dict[str, dict]) -> tuple[float | None, float | None]:
+    """Acc_s over every neighbour group's images (each phrasing its own group), and relative to the original's."""
+    parts = [v for g, v in groups.items() if g.split("-")[0] == NEIGHBOUR and v.get("acc_s") is not None]
+    if not parts:
+        return None, None
+    images = sum(v["images"] for v in parts)
+    acc_s = sum(v["acc_s"] * v["images"] for v in parts) / images
+    if any(v.get("acc_s_original") is None for v in parts):
+        return acc_s, None
+    original = sum(v["acc_s_original"] * v["images"] for v in parts) / images
+    return acc_s, (acc_s / original if original else None)
 
 
 def compare(

@@ -163,8 +163,7 @@ class ConceptMemory(nn.Module):
         near, within = [], []
         preserved = self.preserved.float()
         for part in (x.float() @ self.whiten).split(chunk):
-            picked = torch.cdist(part, self.means).topk(self.candidates, largest=False).indices  # (c, m)
-            dist = (self.centres[picked].float() - part[:, None, None]).norm(dim=-1).amin(-1)  # (c, m), over K
+            picked, dist = self._candidates(part)
             inside = dist <= self.threshold
             if len(preserved):
                 inside &= dist < torch.cdist(part, preserved).amin(-1, keepdim=True)
@@ -174,6 +173,18 @@ class ConceptMemory(nn.Module):
             empty = torch.zeros(0, self.candidates, device=x.device)
             return empty.long(), empty
         return torch.cat(near), torch.cat(within)
+
+    def _candidates(self, white: Tensor) -> tuple[Tensor, Tensor]:
+        """For whitened tokens (c, d): the ``candidates`` distributions with the nearest means (c, m), and each
+        token's distance to the nearest centre of each (c, m)."""
+        picked = torch.cdist(white, self.means).topk(self.candidates, largest=False).indices
+        return picked, (self.centres[picked].float() - white[:, None, None]).norm(dim=-1).amin(-1)
+
+    @torch.no_grad()
+    def nearest(self, x: Tensor, chunk: int = 128) -> Tensor:
+        """(n,): each token's distance to the nearest centre of its candidate distributions, whatever θ."""
+        parts = [self._candidates(part)[1].amin(-1) for part in (x.float() @ self.whiten).split(chunk)]
+        return torch.cat(parts) if parts else x.new_zeros(0)
 
     def detect(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(n,) whether each token of x (n, d), taken alone, is rewritten, and the distribution that rewrites it."""

@@ -678,14 +678,30 @@ def _sample_rows(samples: Tensor, n: int, generator: torch.Generator) -> Tensor:
 def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
     """The keyed eraser's memory (methods/etc/keyed.py): each target distribution's whitened centres and mean, its
     shift (1 + γ) E[T(t) - t] (§3, §4), θ the ``coverage`` quantile of the target tokens' distances to their own
-    centres in held-out contexts (§1b), and, under the relative rule, the preserved keys."""
+    centres in held-out contexts (§1b) moved to the middle of any clear margin to the kept tokens
+    (``margin_radius``), and, under the relative rule, the preserved keys."""
     if data.centres is None:
         raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
     threshold = rewrite_radius(data.own_distance, data.means, config.coverage)
     values = (1 + config.gamma) * data.shifts()
-    return ConceptMemory(
+    memory = ConceptMemory(
         data.whiten, data.means, data.centres, values, threshold, config.candidates, data.preserved, data.concept_of
     )
+    kept = [t for t in (data.check_pool, data.anchor_kinds()["context"]) if t is not None]
+    memory.threshold.fill_(margin_radius(threshold, memory.nearest(torch.cat(kept))))
+    return memory
+
+
+def margin_radius(threshold: float, kept_distances: Tensor) -> float:
+    """θ widened to the middle of the margin [reading, specs/etc.md §1b]: when every kept token (the mapping pool's
+    held-out tokens, and every token of its prompts) lies farther from the target centres than θ, a phrasing
+    farther out than any calibration context (a short "cyan star" where every context had a scene) still falls
+    within θ, and θ stays as far from the kept tokens as from the calibrated one. Where the two overlap (thousands
+    of concepts sharing words), θ stays where coverage put it."""
+    if not len(kept_distances):
+        return threshold
+    nearest_kept = float(kept_distances.min())
+    return (threshold + nearest_kept) / 2 if nearest_kept > threshold else threshold
 
 
 def heldout_decisions(memory: ConceptMemory, data: TokenData) -> dict[str, float]:
