@@ -170,7 +170,7 @@ def write_docs(args, settings: EvalSettings, started: float, rows: list[dict], a
             + table(sorted(rows, key=lambda r: (r["method"] != "ETC", r["concepts"])))
             + "\n\n![ETC against the number of concepts](etc_scale.png)\n"
             + (
-                "\n## Module removal (the MoEraser hooks deleted, the shipped weights kept)\n\n" + table(attacks) + "\n"
+                "\n## Module removal (the erasers deleted, the shipped weights kept)\n\n" + table(attacks) + "\n"
                 if attacks
                 else ""
             )
