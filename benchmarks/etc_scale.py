@@ -117,17 +117,20 @@ def scale_plot(rows: list[dict]) -> bytes:
 
     etc = sorted((r for r in rows if r["method"] == "ETC"), key=lambda r: r["concepts"])
     n = [r["concepts"] for r in etc]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    axes[0].plot(n, [r["edit_seconds"] / 60 for r in etc], marker="o", label="minutes")
-    axes[0].plot(n, [r["peak_mib"] / 1024 for r in etc], marker="s", label="peak GiB")
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    axes[0].plot(n, [r["edit_seconds"] / 60 for r in etc], marker="o", label="ETC minutes")
+    axes[0].plot(n, [r["peak_mib"] / 1024 for r in etc], marker="s", label="ETC peak GiB")
     axes[0].set_title("cost", fontsize=10)
-    for key, label in (("acc_e", "Acc_e"), ("acc_s_heldout_relative", "Acc_s held-out (rel.)"), ("h", "H")):
-        axes[1].plot(n, [r[key] for r in etc], marker="o", label=label)
-    axes[1].set_title("erasure and preservation", fontsize=10)
-    axes[1].set_ylim(0, 1.05)
-    axes[2].plot(n, [r["sw_fid"] for r in etc], marker="o", label="SW-FID held-out")
-    axes[2].plot(n, [r["sw_fid_original"] for r in etc], marker="x", label="original")
-    axes[2].set_title("fidelity", fontsize=10)
+    panels = (("acc_e", "Acc_e (lower is better)"), ("acc_s_heldout_relative", "held-out Acc_s, relative"))
+    for ax, (key, title) in zip(axes[1:3], panels, strict=True):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            own = sorted((r for r in rows if r["method"] == method), key=lambda r: r["concepts"])
+            ax.plot([r["concepts"] for r in own], [r[key] for r in own], marker="o", label=method)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(-0.02, 1.05)
+    axes[3].plot(n, [r["sw_fid"] for r in etc], marker="o", label="ETC SW-FID held-out")
+    axes[3].plot(n, [r["sw_fid_original"] for r in etc], marker="x", label="original")
+    axes[3].set_title("fidelity", fontsize=10)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("concepts erased at once")

@@ -76,7 +76,7 @@ def test_etc_on_tiny_sd_erase_save_reload_apply_generate(tiny_sd: Path, tmp_path
     summary = artifact.metrics
     phrase_tokens = sum(len(backbone.token_segments([t])[0].ids[0]) - 2 for t in TARGETS)  # without BOS/EOS
     assert summary["distributions"] == phrase_tokens > len(TARGETS)
-    stages = ["encoding", "fitting", "sampling", "transport", "keys", fit_stage, "nir"]
+    stages = ["encoding", "fitting", "sampling", "transport", "keys", fit_stage, "checks", "nir"]
     assert [s["stage"] for s in summary["stages"]] == stages
     assert summary["restore_error"] < 1e-4
     if eraser == "moe":  # an eraser that does nothing has erase error exactly 1 (Δ = 0)
@@ -139,9 +139,9 @@ def test_a_rerun_loads_the_token_vectors_and_erasers_from_the_work_folder(tiny_s
     options = {**TINY, "eraser": "moe", "nir": False, "work_dir": str(tmp_path / "work")}
     first = erase_to_artifact(backbone, concepts, "etc", options)
     again = erase_to_artifact(backbone, concepts, "etc", {**options, "lr": 5e-3})  # training settings differ
-    assert [s["stage"] for s in again.metrics["stages"]] == ["tokens from the work folder", "training"]
+    assert [s["stage"] for s in again.metrics["stages"]] == ["tokens from the work folder", "training", "checks"]
     keyed = erase_to_artifact(backbone, concepts, "etc", {**options, "eraser": "keyed"})  # the same token vectors
-    assert [s["stage"] for s in keyed.metrics["stages"]] == ["tokens from the work folder", "memory"]
+    assert [s["stage"] for s in keyed.metrics["stages"]] == ["tokens from the work folder", "memory", "checks"]
     assert again.metrics["distributions"] == first.metrics["distributions"]
     assert again.metrics["erase_loss"] != first.metrics["erase_loss"]  # retrained, on the same token vectors
     same = erase_to_artifact(backbone, concepts, "etc", options)

@@ -781,7 +781,8 @@ def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseR
                 "MoEraser",
             )
         summary["erase_loss"] = losses[-1] if losses else None
-    fit = fit_quality(projectors, erasers, data, config)
+    with log.stage("checks"):
+        fit = fit_quality(projectors, erasers, data, config)
     if config.eraser == "keyed":  # its centres come from the real tokens: the tMM's core samples are not its goal
         fit.pop("erase_error")
     summary |= fit
