@@ -334,7 +334,7 @@ def erase(
         typer.Option(help="ETC: example prompts that describe the one target concept, one per line (specs §1c)"),
     ] = None,
     prompt_states: Annotated[
-        str | None, typer.Option(help="ETC --target-prompts: eot | tokens | both (default) states to fit on")
+        str | None, typer.Option(help="ETC --target-prompts: eot (default) | tokens | both states to fit on")
     ] = None,
     contexts: Annotated[
         int | None, typer.Option(min=2, help="ETC: contexts sampled per concept from the model's world (120)")

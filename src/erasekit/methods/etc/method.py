@@ -53,7 +53,7 @@ class ETCConfig:
     # concepts given by example prompts (§1c, ``--target-prompts``): the prompts, and which of their states make the
     # distribution: "eot" (the end-of-text token), "tokens" (every token between the special ones) or "both"
     target_prompts: tuple[str, ...] = ()
-    prompt_states: str = "both"
+    prompt_states: str = "eot"  # measured best on the unsafe task (docs/etc_examples.md)
     # keyed: "relative" rewrites a token within θ of a target centre only when no preserved key (the mapping pool's
     # centres, the contexts' other words) is nearer; "radius" uses θ alone
     rule: str = "relative"
