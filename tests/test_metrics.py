@@ -33,3 +33,20 @@ def test_fidelity():
     assert fidelity(a, a + 255) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         fidelity(a, a[:1])
+
+
+def test_trace_sqrt_product_matches_scipy_and_stays_quiet_on_singular_covariances():
+    import warnings
+
+    from scipy import linalg
+
+    from erasekit.eval.metrics import trace_sqrt_product
+
+    rng = np.random.default_rng(0)
+    a, b = np.cov(rng.normal(size=(300, 6)), rowvar=False), np.cov(rng.normal(size=(200, 6)) * 3, rowvar=False)
+    assert trace_sqrt_product(a, b) == pytest.approx(np.trace(linalg.sqrtm(a @ b)).real, rel=1e-9)
+    few_a, few_b = (np.cov(rng.normal(size=(5, 32)), rowvar=False) for _ in range(2))  # rank 4 in 32 dimensions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = trace_sqrt_product(few_a, few_b)
+    assert np.isfinite(value) and value >= 0

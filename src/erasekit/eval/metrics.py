@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 
 
 def mean_or_none(values: np.ndarray) -> float | None:
@@ -24,12 +23,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError("Fréchet distance needs at least two samples per set")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(covmean).all():
-        eps = 1e-6 * np.eye(len(cov_a))
-        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt_product(cov_a, cov_b))
+
+
+def trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """tr sqrt(A B) for covariances A, B: the square roots of the eigenvalues of A^½ B A^½, which has the same
+    spectrum, symmetric, so it holds for singular covariances (fewer images than feature dimensions) too."""
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+    return float(np.sqrt(np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)).sum())
 
 
 def kernel_inception_distance(
