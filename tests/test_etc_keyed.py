@@ -81,6 +81,22 @@ def test_memory_rewrites_tokens_within_the_radius_of_a_key_in_whitened_space():
     assert delta.tolist() == [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
 
+def test_the_residual_sets_how_much_of_a_rewritten_tokens_own_offset_survives():
+    """x + δ = c + ρ x on rewritten tokens (c holds the shift and (1 - ρ) μ_t): ρ = 1 is a pure shift, ρ = 0 sends
+    every rewritten token of a distribution to one point, whatever its context; kept tokens are untouched."""
+    x = torch.tensor([[[0.0, 0.5, 0.0], [0.0, 0.9, 0.3], [0.2, 0.0, 0.0]]])  # two within the radius, one outside
+    values = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 0.0]])
+    means = torch.tensor([[0.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    whiten = torch.diag(torch.tensor([10.0, 1.0, 1.0]))
+    for rho in (0.0, 0.25, 1.0):
+        mem = ConceptMemory(whiten, means, means[:, None], values, 1.0, 2, residual=rho)
+        out = x + mem.rewrite(x)
+        assert torch.allclose(out[0, :2], values[0] + rho * x[0, :2])
+        assert torch.equal(out[0, 2], x[0, 2])
+    with pytest.raises(ValueError, match="residual"):
+        ConceptMemory(whiten, means, means[:, None], values, 1.0, 2, residual=1.5)
+
+
 def test_memory_searches_a_tensor_once_and_again_after_it_changes():
     mem, x = memory(), torch.zeros(2, 3)
     first = mem.rewrite(x)

@@ -186,9 +186,12 @@ def test_keyed_memory_radius_and_shifts_from_token_data():
     data = TokenData(targets, mapped, torch.zeros(1, 2), distributions=2)
     data.centres, data.means, data.whiten = targets[::2, None], targets[::2], torch.eye(2)
     data.own_distance = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
-    memory = build_memory(data, ETCConfig(coverage=0.75, gamma=0.5))
+    memory = build_memory(data, ETCConfig(coverage=0.75, gamma=0.5, residual=1.0))
     assert float(memory.threshold) == 2.0  # the 75% quantile; the neighbour-gap floor is 0.1 x 10
-    torch.testing.assert_close(memory.values, 1.5 * torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+    shifts = 1.5 * torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    torch.testing.assert_close(memory.values, shifts)  # ρ = 1: a pure shift
+    # ρ = 0: a rewritten token goes to its distribution's mean (0, 0) or (10, 0) moved by the shift
+    torch.testing.assert_close(build_memory(data, ETCConfig(gamma=0.5, residual=0.0)).values, shifts + targets[::2])
     data.own_distance = torch.zeros(2, 2)  # no spread at all (a causal encoder): a tenth of the gap
     assert float(build_memory(data, ETCConfig()).threshold) == pytest.approx(1.0)
     one = TokenData(targets[:2], mapped[:2], torch.zeros(1, 2), distributions=1)
@@ -351,7 +354,9 @@ def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Pa
     ("flags", "fragment"),
     [
         (["--steps", "10"], "--steps applies to --eraser moe"),
-        (["--eraser", "moe", "--coverage", "0.9"], "--coverage applies to --eraser keyed"),
+        (["--eraser", "moe", "--coverage", "0.9"], "apply to --eraser keyed"),
+        (["--eraser", "moe", "--residual", "0.5"], "apply to --eraser keyed"),
+        (["--residual", "1.5"], "residual in [0, 1]"),
     ],
 )
 def test_cli_etc_refuses_options_of_the_other_eraser(capsys, tiny_sd: Path, tmp_path: Path, flags, fragment):

@@ -323,6 +323,10 @@ def erase(
         float | None,
         typer.Option(help="ETC keyed: share of the targets' held-out tokens within the radius, in (0, 1] (1.0)"),
     ] = None,
+    residual: Annotated[
+        float | None,
+        typer.Option(help="ETC keyed: share of a rewritten token's offset from its concept's mean kept, in [0, 1] (0)"),
+    ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="ETC --eraser moe: MoEraser training steps")] = None,
     nir: Annotated[bool, typer.Option(help="ETC: noise injection-restore (robust to module removal)")] = True,
     work_dir: Annotated[
@@ -356,6 +360,7 @@ def erase(
         "--steps": (steps, ("etc",)),
         "--eraser": (eraser, ("etc",)),
         "--coverage": (coverage, ("etc",)),
+        "--residual": (residual, ("etc",)),
         "--target-prompts": (target_prompts, ("etc",)),
         "--prompt-states": (prompt_states, ("etc",)),
         "--contexts": (contexts, ("etc",)),
@@ -390,6 +395,7 @@ def erase(
             ("steps", steps),
             ("eraser", eraser),
             ("coverage", coverage),
+            ("residual", residual),
             ("prompt_states", prompt_states),
             ("contexts", contexts),
             ("templates", tuple(check_templates(_read_lines(templates, "templates"))) if templates else None),
@@ -398,8 +404,8 @@ def erase(
         options |= {k: v for k, v in chosen if v is not None}
         if (eraser or "keyed") == "keyed" and steps is not None:
             raise UserError("--steps applies to --eraser moe (the keyed eraser is built in closed form, not trained)")
-        if eraser == "moe" and coverage is not None:
-            raise UserError("--coverage applies to --eraser keyed, not moe")
+        if eraser == "moe" and (coverage is not None or residual is not None):
+            raise UserError("--coverage and --residual apply to --eraser keyed, not moe")
     else:
         concepts = ConceptSet.build(
             names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None

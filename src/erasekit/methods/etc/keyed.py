@@ -6,10 +6,13 @@ template), whitened by P, the pooled within-distribution covariance of the conce
 x is rewritten when it lies near one of them:
 
     d(x) = min over the m distributions whose whitened means are nearest x, and their K centres, of ||x P - c||,
-    δ(x) = [d(x) <= θ] · v_{owner},
+    δ(x) = [d(x) <= θ] · (c_{owner} - (1 - ρ) x),    c = (1 + γ) E[T(t) - t] + (1 - ρ) μ_t,
 
-v the erase shift (1 + γ) E[T(t) - t] of the distribution that owns the nearest centre (§3 transport, §4
-overshoot γ), θ the ``coverage`` quantile of the real target tokens' distances to their own centres. The projector
+for the distribution that owns the nearest centre (mean μ_t, §3 transport, §4 overshoot γ), θ the ``coverage``
+quantile of the real target tokens' distances to their own centres. The rewritten token x + δ = μ_t + (1 + γ)
+E[T(t) - t] + ρ (x - μ_t) is the distribution's mean moved by the erase shift, plus the share ρ (``residual``) of
+the token's own offset from that mean: ρ = 1 is a pure shift, ρ = 0 drops the offset, which carries how the context
+phrased the concept [reading of §3's affine T(x) = m₂ + A(x - m₁) with A → 0]. The projector
 then returns W (x + δ(x)): every projector sees the same rewritten token, so one memory serves them all.
 
 Which tokens are rewritten is decided on contexts the eraser never fitted (specs/etc.md §1b): keys come from each
@@ -102,6 +105,7 @@ class ConceptMemory(nn.Module):
         candidates: int,
         preserved: Tensor | None = None,
         concept: Tensor | None = None,
+        residual: float = 1.0,
     ) -> None:
         super().__init__()
         count, d = means.shape
@@ -121,6 +125,8 @@ class ConceptMemory(nn.Module):
             )
         if candidates < 1:
             raise ValueError(f"ConceptMemory: candidates must be at least 1, got {candidates}")
+        if not 0 <= residual <= 1:
+            raise ValueError(f"ConceptMemory: residual must be in [0, 1], got {residual}")
         self.candidates = min(candidates, count)
         self.register_buffer("whiten", whiten.float().contiguous())
         self.register_buffer("means", means.float().contiguous())
@@ -130,6 +136,7 @@ class ConceptMemory(nn.Module):
         self.register_buffer("preserved", preserved.half().contiguous())
         # each distribution's concept (float: artifacts hold floating tensors; exact below 2^24)
         self.register_buffer("concept", concept.float().contiguous())
+        self.register_buffer("residual", torch.tensor(float(residual)))
         self._last: tuple[Tensor, Tensor] | None = None  # (input, δ) of the last rewrite
 
     @classmethod
@@ -220,7 +227,8 @@ class ConceptMemory(nn.Module):
             return last[1]
         prompts = x.reshape(-1, *x.shape[-2:]) if x.dim() >= 2 else x.reshape(1, 1, -1)
         hit, owner = self.detect_prompts(prompts)
-        delta = torch.where(hit[..., None], self.values[owner], torch.zeros_like(self.values[:1]))
+        drop = (1 - self.residual) * prompts.float()  # the share of the token's own offset the rewrite removes
+        delta = torch.where(hit[..., None], self.values[owner] - drop, torch.zeros_like(self.values[:1]))
         delta = delta.to(x.dtype).reshape(x.shape)
         self._last = (x.detach().clone(), delta)
         return delta

@@ -102,6 +102,9 @@ class ETCConfig:
     # keyed: distributions searched per token (those with the nearest whitened means); the whole-concept rule needs
     # each sub-token's own distribution among them, where thousands of concepts share the word
     candidates: int = 32
+    # keyed: share ρ of a rewritten token's offset from its distribution's mean that the rewrite keeps (keyed.py);
+    # 0 (measured against 1 in docs/etc_heldout.md: style's short prompts leak with 1)
+    residual: float = 0.0
     # moe: the MoEraser (§4) and its training
     experts: int = 8
     # ShapeWorld, 50 triples, 200 steps, no NIR (benchmarks/etc_sweep.py): hidden 32 -> Acc_e 0.12, held-out Acc_s
@@ -156,7 +159,14 @@ class TokenData:
 
     def shifts(self) -> Tensor:
         """(distributions, d): each target distribution's mean transport shift E[T(t) - t] over its core samples."""
-        return (self.mapped - self.targets).reshape(self.distributions, -1, self.targets.shape[-1]).mean(1)
+        return self._per_distribution(self.mapped - self.targets).mean(1)
+
+    def target_means(self) -> Tensor:
+        """(distributions, d): each target distribution's mean μ_t over its core samples."""
+        return self._per_distribution(self.targets).mean(1)
+
+    def _per_distribution(self, rows: Tensor) -> Tensor:
+        return rows.reshape(self.distributions, -1, rows.shape[-1])
 
     def preserve_groups(self) -> list[Tensor]:
         """The non-empty kinds of preserved tokens: boundary and off-plane anchors, mapping samples, context."""
@@ -273,9 +283,10 @@ def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
         raise UserError("ETC target prompts describe one concept: give exactly one target name with them")
     if config.target_prompts and len(config.target_prompts) < 4:
         raise UserError(f"ETC target prompts: need at least 4 example prompts, got {len(config.target_prompts)}")
-    if not 0 < config.coverage <= 1 or config.whiten_ridge <= 0:
+    if not 0 < config.coverage <= 1 or config.whiten_ridge <= 0 or not 0 <= config.residual <= 1:
         raise UserError(
-            f"ETC coverage must be in (0, 1] and whiten_ridge > 0, got {config.coverage} and {config.whiten_ridge}"
+            f"ETC coverage must be in (0, 1], whiten_ridge > 0 and residual in [0, 1], got {config.coverage}, "
+            f"{config.whiten_ridge} and {config.residual}"
         )
     if not 1 <= config.keys_per_distribution <= fit_count(config) or config.candidates < 1:
         raise UserError(
@@ -683,9 +694,18 @@ def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
     if data.centres is None:
         raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
     threshold = rewrite_radius(data.own_distance, data.means, config.coverage)
-    values = (1 + config.gamma) * data.shifts()
+    dropped = (1 - config.residual) * data.target_means()
+    values = (1 + config.gamma) * data.shifts() + dropped
     memory = ConceptMemory(
-        data.whiten, data.means, data.centres, values, threshold, config.candidates, data.preserved, data.concept_of
+        data.whiten,
+        data.means,
+        data.centres,
+        values,
+        threshold,
+        config.candidates,
+        data.preserved,
+        data.concept_of,
+        config.residual,
     )
     kept = [t for t in (data.check_pool, data.anchor_kinds()["context"]) if t is not None]
     memory.threshold.fill_(margin_radius(threshold, memory.nearest(torch.cat(kept))))
