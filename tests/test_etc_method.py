@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from erasekit.methods.etc.method import (
     build_memory,
     fit_erasers,
     heldout_decisions,
+    lognormal_quantile,
     make_erasers,
     margin_radius,
     memory_keys,
@@ -186,14 +188,14 @@ def test_keyed_memory_radius_and_shifts_from_token_data():
     data = TokenData(targets, mapped, torch.zeros(1, 2), distributions=2)
     data.centres, data.means, data.whiten = targets[::2, None], targets[::2], torch.eye(2)
     data.own_distance = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
-    memory = build_memory(data, ETCConfig(coverage=0.75, gamma=0.5, residual=1.0))
+    memory = build_memory(data, ETCConfig(coverage=0.75, tail=0.0, gamma=0.5, residual=1.0))
     assert float(memory.threshold) == 2.0  # the 75% quantile; the neighbour-gap floor is 0.1 x 10
     shifts = 1.5 * torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     torch.testing.assert_close(memory.values, shifts)  # ρ = 1: a pure shift
     # ρ = 0: a rewritten token goes to its distribution's mean (0, 0) or (10, 0) moved by the shift
     torch.testing.assert_close(build_memory(data, ETCConfig(gamma=0.5, residual=0.0)).values, shifts + targets[::2])
     data.own_distance = torch.zeros(2, 2)  # no spread at all (a causal encoder): a tenth of the gap
-    assert float(build_memory(data, ETCConfig()).threshold) == pytest.approx(1.0)
+    assert float(build_memory(data, ETCConfig()).threshold) == pytest.approx(1.0)  # and no log-normal to fit
     one = TokenData(targets[:2], mapped[:2], torch.zeros(1, 2), distributions=1)
     one.centres, one.means, one.whiten, one.own_distance = (
         targets[:1, None],
@@ -239,16 +241,33 @@ def test_theta_reaches_phrasings_beyond_the_calibration_contexts_when_every_kept
     pool = torch.tensor([[0.0, 50.0], [50.0, 0.0]])[:, None] + torch.randn(2, 40, 2, generator=gen)
     targets = EncodedConcepts(TokenConcepts(fit, torch.arange(1), torch.zeros(1, dtype=torch.long)), held)
     pooled = EncodedConcepts(TokenConcepts(pool, torch.arange(2), torch.zeros(2, dtype=torch.long)), pool[:, :5])
-    config = ETCConfig(keys_per_distribution=4, coverage=1.0, preserved_context_keys=2)
+    config = ETCConfig(keys_per_distribution=4, coverage=1.0, tail=0.0, preserved_context_keys=2)
     keys = memory_keys(targets, pooled, pool.reshape(-1, 2), config, gen)
     data = TokenData(fit[0], fit[0], pool.reshape(-1, 2), distributions=1, **keys)
     memory = build_memory(data, config)
-    calibrated = rewrite_radius(keys["own_distance"], keys["means"], config.coverage)
+    calibrated = rewrite_radius(keys["own_distance"], keys["means"], config.coverage, config.tail)
     kept = memory.nearest(torch.cat([keys["check_pool"], pool.reshape(-1, 2)]))
     assert float(memory.threshold) == pytest.approx((calibrated + float(kept.min())) / 2)
     beyond = held[0] * 1.5  # centred near 0: every held-out token pushed outwards
     assert memory.nearest(beyond).max() > calibrated and memory.detect(beyond)[0].all()
     assert not memory.detect(pool.reshape(-1, 2))[0].any()
+
+
+def test_a_fitted_tail_gives_the_same_radius_for_few_concepts_as_for_many_where_the_maximum_grows():
+    def lognormal_sample(n: int) -> torch.Tensor:  # evenly spaced quantiles of exp(N(1, 0.3²)): no sampling luck
+        return torch.special.ndtri((torch.arange(n, dtype=torch.float64) + 0.5) / n).mul(0.3).add(1.0).exp()[None]
+
+    few, many = lognormal_sample(100), lognormal_sample(100_000)
+    means = torch.zeros(1, 2)
+    maxima = [rewrite_radius(d, means, 1.0) for d in (few, many)]
+    assert maxima[1] > 1.5 * maxima[0]  # the sample maximum grows with the sample
+    exact = math.exp(1.0 + 0.3 * 3.719)  # the 1 - 1e-4 quantile of this log-normal
+    fitted = [lognormal_quantile(d.flatten(), 1 - 1e-4) for d in (few, many)]
+    assert fitted == [pytest.approx(exact, rel=0.05)] * 2  # the fitted quantile does not
+    assert rewrite_radius(few, means, 1.0, tail=1e-4) == pytest.approx(fitted[0])
+    assert fitted[0] > 1.3 * maxima[0]
+    assert rewrite_radius(many, means, 1.0, tail=1e-4) == pytest.approx(maxima[1])  # never below the coverage one
+    assert lognormal_quantile(torch.tensor([0.0, 0.0, 2.0]), 0.99) == 0.0  # one positive distance: nothing to fit
 
 
 def test_nearest_pool_picks_the_most_similar_concepts():

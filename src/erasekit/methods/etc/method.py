@@ -97,6 +97,10 @@ class ETCConfig:
     # 1,000 triples, held-out phrasings (docs/etc_heldout.md): 0.99 -> Acc_e 0.28, 1.0 -> 0.055 with held-out Acc_s
     # 0.991 of the original's (the whole-concept and relative rules keep the neighbours)
     coverage: float = 1.0
+    # keyed: θ at least the (1 - tail) quantile of a log-normal fitted to those distances (0: off). The sample
+    # maximum (coverage 1.0) grows with the number of concepts (held-out distances of 10 triples: max 5.9; 2,000:
+    # 9.4); the fitted 1e-4 quantile does not (9.1-9.2 at every size of docs/etc_scale.md)
+    tail: float = 1e-4
     whiten_ridge: float = 1e-3  # keyed: ridge of the pooled within-distribution covariance, times its top eigenvalue
     keys_per_distribution: int = 32  # keyed: k-means centres of each target distribution's real tokens
     # keyed: distributions searched per token (those with the nearest whitened means); the whole-concept rule needs
@@ -283,10 +287,15 @@ def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
         raise UserError("ETC target prompts describe one concept: give exactly one target name with them")
     if config.target_prompts and len(config.target_prompts) < 4:
         raise UserError(f"ETC target prompts: need at least 4 example prompts, got {len(config.target_prompts)}")
-    if not 0 < config.coverage <= 1 or config.whiten_ridge <= 0 or not 0 <= config.residual <= 1:
+    if (
+        not 0 < config.coverage <= 1
+        or not 0 <= config.tail < 1
+        or config.whiten_ridge <= 0
+        or not 0 <= config.residual <= 1
+    ):
         raise UserError(
-            f"ETC coverage must be in (0, 1], whiten_ridge > 0 and residual in [0, 1], got {config.coverage}, "
-            f"{config.whiten_ridge} and {config.residual}"
+            f"ETC coverage must be in (0, 1], tail in [0, 1), whiten_ridge > 0 and residual in [0, 1], got "
+            f"{config.coverage}, {config.tail}, {config.whiten_ridge} and {config.residual}"
         )
     if not 1 <= config.keys_per_distribution <= fit_count(config) or config.candidates < 1:
         raise UserError(
@@ -693,7 +702,7 @@ def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
     (``margin_radius``), and, under the relative rule, the preserved keys."""
     if data.centres is None:
         raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
-    threshold = rewrite_radius(data.own_distance, data.means, config.coverage)
+    threshold = rewrite_radius(data.own_distance, data.means, config.coverage, config.tail)
     dropped = (1 - config.residual) * data.target_means()
     values = (1 + config.gamma) * data.shifts() + dropped
     memory = ConceptMemory(
@@ -735,16 +744,31 @@ def heldout_decisions(memory: ConceptMemory, data: TokenData) -> dict[str, float
     }
 
 
-def rewrite_radius(own_distance: Tensor, means: Tensor, coverage: float) -> float:
-    """θ: the ``coverage`` quantile of the target tokens' distances to their own centres in held-out contexts, and
-    at least a tenth of the typical gap between neighbouring distribution ``means``: a causal encoder gives a
-    concept no spread in templates that share the text before it, and the cached (float16) tokens are not bitwise
-    the ones the model computes at generation."""
+def rewrite_radius(own_distance: Tensor, means: Tensor, coverage: float, tail: float = 0.0) -> float:
+    """θ: the ``coverage`` quantile of the target tokens' distances to their own centres in held-out contexts, at
+    least the (1 - ``tail``) quantile of a log-normal fitted to them (``lognormal_quantile``), and at least a tenth
+    of the typical gap between neighbouring distribution ``means``: a causal encoder gives a concept no spread in
+    templates that share the text before it, and the cached (float16) tokens are not bitwise the ones the model
+    computes at generation."""
     distances = own_distance.flatten()
     threshold = float(distances.kthvalue(max(1, math.ceil(coverage * len(distances)))).values)
+    if tail > 0 and len(distances) > 1:
+        threshold = max(threshold, lognormal_quantile(distances, 1 - tail))
     gaps = neighbour_gaps(means)
     gaps = gaps[gaps.isfinite()]
     return max(threshold, 0.1 * float(gaps.median())) if len(gaps) else threshold
+
+
+def lognormal_quantile(distances: Tensor, level: float) -> float:
+    """The ``level`` quantile of the log-normal with the mean and standard deviation of log ``distances``: a far
+    quantile that, unlike the sample maximum, does not grow with the number of samples [reading, specs/etc.md §1b].
+    Zero distances (a token on its centre) have no logarithm and leave the fit; with fewer than two left it is 0."""
+    positive = distances[distances > 0].double()
+    if len(positive) < 2:
+        return 0.0
+    logs = positive.log()
+    z = torch.special.ndtri(torch.tensor(level, dtype=torch.float64))
+    return float((logs.mean() + z * logs.std()).exp())
 
 
 def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, log: StageLog) -> TokenData:
