@@ -23,6 +23,7 @@ from erasekit.methods.etc.method import (
     ETCConfig,
     TokenConcepts,
     TokenData,
+    _run_key,
     build_memory,
     fit_erasers,
     heldout_decisions,
@@ -268,6 +269,21 @@ def test_a_fitted_tail_gives_the_same_radius_for_few_concepts_as_for_many_where_
     assert fitted[0] > 1.3 * maxima[0]
     assert rewrite_radius(many, means, 1.0, tail=1e-4) == pytest.approx(maxima[1])  # never below the coverage one
     assert lognormal_quantile(torch.tensor([0.0, 0.0, 2.0]), 0.99) == 0.0  # one positive distance: nothing to fit
+
+
+def test_the_token_checkpoint_is_keyed_by_what_the_tokens_depend_on_and_only_that():
+    concepts = ConceptSet.build(TARGETS, "", POOL)
+
+    def key(stage: str = "tokens", **fields) -> str:
+        return _run_key(concepts, ETCConfig(**fields), stage)
+
+    assert key() != key(contexts=50) and key() != key(holdout=0.3)
+    # the rewrite's residual and θ's tail are built after the tokens, and the prompt states matter only to
+    # concepts given by example prompts: a rerun reuses the tokens (but not the erase stage)
+    assert key() == key(residual=1.0) == key(tail=0.0) == key(prompt_states="tokens")
+    assert key("erase") != key("erase", residual=1.0)
+    examples = tuple(f"a prompt {i}" for i in range(4))
+    assert key(target_prompts=examples) != key(target_prompts=examples, prompt_states="tokens")
 
 
 def test_nearest_pool_picks_the_most_similar_concepts():

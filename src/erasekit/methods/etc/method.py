@@ -514,8 +514,8 @@ def _run_key(concepts: ConceptSet, config: ETCConfig, stage: str) -> str:
     TOKEN_FIELDS, the erase stage on everything but NIR (an edit with and one without NIR share their
     trained erasers)."""
     fields = asdict(config)
-    if stage == "tokens":
-        fields = {k: fields[k] for k in TOKEN_FIELDS}
+    if stage == "tokens":  # the prompt states matter only to concepts given by example prompts
+        fields = {k: fields[k] for k in TOKEN_FIELDS if k != "prompt_states" or config.target_prompts}
     else:
         fields = {k: v for k, v in fields.items() if k != "work_dir" and (stage != "erase" or k not in NIR_FIELDS)}
     # format: bumped when the work folder's contents or the training change meaning (2: stratified preserve
