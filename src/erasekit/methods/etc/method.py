@@ -90,8 +90,8 @@ class ETCConfig:
     triplet: int = 3
     # [reading §4] "keyed" (methods/etc/keyed.py): a token near one of a target distribution's centres (k-means of
     # its real tokens, whitened) is moved by that distribution's transport shift, in closed form; "moe": the spec's
-    # MoEraser, trained. 2,000 triples, NIR (docs/etc_scale.md): keyed Acc_e 0.080 (original 0.910), held-out Acc_s
-    # 1.003 of the original's, H 0.907, 26 min; MoEraser (800 steps) 0.495 / 0.661 / 0.544, 40 min
+    # MoEraser, trained. 100 triples, held-out phrasings (docs/etc_heldout.md): keyed Acc_e 0.04 (original 0.88),
+    # held-out Acc_s 1.000 of the original's; MoEraser (400 steps) 0.25 / 0.818
     eraser: str = "keyed"
     # keyed: the share of the targets' real tokens (every template, every sub-token) within the rewrite radius θ
     # 1,000 triples, held-out phrasings (docs/etc_heldout.md): 0.99 -> Acc_e 0.28, 1.0 -> 0.055 with held-out Acc_s
