@@ -99,7 +99,7 @@ class ETCConfig:
     coverage: float = 1.0
     # keyed: θ at least the (1 - tail) quantile of a log-normal fitted to those distances (0: off). The sample
     # maximum (coverage 1.0) grows with the number of concepts (held-out distances of 10 triples: max 5.9; 2,000:
-    # 9.4); the fitted 1e-4 quantile does not (9.1-9.2 at every size of docs/etc_scale.md)
+    # 9.4); the fitted 1e-4 quantile does not (9.1-9.2 at every size; docs/etc_heldout.md)
     tail: float = 1e-4
     whiten_ridge: float = 1e-3  # keyed: ridge of the pooled within-distribution covariance, times its top eigenvalue
     keys_per_distribution: int = 32  # keyed: k-means centres of each target distribution's real tokens
@@ -700,9 +700,10 @@ def _sample_rows(samples: Tensor, n: int, generator: torch.Generator) -> Tensor:
 
 def build_memory(data: TokenData, config: ETCConfig) -> ConceptMemory:
     """The keyed eraser's memory (methods/etc/keyed.py): each target distribution's whitened centres and mean, its
-    shift (1 + γ) E[T(t) - t] (§3, §4), θ the ``coverage`` quantile of the target tokens' distances to their own
-    centres in held-out contexts (§1b) moved to the middle of any clear margin to the kept tokens
-    (``margin_radius``), and, under the relative rule, the preserved keys."""
+    value (1 + γ) E[T(t) - t] + (1 - ρ) μ_t (§3, §4; ρ the ``residual``), θ (``rewrite_radius``: the ``coverage``
+    quantile of the target tokens' distances to their own centres in held-out contexts, §1b, at least a fitted
+    ``tail`` quantile) moved to the middle of any clear margin to the kept tokens (``margin_radius``), and, under
+    the relative rule, the preserved keys."""
     if data.centres is None:
         raise UserError("these cached ETC token vectors predate the keyed eraser; use a new work folder")
     threshold = rewrite_radius(data.own_distance, data.means, config.coverage, config.tail)
