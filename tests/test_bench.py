@@ -9,6 +9,7 @@ import torch
 from cli_helpers import run_cli
 from erasekit.backbones.shapeworld import ShapeWorldBackbone
 from erasekit.errors import UserError
+from erasekit.eval import bench
 from erasekit.eval.bench import BenchConfig, comparison_rows, results_markdown, run_bench
 from erasekit.eval.report import render_bench_report
 from erasekit.eval.shapeworld_protocol import EvalSettings
@@ -33,7 +34,7 @@ def tiny_config(work) -> BenchConfig:
     )
 
 
-def test_bench_table_resume_and_report(tmp_path):
+def test_bench_table_resume_and_report(tmp_path, monkeypatch):
     torch.manual_seed(0)
     backbone = ShapeWorldBackbone(build_unet(TINY_UNET_CONFIG), shared_encoder(), source="tiny")
     classifier = load_classifier(classifier_dir())
@@ -49,17 +50,23 @@ def test_bench_table_resume_and_report(tmp_path):
     assert all(0 <= r["ASR paraphrase"] <= 1 for r in rows)
     assert rows[2]["edit_seconds"] > 0 and rows[0]["edit_seconds"] is None
     # a finished cell is read back, not recomputed
-    (cell,) = (tmp_path / "work").glob("instance-*/prompts-*/uce/attack-paraphrase-*.json")
+    (cell,) = (tmp_path / "work").glob("instance-*/prompts-*/uce-*/attack-paraphrase-*.json")
     record = json.loads(cell.read_text())
     cell.write_text(json.dumps({**record, "asr": 0.123}))
     again = comparison_rows(run_bench(config, backbone, classifier, progress=lambda _: None))
     assert again[2]["ASR paraphrase"] == 0.123
-    assert len(list((tmp_path / "work").glob("instance-*/uce/edit/manifest.json"))) == 1
+    assert len(list((tmp_path / "work").glob("instance-*/uce-*/edit/manifest.json"))) == 1
     # ... but not for another budget: that cell is computed anew, next to the first
     config.budgets = {"paraphrase": {"prompts": "1"}}
     other = comparison_rows(run_bench(config, backbone, classifier, progress=lambda _: None))
     assert other[2]["ASR paraphrase"] != 0.123
     assert len(list(cell.parent.glob("attack-paraphrase-*.json"))) == 2
+    # ... nor under another method config: a changed default makes a new edit and new cells, next to the old
+    monkeypatch.setattr(bench, "etc_options", lambda method, *_: {"s_p": 0.5} if method == "uce" else {})
+    config.budgets = {"paraphrase": {"prompts": "2"}}
+    changed = comparison_rows(run_bench(config, backbone, classifier, progress=lambda _: None))
+    assert changed[2]["ASR paraphrase"] != 0.123
+    assert len(list((tmp_path / "work").glob("instance-*/uce-*/edit/manifest.json"))) == 2
     markdown = results_markdown(results, config, "erasekit bench --x", 60.0)
     assert "erasekit bench --x" in markdown and "| instance | UCE |" in markdown
     page = render_bench_report(rows, config.attacks, results["grids"], "", [], {"a": 1}, "cmd")

@@ -29,7 +29,7 @@ from erasekit.eval.prompts import PromptRow, first_per_group, load_prompts
 from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
 from erasekit.eval.tasks import TASKS, prompt_file
-from erasekit.methods.base import check_heldout, erase_to_artifact, get_method
+from erasekit.methods.base import check_heldout, erase_to_artifact, get_method, method_config
 from erasekit.utils.io import write_json
 
 SUITE_TASKS = ("instance", "style", "unsafe", "scale")
@@ -115,6 +115,14 @@ def etc_options(method: str, config: BenchConfig, task: str) -> dict:
     return {"work_dir": str(config.work / "etc" / task)} if method == "etc" else {}
 
 
+def method_folder(method: str, options: dict) -> str:
+    """The work-folder name of a method's edit and attack cells: a resumed run reuses them only under the same
+    config (a changed default makes a new edit, next to the old one)."""
+    if method == "original":
+        return method
+    return f"{method}-{key(asdict(method_config(method, options)[1]))}"
+
+
 def cached_edit(folder: Path, make: Callable[[], Artifact]) -> Artifact:
     """The edit saved in ``folder`` by an earlier run, or a new one, saved there."""
     if (folder / "manifest.json").is_file():
@@ -159,10 +167,10 @@ def run_bench(config: BenchConfig, backbone, classifier, progress: Callable[[str
         targets = [r for r in task.rows if r.role == "target"]
         preserve = [r for r in task.rows if r.role == "preserve"]
         for method in ("original", *config.methods):
-            edit = None
+            edit, folder = None, method_folder(method, task.options(method))
             if method != "original":
                 edit = cached_edit(
-                    edits / method / "edit",
+                    edits / folder / "edit",
                     lambda m=method, t=task: erase_to_artifact(backbone, t.concepts(m), m, t.options(m)),
                 )
                 metrics, edited, _ = evaluate(
@@ -178,7 +186,7 @@ def run_bench(config: BenchConfig, backbone, classifier, progress: Callable[[str
             for attack in config.attacks:
                 budget = asdict(budget_for(attack, config.budgets.get(attack)))
                 outcome = cached_json(
-                    cells / method / f"attack-{attack}-{key(budget)}.json",
+                    cells / folder / f"attack-{attack}-{key(budget)}.json",
                     lambda a=attack, c=context: run_attack(a, c, config.budgets.get(a)).summary(),
                 )
                 row[attack] = outcome["asr"]

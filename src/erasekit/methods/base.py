@@ -78,8 +78,7 @@ def check_heldout(backbone: Backbone, concepts: ConceptSet, method: str, options
     erasure (concepts/contexts.py ``check_disjoint``)."""
     from erasekit.concepts.contexts import check_disjoint
 
-    chosen = get_method(method)
-    config = chosen.config_class(**options)
+    chosen, config = method_config(method, options)
     check_disjoint(chosen.fitted(backbone, concepts, config), prompts)
 
 
@@ -91,19 +90,26 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, options: dict | None = None):
-    """Run a registered method with its config built from ``options``; the artifact's metrics carry the
-    method's summary, its stages, the edit seconds and peak memory."""
-    from dataclasses import asdict, fields
-
-    from erasekit.artifacts import build_artifact
-    from erasekit.utils.profiling import measure
+def method_config(method: str, options: dict | None = None) -> tuple[Method, object]:
+    """The registered method and its config built from ``options`` (one line for an unknown option)."""
+    from dataclasses import fields
 
     chosen = get_method(method)
     known = {f.name for f in fields(chosen.config_class)}
     if unknown := sorted(set(options or {}) - known):
         raise UserError(f"unknown {method} option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    config = chosen.config_class(**(options or {}))
+    return chosen, chosen.config_class(**(options or {}))
+
+
+def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, options: dict | None = None):
+    """Run a registered method with its config built from ``options``; the artifact's metrics carry the
+    method's summary, its stages, the edit seconds and peak memory."""
+    from dataclasses import asdict
+
+    from erasekit.artifacts import build_artifact
+    from erasekit.utils.profiling import measure
+
+    chosen, config = method_config(method, options)
     with measure() as usage:
         result = chosen.erase(backbone, concepts, config)
     summary = {**result.summary, "seconds": usage.seconds, "peak_mib": usage.peak_mib, "stages": result.stages}
