@@ -28,7 +28,7 @@ from erasekit.eval.comparison import markdown_table, table_row, task_concepts
 from erasekit.eval.prompts import PromptRow, first_per_group, load_prompts
 from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
-from erasekit.eval.tasks import TASKS, prompt_file
+from erasekit.eval.tasks import TASKS, ErasureTask, prompt_file
 from erasekit.methods.base import check_heldout, erase_to_artifact, get_method, method_config
 from erasekit.utils.io import write_json
 
@@ -102,13 +102,17 @@ def bench_task(name: str, config: BenchConfig) -> BenchTask:
         return BenchTask(name, rows, tuple(targets), scale_concepts, lambda m: etc_options(m, config, name))
     task = TASKS[name]
     rows = first_per_group(load_prompts(prompt_file(name)), config.per_group)
+    return BenchTask(
+        name, rows, task.targets, lambda m: suite_concepts(task, m), lambda m: etc_options(m, config, name)
+    )
 
-    def task_concept_set(method: str) -> ConceptSet:
-        if method == "etc":  # the task's preserved concepts are its mapping pool (specs/etc.md §3)
-            return ConceptSet.build(list(task.targets), "", list(task.preserve))
-        return task_concepts(task)
 
-    return BenchTask(name, rows, task.targets, task_concept_set, lambda m: etc_options(m, config, name))
+def suite_concepts(task: ErasureTask, method: str) -> ConceptSet:
+    """What ``method`` erases on a suite task: ETC maps onto the task's preserved concepts as its mapping pool
+    (specs/etc.md §3), the others map onto the task's anchor and preserve its neighbours."""
+    if method == "etc":
+        return ConceptSet.build(list(task.targets), "", list(task.preserve))
+    return task_concepts(task)
 
 
 def etc_options(method: str, config: BenchConfig, task: str) -> dict:
