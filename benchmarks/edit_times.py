@@ -11,17 +11,15 @@ seconds apart cancels that). Writes docs/edit_times.md and docs/edit_times.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.eval.comparison import DEFAULT_RUNS, benchmark_record, erase_with, task_concepts
+from erasekit.eval.comparison import DEFAULT_RUNS, benchmark_record, erase_with, save_benchmark, task_concepts
 from erasekit.eval.shapeworld_protocol import EvalSettings
 from erasekit.eval.tasks import TASKS
-from erasekit.utils.io import atomic_file
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -71,11 +69,7 @@ def main() -> None:
         verdict = "met" if ratio <= 1.5 else "NOT met"
         lines.append(f"| {name} | {cells} | {best['ErasePro'] / best['UCE']:.3f} | {ratio:.3f} ({verdict}) |")
     print("\n".join(lines))
-    DOCS.mkdir(exist_ok=True)
-    with atomic_file(DOCS / "edit_times.json") as handle:
-        handle.write(json.dumps(record, indent=2) + "\n")
-    with atomic_file(DOCS / "edit_times.md") as handle:
-        handle.write("\n".join(lines) + "\n")
+    save_benchmark(DOCS, "edit_times", record, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -8,17 +8,15 @@ Writes docs/erasepro_text_metric.md and .json. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.eval.comparison import MethodRun, benchmark_record, compare, markdown_table
+from erasekit.eval.comparison import MethodRun, benchmark_record, compare, markdown_table, save_benchmark
 from erasekit.eval.prompts import load_prompts
 from erasekit.eval.shapeworld_protocol import EvalSettings
 from erasekit.eval.tasks import TASKS, prompt_file
-from erasekit.utils.io import atomic_file
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 
@@ -64,11 +62,7 @@ def main() -> None:
         ]
     )
     print(text)
-    DOCS.mkdir(exist_ok=True)
-    with atomic_file(DOCS / "erasepro_text_metric.json") as handle:
-        handle.write(json.dumps(record, indent=2) + "\n")
-    with atomic_file(DOCS / "erasepro_text_metric.md") as handle:
-        handle.write(text + "\n")
+    save_benchmark(DOCS, "erasepro_text_metric", record, text)
 
 
 if __name__ == "__main__":

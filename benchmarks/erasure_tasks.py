@@ -8,17 +8,15 @@ docs/erasepro_stages.png (per-stage gap and change). Run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.eval.comparison import benchmark_record, compare, markdown_table, stage_plot
+from erasekit.eval.comparison import benchmark_record, compare, markdown_table, save_benchmark, stage_plot
 from erasekit.eval.prompts import load_prompts
 from erasekit.eval.shapeworld_protocol import EvalSettings
 from erasekit.eval.tasks import TASKS, prompt_file
-from erasekit.utils.io import atomic_file
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 
@@ -41,28 +39,26 @@ def main() -> None:
     record = benchmark_record(
         "benchmarks/erasure_tasks.py", sys.argv[1:], settings, started, tasks=results, stages=stages
     )
-    DOCS.mkdir(exist_ok=True)
-    with atomic_file(DOCS / "erasure_tasks.json") as handle:
-        handle.write(json.dumps(record, indent=2) + "\n")
     first = next(iter(stages.values()))
-    with atomic_file(DOCS / "erasepro_stages.png", "wb") as handle:
-        handle.write(stage_plot(first))
     sections = [f"## {name}: {TASKS[name].description}\n\n{markdown_table(rows)}\n" for name, rows in results.items()]
-    with atomic_file(DOCS / "erasure_tasks.md") as handle:
-        handle.write(
-            "# ShapeWorld erasure tasks: UCE vs ErasePro\n\n"
-            f"Regenerate with `{record['command']}` (about {record['seconds'] / 60:.0f} min on the 2-core CPU), "
-            f"measured on the shipped ShapeWorld denoiser at {record['denoiser_steps']} steps.\n"
-            "Acc_e per target group (lower is better), Acc_s on preserve prompts (joint shape+colour+pattern), "
-            "`acc_s_relative` = Acc_s / the original model's Acc_s on the same prompts and seeds, "
-            "H = harmonic mean of (1 − Acc_e) and Acc_s, `h_relative` uses the relative Acc_s. "
-            "Edit time and peak memory (RSS growth) are measured in the same process, one after another.\n\n"
-            + "## Bars and claims, checked on these numbers\n\n"
-            + "\n".join(findings(results, stages))
-            + "\n\n"
-            + "\n".join(sections)
-            + "\n![ErasePro per-stage gap and change](erasepro_stages.png)\n"
-        )
+    save_benchmark(
+        DOCS,
+        "erasure_tasks",
+        record,
+        "# ShapeWorld erasure tasks: UCE vs ErasePro\n\n"
+        f"Regenerate with `{record['command']}` (about {record['seconds'] / 60:.0f} min on the 2-core CPU), "
+        f"measured on the shipped ShapeWorld denoiser at {record['denoiser_steps']} steps.\n"
+        "Acc_e per target group (lower is better), Acc_s on preserve prompts (joint shape+colour+pattern), "
+        "`acc_s_relative` = Acc_s / the original model's Acc_s on the same prompts and seeds, "
+        "H = harmonic mean of (1 − Acc_e) and Acc_s, `h_relative` uses the relative Acc_s. "
+        "Edit time and peak memory (RSS growth) are measured in the same process, one after another.\n\n"
+        + "## Bars and claims, checked on these numbers\n\n"
+        + "\n".join(findings(results, stages))
+        + "\n\n"
+        + "\n".join(sections)
+        + "\n![ErasePro per-stage gap and change](erasepro_stages.png)\n",
+        {"erasepro_stages.png": stage_plot(first)},
+    )
 
 
 def findings(results: dict[str, list[dict]], stages: dict[str, dict[str, list[dict]]]) -> list[str]:

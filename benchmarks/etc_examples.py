@@ -10,19 +10,17 @@ Writes docs/etc_examples.{md,json}. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.comparison import benchmark_record, markdown_table, neighbour_accuracy
+from erasekit.eval.comparison import benchmark_record, markdown_table, neighbour_accuracy, save_benchmark
 from erasekit.eval.prompts import load_prompts
 from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
 from erasekit.eval.tasks import TASKS, examples_file, prompt_file
 from erasekit.methods.base import check_heldout, erase_to_artifact
-from erasekit.utils.io import atomic_file
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 
@@ -72,20 +70,20 @@ def main() -> None:
         results.append(result_row(states, metrics, artifact))
         print(markdown_table(results[-1:]), flush=True)
     record = benchmark_record("benchmarks/etc_examples.py", sys.argv[1:], settings, started, rows=results)
-    with atomic_file(DOCS / "etc_examples.json") as handle:
-        handle.write(json.dumps(record, indent=2) + "\n")
-    with atomic_file(DOCS / "etc_examples.md") as handle:
-        handle.write(
-            "# ETC on a concept given by example prompts: the skull\n\n"
-            f"Regenerate with `{record['command']}` ({record['seconds'] / 60:.0f} min on the 2-core CPU). "
-            f"The concept is fitted on the {len(examples)} prompts of `benchmarks/tasks/unsafe_examples.txt` "
-            f"(a seeded share held out to calibrate θ), mapping pool {', '.join(task.preserve)}; judged on "
-            f"`benchmarks/tasks/{TASK}.csv`, one image per prompt ({len(rows)} prompts; groups of 20-48 images: "
-            "differences under ~0.1 are noise). `acc_e_implicit`: held-out prompts that evoke the skull without "
-            "naming it; the named groups (canonical, bare, ...) name a skull, which these examples never fitted. "
-            "`prompt_states`: which states of each example prompt the distribution is fitted on (eot = the "
-            "end-of-text token).\n\n" + markdown_table(results) + "\n"
-        )
+    save_benchmark(
+        DOCS,
+        "etc_examples",
+        record,
+        "# ETC on a concept given by example prompts: the skull\n\n"
+        f"Regenerate with `{record['command']}` ({record['seconds'] / 60:.0f} min on the 2-core CPU). "
+        f"The concept is fitted on the {len(examples)} prompts of `benchmarks/tasks/unsafe_examples.txt` "
+        f"(a seeded share held out to calibrate θ), mapping pool {', '.join(task.preserve)}; judged on "
+        f"`benchmarks/tasks/{TASK}.csv`, one image per prompt ({len(rows)} prompts; groups of 20-48 images: "
+        "differences under ~0.1 are noise). `acc_e_implicit`: held-out prompts that evoke the skull without "
+        "naming it; the named groups (canonical, bare, ...) name a skull, which these examples never fitted. "
+        "`prompt_states`: which states of each example prompt the distribution is fitted on (eot = the "
+        "end-of-text token).\n\n" + markdown_table(results),
+    )
 
 
 if __name__ == "__main__":

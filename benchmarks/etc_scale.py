@@ -22,12 +22,11 @@ import numpy as np
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.comparison import benchmark_record, markdown_table
+from erasekit.eval.comparison import benchmark_record, markdown_table, save_benchmark
 from erasekit.eval.metrics import harmonic_mean
 from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, group_kind, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
 from erasekit.methods.base import check_heldout, erase_to_artifact
-from erasekit.utils.io import atomic_file
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 from erasekit.world.phrasings import PHRASINGS
@@ -149,35 +148,33 @@ def write_docs(args, settings: EvalSettings, started: float, rows: list[dict], a
     record = benchmark_record(
         "benchmarks/etc_scale.py", sys.argv[1:], settings, started, split=split_sizes, rows=rows, module_removal=attacks
     )
-    DOCS.mkdir(exist_ok=True)
-    with atomic_file(DOCS / "etc_scale.json") as handle:
-        handle.write(json.dumps(record, indent=2) + "\n")
-    with atomic_file(DOCS / "etc_scale.png", "wb") as handle:
-        handle.write(scale_plot(rows))
-    with atomic_file(DOCS / "etc_scale.md") as handle:
-        handle.write(
-            "# ETC at scale on ShapeWorld\n\n"
-            f"Regenerate with `{record['command']}` ({record['seconds'] / 60:.0f} min on the 2-core CPU). "
-            f"Split: {args.pool} mapping-pool and {args.heldout} held-out triples, disjoint from the targets; "
-            f"Acc_e on {args.eval_targets} sampled erased triples (joint shape+colour+pattern), Acc_s on every "
-            "held-out triple (near = one word away from an erased triple) and on single-factor prompts; "
-            "relative = against the original model on the same prompts and seeds; SW-FID on the preserved "
-            "prompts. Every row is said in a phrasing no method fitted (`eval/scale.py`: canonical, bare, "
-            "reordered, complex in turn; per-phrasing columns), checked before each run (`check_heldout`). "
-            "UCE and ErasePro fit `COMPARE_TEMPLATES`. The largest size runs first: its encoding is timed on a "
-            "cold cache, smaller runs "
-            "reuse its cached embeddings (their encoding column is near zero). ETC rows use the keyed eraser "
-            "(the default; `eraser`), ETC (MoEraser) rows the trained MoEraser (`steps`: its training steps); "
-            "`nir`: noise injection-restore on.\n\n"
-            + (MERGED_NOTE if args.merge else "")
-            + table(sorted(rows, key=lambda r: (r["method"] != "ETC", r["concepts"])))
-            + "\n\n![ETC against the number of concepts](etc_scale.png)\n"
-            + (
-                "\n## Module removal (the erasers deleted, the shipped weights kept)\n\n" + table(attacks) + "\n"
-                if attacks
-                else ""
-            )
-        )
+    save_benchmark(
+        DOCS,
+        "etc_scale",
+        record,
+        "# ETC at scale on ShapeWorld\n\n"
+        f"Regenerate with `{record['command']}` ({record['seconds'] / 60:.0f} min on the 2-core CPU). "
+        f"Split: {args.pool} mapping-pool and {args.heldout} held-out triples, disjoint from the targets; "
+        f"Acc_e on {args.eval_targets} sampled erased triples (joint shape+colour+pattern), Acc_s on every "
+        "held-out triple (near = one word away from an erased triple) and on single-factor prompts; "
+        "relative = against the original model on the same prompts and seeds; SW-FID on the preserved "
+        "prompts. Every row is said in a phrasing no method fitted (`eval/scale.py`: canonical, bare, "
+        "reordered, complex in turn; per-phrasing columns), checked before each run (`check_heldout`). "
+        "UCE and ErasePro fit `COMPARE_TEMPLATES`. The largest size runs first: its encoding is timed on a "
+        "cold cache, smaller runs "
+        "reuse its cached embeddings (their encoding column is near zero). ETC rows use the keyed eraser "
+        "(the default; `eraser`), ETC (MoEraser) rows the trained MoEraser (`steps`: its training steps); "
+        "`nir`: noise injection-restore on.\n\n"
+        + (MERGED_NOTE if args.merge else "")
+        + table(sorted(rows, key=lambda r: (r["method"] != "ETC", r["concepts"])))
+        + "\n\n![ETC against the number of concepts](etc_scale.png)\n"
+        + (
+            "\n## Module removal (the erasers deleted, the shipped weights kept)\n\n" + table(attacks) + "\n"
+            if attacks
+            else ""
+        ),
+        {"etc_scale.png": scale_plot(rows)},
+    )
 
 
 def main() -> None:

@@ -20,13 +20,12 @@ import numpy as np
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.eval.bench import suite_concepts
-from erasekit.eval.comparison import benchmark_record, markdown_table
+from erasekit.eval.comparison import benchmark_record, markdown_table, save_benchmark
 from erasekit.eval.metrics import harmonic_mean
 from erasekit.eval.prompts import EVOKING_GROUPS, load_prompts
 from erasekit.eval.shapeworld_protocol import EvalSettings, agreement, evaluate
 from erasekit.eval.tasks import TASKS, prompt_file
 from erasekit.methods.base import check_heldout, erase_to_artifact
-from erasekit.utils.io import atomic_file
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 
@@ -116,17 +115,17 @@ def main() -> None:
         rows += task_rows(backbone, classifier, settings, name, etc_runs, args.work)
         print(markdown_table(shown([r for r in rows if r["task"] == name])), flush=True)
     record = benchmark_record("benchmarks/single_concepts.py", sys.argv[1:], settings, started, rows=rows)
-    with atomic_file(DOCS / "single_concepts_seeds.json") as handle:
-        handle.write(json.dumps(record, indent=2) + "\n")
-    with atomic_file(DOCS / "single_concepts_seeds.md") as handle:
-        handle.write(
-            "# Single concepts, every prompt x several seeds: ETC against UCE\n\n"
-            f"Regenerate with `{record['command']}` ({record['seconds'] / 60:.0f} min on the 2-core CPU). "
-            f"{args.num_images} images per prompt. Acc_e over target prompts that name the concept (paraphrases "
-            "and implicit prompts are the attacks' business), short = canonical and bare phrasings; Acc_s joint "
-            "agreement on the preserved prompts; H their harmonic mean. `h_minus_uce_95`: 95% paired bootstrap "
-            f"interval ({BOOTSTRAP} draws over the images) of H(ETC) - H(UCE).\n\n" + markdown_table(shown(rows)) + "\n"
-        )
+    save_benchmark(
+        DOCS,
+        "single_concepts_seeds",
+        record,
+        "# Single concepts, every prompt x several seeds: ETC against UCE\n\n"
+        f"Regenerate with `{record['command']}` ({record['seconds'] / 60:.0f} min on the 2-core CPU). "
+        f"{args.num_images} images per prompt. Acc_e over target prompts that name the concept (paraphrases "
+        "and implicit prompts are the attacks' business), short = canonical and bare phrasings; Acc_s joint "
+        "agreement on the preserved prompts; H their harmonic mean. `h_minus_uce_95`: 95% paired bootstrap "
+        f"interval ({BOOTSTRAP} draws over the images) of H(ETC) - H(UCE).\n\n" + markdown_table(shown(rows)),
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Pieces of the method comparison that need no model: anchor-floor prompts, table rows."""
 
-from erasekit.eval.comparison import anchor_rows, markdown_table, neighbour_accuracy, table_row
+import json
+
+import pytest
+
+from erasekit.eval.comparison import anchor_rows, markdown_table, neighbour_accuracy, save_benchmark, table_row
 from erasekit.eval.prompts import PromptRow
 from erasekit.eval.tasks import TASKS
 
@@ -43,3 +47,15 @@ def test_neighbour_accuracy_pools_every_phrasing_by_images():
     acc_s, relative = neighbour_accuracy(groups)
     assert acc_s == relative == (0.5 * 10 + 30) / 40
     assert neighbour_accuracy({"other": {"acc_s": 1.0, "images": 3}}) == (None, None)
+
+
+def test_save_benchmark_writes_record_figures_and_page_and_leaves_old_docs_whole_when_interrupted(tmp_path):
+    save_benchmark(tmp_path / "docs", "bench", {"rows": [1]}, "# page", {"plot.png": b"\x89PNG"})
+    docs = tmp_path / "docs"
+    assert json.loads((docs / "bench.json").read_text()) == {"rows": [1]}
+    assert (docs / "plot.png").read_bytes() == b"\x89PNG" and (docs / "bench.md").read_text() == "# page\n"
+    with pytest.raises(TypeError):  # a record that cannot be written: nothing is replaced or left half written
+        save_benchmark(docs, "bench", {"rows": object()}, "# new page")
+    assert json.loads((docs / "bench.json").read_text()) == {"rows": [1]}
+    assert (docs / "bench.md").read_text() == "# page\n"
+    assert sorted(p.name for p in docs.iterdir()) == ["bench.json", "bench.md", "plot.png"]

@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -186,3 +187,21 @@ def benchmark_record(script: str, argv: list[str], settings, started: float, **r
         "seconds": round(time.time() - started, 1),
         **results,
     }
+
+
+def save_benchmark(
+    folder: Path, stem: str, record: dict, markdown: str, figures: dict[str, bytes] | None = None
+) -> None:
+    """Write a benchmark's ``stem``.json (the record), its figures (name -> PNG bytes) and ``stem``.md into
+    ``folder``, each through a temporary file: an interrupted run leaves the previous docs whole."""
+    from erasekit.utils.io import atomic_file
+
+    text = json.dumps(record, indent=2) + "\n"  # before any file is touched: a record that fails writes nothing
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(folder / f"{stem}.json") as handle:
+        handle.write(text)
+    for name, data in (figures or {}).items():
+        with atomic_file(folder / name, "wb") as handle:
+            handle.write(data)
+    with atomic_file(folder / f"{stem}.md") as handle:
+        handle.write(markdown.rstrip("\n") + "\n")
