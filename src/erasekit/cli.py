@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from erasekit.errors import UserError
+from erasekit.utils.io import json_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Erase concepts from text-to-image models.")
 world_app = typer.Typer(no_args_is_help=True, help="The embedded ShapeWorld: train, inspect.")
@@ -156,7 +157,7 @@ def classify(images: Annotated[list[Path], typer.Argument(help="image files")]) 
             entry[f] = VOCAB.values(f)[k]
             entry[f"{f}_probability"] = round(float(probs[f][i][k]), 4)
         result.append(entry)
-    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(json_text(result))
 
 
 @app.command()
@@ -214,7 +215,7 @@ def evaluate(
     with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         _save_images(tmp / "images", edited.images, edited.names)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json_text(metrics))
         (tmp / "report.html").write_text(render_report(metrics, grids, extra=_edit_html(artifact)))
     _print_metrics(metrics, out)
 
@@ -238,7 +239,7 @@ def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet
     with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
         _save_images(tmp / "images", generated.images, generated.names)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json_text(metrics))
         (tmp / "report.html").write_text(render_sd_report(metrics, generated, extra=_edit_html(artifact)))
     keys = ("images", "clip_score", "zero_shot_target", "zero_shot_preserve", "nudity_images")
     console.print(_group_table(f"evaluation (Stable Diffusion) → {out}", metrics, keys))
@@ -539,7 +540,7 @@ def attack(
     with atomic_dir(out) as tmp:
         record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
         record |= {"model": backbone.identity(), **context.judge.describe()}
-        (tmp / "attack.json").write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / "attack.json").write_text(json_text(record))
         if outcome.images is not None and len(outcome.images):
             from erasekit.eval.grids import image_grid
 
@@ -617,7 +618,7 @@ def bench(
     with atomic_dir(out) as tmp:
         (tmp / "results.md").write_text(markdown)
         record = {k: v for k, v in outcome.items() if k != "grids"} | {"rows": rows, "settings": settings}
-        (tmp / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        (tmp / "results.json").write_text(json_text(record, default=str))
         page = render_bench_report(
             rows,
             config.attacks,
@@ -878,7 +879,7 @@ def demo(
         return
     with atomic_dir(out) as tmp:
         save_artifact(artifact, tmp / "edit")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "metrics.json").write_text(json_text(metrics))
         report = render_report(metrics, grids, "erasekit demo: erase 'star' with ErasePro", _edit_html(artifact))
         (tmp / "report.html").write_text(report)
     o, before = metrics["overall"], metrics["overall"]["original"]

@@ -194,9 +194,9 @@ def save_benchmark(
 ) -> None:
     """Write a benchmark's ``stem``.json (the record), its figures (name -> PNG bytes) and ``stem``.md into
     ``folder``, each through a temporary file: an interrupted run leaves the previous docs whole."""
-    from erasekit.utils.io import atomic_file
+    from erasekit.utils.io import atomic_file, json_text
 
-    text = json.dumps(record, indent=2) + "\n"  # before any file is touched: a record that fails writes nothing
+    text = json_text(record)  # before any file is touched: a record that fails writes nothing
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_file(folder / f"{stem}.json") as handle:
         handle.write(text)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from erasekit.utils.io import atomic_dir
+from erasekit.utils.io import atomic_dir, json_text
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -46,7 +46,7 @@ def save_checkpoint(
             save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, tmp / f"{name}.safetensors")
         tensors, groups = flatten_optimizer(optimizer)
         save_file(tensors, tmp / "optimizer.safetensors")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": groups, **meta}, indent=2))
+        (tmp / "state.json").write_text(json_text({"step": step, "param_groups": groups, **meta}))
     for old in sorted(Path(root).glob(f"{CHECKPOINT_PREFIX}*"))[:-keep]:
         for f in old.iterdir():
             f.unlink()

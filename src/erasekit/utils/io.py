@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -60,10 +61,29 @@ def atomic_file(target: Path, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+def strict_json(data: Any) -> Any:
+    """``data`` with every non-finite float as None (null): what erasekit writes is strict JSON, never NaN or
+    Infinity; numpy scalars and tuples become their JSON forms."""
+    if isinstance(data, dict):
+        return {str(k): strict_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(v) for v in data]
+    if hasattr(data, "item") and getattr(data, "shape", None) == ():
+        data = data.item()  # a numpy or torch scalar
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
+def json_text(data: Any, default=None, indent: int | None = 2) -> str:
+    """Strict JSON text of ``data`` (see ``strict_json``), ending in a newline when indented."""
+    text = json.dumps(strict_json(data), indent=indent, allow_nan=False, default=default)
+    return text + "\n" if indent is not None else text
+
+
 def write_json(path: Path, data: Any) -> None:
     with atomic_file(path) as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
+        handle.write(json_text(data))
 
 
 def read_json_object(path: Path, what: str) -> dict:

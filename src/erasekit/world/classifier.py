@@ -6,7 +6,6 @@ blur, colour shift). Its penultimate features are the embedding for SW-FID / SW-
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from erasekit.utils.io import atomic_dir
+from erasekit.utils.io import atomic_dir, json_text
 from erasekit.world.factors import FACTOR_NAMES, VOCAB
 from erasekit.world.render import render
 
@@ -167,7 +166,7 @@ def heldout_accuracy(model: FactorClassifier, seed: int, n: int = 10_000) -> dic
 def save_classifier(model: FactorClassifier, target: Path, card: dict) -> None:
     with atomic_dir(target) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "classifier.safetensors")
-        (tmp / "training.json").write_text(json.dumps(card, indent=2))
+        (tmp / "training.json").write_text(json_text(card))
 
 
 def load_classifier(folder: Path) -> FactorClassifier:

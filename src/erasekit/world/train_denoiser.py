@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from erasekit.utils.io import atomic_dir
+from erasekit.utils.io import atomic_dir, json_text
 from erasekit.world.data import FACTORS, CaptionPool, build_pool
 from erasekit.world.denoiser import (
     SCHEDULER_CONFIG,
@@ -103,7 +103,7 @@ def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
     """Ship weights in float16 (half the size; loaders upcast to float32)."""
     with atomic_dir(target) as tmp:
         copy.deepcopy(unet).half().save_pretrained(tmp, safe_serialization=True)
-        (tmp / "training.json").write_text(json.dumps(card, indent=2))
+        (tmp / "training.json").write_text(json_text(card))
 
 
 def _head_change(init_from: Path, architecture: dict) -> str:
@@ -203,7 +203,7 @@ def train_denoiser(
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.set_postfix(loss=f"{running:.4f}")
         if (step + 1) % 50 == 0:
-            log.write(json.dumps({"step": step + 1, "loss": running, "lr": lr}) + "\n")
+            log.write(json_text({"step": step + 1, "loss": running, "lr": lr}, indent=None) + "\n")
             log.flush()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             wall = elapsed + time.time() - t0
