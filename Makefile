@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/erasekit demo
+	$(VENV)/bin/erasekit demo --overwrite  # a rerun replaces the last demo
 
 report-check: install  # after `make demo`: open the report in headless Chromium, every image loaded and visible
 	$(PY) benchmarks/check_report.py out/demo/report.html --out out/demo/report-screenshot.png

@@ -21,6 +21,15 @@ world_app = typer.Typer(no_args_is_help=True, help="The embedded ShapeWorld: tra
 app.add_typer(world_app, name="world")
 console = Console(stderr=True)
 MODEL_HELP = "'shapeworld' (the embedded model) or a local diffusers folder (SD 1.x/2.x, SDXL, SD3)"
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an --out that exists and is not empty")]
+
+
+def _check_out(out: Path, overwrite: bool, model: str | None = None, *inputs: Path | None) -> None:
+    """Refuse an unusable --out before any work (utils/io.check_output); the model folder is an input too."""
+    from erasekit.utils.io import check_output
+
+    model_dir = Path(model) if model not in (None, "shapeworld") else None
+    check_output(out, overwrite, (model_dir, *inputs))
 
 
 def _load_edit(edit: Path | None):
@@ -89,6 +98,7 @@ def generate(
     steps: Annotated[int, typer.Option(min=1)] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
     compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Generate images: {case_number}_{k}.png per prompt, plus grid.png."""
     from erasekit.eval.grids import image_grid
@@ -98,6 +108,7 @@ def generate(
 
     if (prompt is None) == (prompts is None):
         raise UserError("give exactly one of --prompt TEXT or --prompts CSV")
+    _check_out(out, overwrite, model, prompts, edit)
     artifact = _load_edit(edit)
     if prompt is not None and not prompt.strip():
         raise UserError("--prompt is empty")
@@ -116,7 +127,7 @@ def generate(
     seconds = time.time() - t0
     if not _on_main():
         return
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:
         _save_images(tmp, result.images, result.names)
         image_grid(result.images[:64]).save(tmp / "grid.png")
     console.print(
@@ -176,6 +187,7 @@ def evaluate(
     zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (SD protocol)")] = "a photo of {concept}",
     nudenet: Annotated[bool, typer.Option("--nudenet", help="count NudeNet detections (pip install nudenet)")] = False,
     nudenet_threshold: Annotated[float | None, typer.Option(help="NudeNet score threshold (default 0.6)")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Run the ShapeWorld protocol (or, on a diffusers model, the Stable Diffusion protocol); write
     metrics.json, images/ and report.html."""
@@ -192,6 +204,7 @@ def evaluate(
         raise UserError("the Stable Diffusion protocol needs a local CLIP folder: --clip DIR")
     if nudenet_threshold is not None and not nudenet:
         raise UserError("--nudenet-threshold applies with --nudenet")
+    _check_out(out, overwrite, model, prompts, edit, clip, reference, inception_weights)
     artifact = _load_edit(edit)
     rows = load_prompts(prompts, require_concepts=model == "shapeworld")
     backbone = _load_model(model, compile_denoiser)
@@ -202,7 +215,8 @@ def evaluate(
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     if backbone.family != "shapeworld":
         options = {"reference_dir": reference, "inception_weights": inception_weights, "template": zero_shot_template}
-        _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet, nudenet_threshold, options)
+        sd_run = (clip, nudenet, nudenet_threshold, overwrite)
+        _evaluate_sd(backbone, rows, prompts, out, artifact, settings, sd_run, options)
         return
     metrics, edited, _ = run_protocol(backbone, rows, _load_classifier(), settings, edit=artifact)
     metrics["settings"]["prompts"] = str(prompts)
@@ -212,7 +226,7 @@ def evaluate(
     for group in metrics["groups"]:
         idx = [i for i, r in enumerate(edited.rows) if r.group == group]
         grids.append((f"group: {group}", edited.images[idx], [edited.rows[i].prompt for i in idx]))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:
         (tmp / "images").mkdir()
         _save_images(tmp / "images", edited.images, edited.names)
         (tmp / "metrics.json").write_text(json_text(metrics))
@@ -220,15 +234,17 @@ def evaluate(
     _print_metrics(metrics, out)
 
 
-def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet, nudenet_threshold, options) -> None:
-    """The Stable Diffusion protocol (eval/sd_protocol.py): metrics.json, images/, report.html; ``options``
-    go to ``evaluate_sd`` (reference_dir, inception_weights, template)."""
+def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, sd_run, options) -> None:
+    """The Stable Diffusion protocol (eval/sd_protocol.py): metrics.json, images/, report.html; ``sd_run`` is
+    (clip, nudenet, nudenet_threshold, overwrite); ``options`` go to ``evaluate_sd`` (reference_dir,
+    inception_weights, template)."""
     from dataclasses import replace
 
     from erasekit.eval.report import fmt
     from erasekit.eval.sd_protocol import DEFAULT_NUDENET_THRESHOLD, NudeNetCounter, evaluate_sd, render_sd_report
     from erasekit.utils.io import atomic_dir
 
+    clip, nudenet, nudenet_threshold, overwrite = sd_run
     threshold = DEFAULT_NUDENET_THRESHOLD if nudenet_threshold is None else nudenet_threshold
     counter = NudeNetCounter.load(threshold) if nudenet else None
     settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", settings.batch_size))
@@ -236,7 +252,7 @@ def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, clip, nudenet
     metrics["settings"]["prompts"] = str(prompts)
     if not _on_main():
         return
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:
         (tmp / "images").mkdir()
         _save_images(tmp / "images", generated.images, generated.names)
         (tmp / "metrics.json").write_text(json_text(metrics))
@@ -344,6 +360,7 @@ def erase(
     contexts: Annotated[
         int | None, typer.Option(min=2, help="ETC: contexts sampled per concept from the model's world (120)")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
     from erasekit.artifacts import save_artifact
@@ -351,6 +368,11 @@ def erase(
     from erasekit.methods.base import erase_to_artifact, get_method
 
     get_method(method)  # an unknown method is refused before any work
+    _check_out(out, overwrite, model, targets, templates, mapping_pool, target_prompts)
+    if work_dir is not None:
+        from erasekit.utils.io import check_output
+
+        check_output(work_dir, overwrite=True, inputs=(out,), flag="--work-dir")
     closed_form = ("uce", "erasepro")
     method_options = {  # flag: (its value, the methods it applies to)
         "--ridge": (ridge, closed_form),
@@ -427,7 +449,7 @@ def erase(
     summary = artifact.metrics
     if not _on_main():
         return
-    save_artifact(artifact, out)
+    save_artifact(artifact, out, overwrite)
     if method == "etc":
         _print_etc(summary, out)
         return
@@ -506,6 +528,7 @@ def attack(
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the attack images")] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
     seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Attack an erasure and report its attack success rate (ASR), budget and wall time.
 
@@ -525,6 +548,7 @@ def attack(
     shapeworld = model == "shapeworld"
     if shapeworld == (clip is not None):
         raise UserError("--clip judges attacks on a diffusers model (and only there: ShapeWorld has its classifier)")
+    _check_out(out, overwrite, model, edit, prompts, clip)
     artifact = _load_edit(edit)
     targets, preserve = _attack_rows(task, prompts, shapeworld)
     names = tuple(target or (artifact.concepts["targets"] if artifact else TASKS[task].targets if task else ()))
@@ -537,7 +561,7 @@ def attack(
     outcome = run_attack(attack, context, options)
     if not _on_main():
         return
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:
         record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
         record |= {"model": backbone.identity(), **context.judge.describe()}
         (tmp / "attack.json").write_text(json_text(record))
@@ -582,6 +606,7 @@ def bench(
         Path | None, typer.Option(help="also write the Markdown table here (e.g. docs/results.md)")
     ] = None,
     steps: Annotated[int, typer.Option(min=1)] = 25,
+    overwrite: Overwrite = False,
 ) -> None:
     """Methods x tasks x attacks on the ShapeWorld protocol: one comparison table and a report."""
     from erasekit.eval import bench as suite
@@ -592,6 +617,11 @@ def bench(
 
     if no_attacks and attack:
         raise UserError("give --attack or --no-attacks, not both")
+    from erasekit.utils.io import check_output
+
+    check_output(out, overwrite, (work,))
+    if results is not None:
+        check_output(results, overwrite, (out, work), flag="--results")
     started = time.time()
     argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     config = suite.BenchConfig(
@@ -615,7 +645,7 @@ def bench(
     scale_rows = json.loads(scale_json.read_text())["rows"] if scale_json.is_file() else []
     stages = next(iter(outcome["stages"].values()), None)
     settings = {"command": command, "config": config.record(), "seconds": round(time.time() - started, 1)}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:
         (tmp / "results.md").write_text(markdown)
         record = {k: v for k, v in outcome.items() if k != "grids"} | {"rows": rows, "settings": settings}
         (tmp / "results.json").write_text(json_text(record, default=str))
@@ -649,12 +679,14 @@ def export(
     edit: Annotated[Path, typer.Option(help="edit artifact folder")],
     model: Annotated[str, typer.Option(help="the local diffusers folder the edit was made for")],
     out: Annotated[Path, typer.Option(help="folder for the edited pipeline (save_pretrained, atomic)")],
+    overwrite: Overwrite = False,
 ) -> None:
     """Write the edited model as a complete diffusers folder (SD 1.x/2.x, SDXL, SD3)."""
     from erasekit.artifacts import export_artifact
 
+    _check_out(out, overwrite, model, edit)
     artifact = _load_edit(edit)
-    export_artifact(_load_model(model), artifact, out)
+    export_artifact(_load_model(model), artifact, out, overwrite)
     console.print(_summary_table("export", [("edit", str(edit)), ("model", model), ("out", str(out))]))
 
 
@@ -849,6 +881,7 @@ def info() -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
     per_group: Annotated[int, typer.Option(min=1, help="prompts per prompt group of the task")] = 16,
+    overwrite: Overwrite = False,
 ) -> None:
     """The main job: erase 'star' from ShapeWorld with ErasePro, evaluate before/after, write a report."""
     from erasekit.artifacts import save_artifact
@@ -860,6 +893,7 @@ def demo(
     from erasekit.eval.tasks import TASKS, prompt_file
     from erasekit.utils.io import atomic_dir
 
+    _check_out(out, overwrite)
     t0 = time.time()
     task = TASKS["instance"]
     rows = first_per_group(load_prompts(prompt_file("instance")), per_group)
@@ -877,7 +911,7 @@ def demo(
         ]
     if not _on_main():
         return
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:
         save_artifact(artifact, tmp / "edit")
         (tmp / "metrics.json").write_text(json_text(metrics))
         report = render_report(metrics, grids, "erasekit demo: erase 'star' with ErasePro", _edit_html(artifact))
@@ -902,15 +936,52 @@ def demo(
     )
 
 
-def main() -> None:
-    """Entry point: typer handles usage errors (exit 2); a UserError becomes one line and exit 2."""
-    try:
-        app()
-    except UserError as exc:
-        from rich.markup import escape
+def _quiet_libraries() -> None:
+    """stderr carries our summary and one-line errors: library warnings and log chatter are silenced."""
+    import os
+    import warnings
 
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    for library in ("TRANSFORMERS", "DIFFUSERS"):
+        os.environ.setdefault(f"{library}_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.simplefilter("ignore")
+
+
+def _usage_message(exc) -> str:
+    """Click's message for a usage error, naming the nearest valid flag for an unknown one."""
+    possibilities = getattr(exc, "possibilities", None)
+    if getattr(exc, "option_name", None) and possibilities:  # close matches, nearest first
+        return f"no such option {exc.option_name}; did you mean {possibilities[0]}?"
+    return exc.format_message()
+
+
+def _terminate(signum: int, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    """Entry point: a UserError or a usage error becomes one line on stderr and exit status 2."""
+    import signal
+
+    from rich.markup import escape
+    from typer._click import exceptions as click  # typer's own click: its usage errors (typer has no public name)
+
+    _quiet_libraries()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()
+        code = exc.exit_code
+    except (UserError, click.ClickException) as exc:
+        message = _usage_message(exc) if isinstance(exc, click.ClickException) else str(exc)
+        console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+        code = 2 if isinstance(exc, UserError) else exc.exit_code
+    except click.Abort:
+        console.print("[red]interrupted[/red]", highlight=False)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -216,10 +216,11 @@ def _manifest(artifact: Artifact) -> dict:
     }
 
 
-def save_artifact(artifact: Artifact, out: Path) -> Path:
-    """Write the artifact folder atomically: ``out`` appears only once both files are complete."""
+def save_artifact(artifact: Artifact, out: Path, overwrite: bool = False) -> Path:
+    """Write the artifact folder atomically: ``out`` appears only once both files are complete. An ``out`` that
+    exists and is not empty is replaced only with ``overwrite``."""
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:
         tensors = {key: t.detach().cpu().contiguous() for key, t in artifact.weights.items()}
         for name, eraser in artifact.modules.items():
             own = eraser.own_state() if hasattr(eraser, "own_state") else eraser.state_dict()
@@ -509,7 +510,7 @@ def remove_artifact(backbone, applied: AppliedEdit) -> None:
             raise RuntimeError(f"weight {key} does not match the original after removing the edit")
 
 
-def export_artifact(backbone, artifact: Artifact, out: Path) -> Path:
+def export_artifact(backbone, artifact: Artifact, out: Path, overwrite: bool = False) -> Path:
     """Write a full diffusers folder (``save_pretrained``) of the edited model, plus ``erasekit_edit.json``.
 
     The backbone is edited only while saving and is back to its base model afterwards.
@@ -527,7 +528,7 @@ def export_artifact(backbone, artifact: Artifact, out: Path) -> Path:
     out = Path(out)
     applied = apply_artifact(backbone, artifact)
     try:
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, overwrite) as tmp:
             pipe.save_pretrained(str(tmp), safe_serialization=True)
             write_json(tmp / EXPORT_MANIFEST, _manifest(artifact))
     finally:

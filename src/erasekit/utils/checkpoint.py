@@ -41,7 +41,7 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     target = Path(root) / f"{CHECKPOINT_PREFIX}{step:08d}"
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:
         for name, module in modules.items():
             save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, tmp / f"{name}.safetensors")
         tensors, groups = flatten_optimizer(optimizer)

@@ -164,7 +164,7 @@ def heldout_accuracy(model: FactorClassifier, seed: int, n: int = 10_000) -> dic
 
 
 def save_classifier(model: FactorClassifier, target: Path, card: dict) -> None:
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "classifier.safetensors")
         (tmp / "training.json").write_text(json_text(card))
 

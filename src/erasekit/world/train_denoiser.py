@@ -101,7 +101,7 @@ def learning_rate(step: int, segment_start: int, config: DenoiserTrainConfig) ->
 
 def export_unet(unet: torch.nn.Module, target: Path, card: dict) -> None:
     """Ship weights in float16 (half the size; loaders upcast to float32)."""
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:
         copy.deepcopy(unet).half().save_pretrained(tmp, safe_serialization=True)
         (tmp / "training.json").write_text(json_text(card))
 
