@@ -18,20 +18,28 @@ def harmonic_mean(acc_e: float, acc_s: float) -> float:
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples)."""
+    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples), never negative.
+
+    Computed from the centred samples Xa, Xb themselves, no matrix square root: tr sqrt(Σa Σb) is the nuclear
+    norm of Xa Xbᵀ / sqrt((n-1)(m-1)), exact when a covariance is singular (fewer images than feature
+    dimensions, e.g. two images), so a small prompt set gives the exact distance of its fitted Gaussians, with no
+    warning. Rounding that would read just below zero (identical sets) reads 0; NaN when a feature is non-finite."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("Fréchet distance needs at least two samples per set")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt_product(cov_a, cov_b))
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    x, y = a - a.mean(0), b - b.mean(0)
+    spread_a, spread_b = (x**2).sum() / (len(a) - 1), (y**2).sum() / (len(b) - 1)
+    mean_gap = ((a.mean(0) - b.mean(0)) ** 2).sum()
+    return float(max(0.0, mean_gap + spread_a + spread_b - 2 * trace_sqrt_product(x, y)))
 
 
-def trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
-    """tr sqrt(A B) for covariances A, B: the square roots of the eigenvalues of A^½ B A^½, which has the same
-    spectrum, symmetric, so it holds for singular covariances (fewer images than feature dimensions) too."""
-    values, vectors = np.linalg.eigh(cov_a)
-    root_a = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
-    return float(np.sqrt(np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)).sum())
+def trace_sqrt_product(x: np.ndarray, y: np.ndarray) -> float:
+    """tr sqrt(Σx Σy) of the sample covariances of centred samples ``x`` (n, d) and ``y`` (m, d): the eigenvalues
+    of Σx Σy are the squared singular values of x yᵀ / sqrt((n-1)(m-1)); the thin QR factors keep that product
+    at most d x d."""
+    rx, ry = np.linalg.qr(x, mode="r"), np.linalg.qr(y, mode="r")
+    return float(np.linalg.svd(rx @ ry.T, compute_uv=False).sum() / np.sqrt((len(x) - 1) * (len(y) - 1)))
 
 
 def kernel_inception_distance(
