@@ -79,7 +79,7 @@ def test_bench_refuses_unknown_names_and_budgets(tmp_path):
         ({"tasks": ("nope",)}, "unknown task"),
         ({"methods": ("esd",)}, "unknown method"),
         ({"attacks": ("jailbreak",)}, "unknown attack"),
-        ({"budgets": {"inversion": {"steps": "-1"}}}, "positive"),
+        ({"budgets": {"inversion": {"steps": "-1"}}}, "inversion attack: steps must be an integer from 1 to"),
         ({"scale_concepts": 5000}, "between 1 and 2000"),
     ):
         config = tiny_config(tmp_path)

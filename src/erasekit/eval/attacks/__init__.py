@@ -1,17 +1,19 @@
 """Attacks on an erasure (specs/evaluation.md, "Attacks"), one module each, registered by name.
 
 ``run_attack(name, context, budget)`` runs one attack with its budget (a dataclass of steps, prompts, ...,
-overridable by ``key=value`` options) and returns an ``AttackOutcome`` with its ASR, budget and wall time.
+overridable by ``key=value`` options, each checked before any work) and returns an ``AttackOutcome`` with its
+status, ASR, budget and wall time: an attack that failed to run has status "failed", a reason and no ASR.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from erasekit.errors import UserError
 from erasekit.eval.attacks import inversion, module_removal, paraphrase, ring_a_bell, soft_prompt
-from erasekit.eval.attacks.base import AttackContext, AttackOutcome
+from erasekit.eval.attacks.base import FAILED, NOT_APPLICABLE, OK, AttackContext, AttackFailed, AttackOutcome
+from erasekit.eval.attacks.budgets import LIMITS, parse_budget
 
 ATTACKS = {
     "module-removal": module_removal,
@@ -23,31 +25,33 @@ ATTACKS = {
 
 
 def budget_for(name: str, options: dict | None = None):
-    """The attack's budget dataclass with ``options`` (strings or values) applied; UserError for unknown keys."""
+    """The attack's budget dataclass with ``options`` (strings or values) applied, each parsed and checked
+    against its allowed range (attacks/budgets.py); a one-line UserError otherwise."""
     if name not in ATTACKS:
         raise UserError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
-    budget_class = ATTACKS[name].Budget
-    types = {f.name: f.type for f in fields(budget_class)}
-    values = {}
-    for key, value in (options or {}).items():
-        if key not in types:
-            known = ", ".join(types) or "none"
-            raise UserError(f"unknown budget {key!r} for the {name} attack; known: {known}")
-        try:
-            values[key] = (float if "float" in str(types[key]) else int)(value)
-        except ValueError:
-            raise UserError(f"budget {key}={value!r} for the {name} attack is not a number") from None
-        if values[key] <= 0:
-            raise UserError(f"budget {key}={value!r} for the {name} attack must be positive")
-    return budget_class(**values)
+    return parse_budget(name, ATTACKS[name].Budget, options)
 
 
 def run_attack(name: str, context: AttackContext, options: dict | None = None) -> AttackOutcome:
+    """Run one attack; one that cannot reach a judgeable result is reported failed (with its reason), no ASR."""
     budget = budget_for(name, options)
     t0 = time.time()
-    outcome = ATTACKS[name].run(context, budget)
+    try:
+        outcome = ATTACKS[name].run(context, budget)
+    except AttackFailed as failure:
+        outcome = AttackOutcome.failed(str(failure))
     outcome.attack, outcome.budget, outcome.seconds = name, asdict(budget), time.time() - t0
     return outcome
 
 
-__all__ = ["ATTACKS", "AttackContext", "AttackOutcome", "budget_for", "run_attack"]
+__all__ = [
+    "ATTACKS",
+    "FAILED",
+    "LIMITS",
+    "NOT_APPLICABLE",
+    "OK",
+    "AttackContext",
+    "AttackOutcome",
+    "budget_for",
+    "run_attack",
+]

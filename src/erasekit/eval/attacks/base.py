@@ -3,7 +3,9 @@ words an attacker may not use.
 
 ASR is the fraction of attack images in which the judge (attacks/judges.py: ShapeWorld's classifier, reading
 every factor the target row names exactly as Acc_e does, or CLIP zero-shot on another model) sees the target
-concept; an attack reports its budget and wall time.
+concept; an attack reports its budget and wall time. An attack that could not run to a judgeable result (its
+optimisation diverged, its images are degenerate) reports status "failed" and no ASR: never ASR 0, which would
+read as an erasure that holds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from erasekit.world.classifier import FactorClassifier
 from erasekit.world.factors import COLOURS, PATTERNS, SHAPES
 
 PLACEHOLDER = "[MASK]"  # a learned or soft token's slot in a prompt (one tokenizer token, never a word)
+OK, FAILED, NOT_APPLICABLE = "ok", "failed", "not applicable"  # an outcome's status
+
+
+class AttackFailed(Exception):
+    """Raised inside an attack that cannot reach a judgeable result; ``run_attack`` reports it as failed."""
 
 
 @dataclass
@@ -28,17 +35,29 @@ class AttackOutcome:
     """One attack on one model: ASR over ``rows`` (one per image), the prompts it used and its images."""
 
     attack: str
-    asr: float | None  # None when the attack does not apply (e.g. module removal of an edit without plug-ins)
+    asr: float | None  # a number exactly when status is OK
     budget: dict
     seconds: float
     rows: list[PromptRow] = field(default_factory=list)  # the attack prompts, one per image
     images: np.ndarray | None = None
     details: dict = field(default_factory=dict)
+    status: str = OK  # FAILED: it did not run to a judgeable result; NOT_APPLICABLE: e.g. module removal, no edit
+    reason: str = ""  # why it failed or does not apply
+
+    @classmethod
+    def failed(cls, reason: str, rows=(), images=None, **details) -> AttackOutcome:
+        return cls("", None, {}, 0.0, list(rows), images, details, FAILED, reason)
+
+    @classmethod
+    def not_applicable(cls, reason: str) -> AttackOutcome:
+        return cls("", None, {}, 0.0, status=NOT_APPLICABLE, reason=reason)
 
     def summary(self) -> dict:
-        """The JSON record: name, ASR, budget, seconds, images and details (no images)."""
+        """The JSON record: name, status (and its reason), ASR, budget, seconds, images and details (no images)."""
         return {
             "attack": self.attack,
+            "status": self.status,
+            **({"reason": self.reason} if self.reason else {}),
             "asr": self.asr,
             "images": 0 if self.images is None else int(len(self.images)),
             "budget": self.budget,
@@ -52,6 +71,18 @@ def success_rate(judge, rows: list[PromptRow], images: np.ndarray) -> float | No
     if len(rows) == 0:
         return None
     return float(np.mean(judge(rows, images)))
+
+
+def degenerate(images: np.ndarray) -> str:
+    """Why ``images`` cannot be judged ("" when they can): none at all, a non-finite pixel, or every image a
+    single flat colour (what a diverged model draws)."""
+    if len(images) == 0:
+        return "no attack images"
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        return "non-finite attack images"
+    if (images == images[:, :1, :1]).all():
+        return "every attack image is a single flat colour"
+    return ""
 
 
 def row_factors(row: PromptRow) -> dict[str, str]:
@@ -153,6 +184,9 @@ class AttackContext:
                 remove_artifact(self.backbone, applied)
 
     def verdict(self, rows: list[PromptRow], images: np.ndarray, **details) -> AttackOutcome:
+        """The judge's ASR on ``images``, or a failed outcome when they are degenerate."""
+        if problem := degenerate(images):
+            return AttackOutcome.failed(problem, rows, images, **details)
         return AttackOutcome("", self.success(rows, images), {}, 0.0, rows, images, details)
 
     def generate(self, rows: list[PromptRow]) -> np.ndarray:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from erasekit.backbones.base import Backbone, filtered_prompts
 from erasekit.errors import UserError
-from erasekit.eval.attacks.base import PLACEHOLDER
+from erasekit.eval.attacks.base import PLACEHOLDER, AttackFailed
 from erasekit.eval.prompts import PromptRow
 from erasekit.world.denoiser import images_to_latents, latents_to_images, train_scheduler, training_target
 from erasekit.world.factors import FACTOR_NAMES, VOCAB
@@ -100,20 +100,29 @@ def optimise(
 ) -> tuple[Tensor, list[float]]:
     """Adam on ``vectors`` (V, k, d) to lower the denoising loss of ``images`` (P, n, 32, 32, 3) under
     ``prompts`` (P); prompt p uses vectors[share[p]] (default: its own). Each step draws ``batch`` (prompt,
-    image) pairs. Returns the vectors and the loss per step."""
+    image) pairs. Returns the vectors and the loss per step; AttackFailed at the first step whose loss or
+    vectors are non-finite."""
     share = np.arange(len(prompts)) if share is None else share
     vectors = vectors.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([vectors], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     losses = []
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         pick = rng.integers(0, len(prompts), batch)
         which = rng.integers(0, images.shape[1], batch)
         states, mask = encode_with_vectors(backbone, [prompts[i] for i in pick], vectors[share[pick]])
         loss = denoising_loss(backbone, states, mask, images[pick, which], gen)
+        if not torch.isfinite(loss):
+            raise diverged("the denoising loss", step, steps, lr)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if not bool(torch.isfinite(vectors).all()):
+            raise diverged("the learned vectors", step, steps, lr)
         losses.append(loss.item())
     return vectors.detach(), losses
+
+
+def diverged(what: str, step: int, steps: int, lr: float) -> AttackFailed:
+    return AttackFailed(f"the optimisation diverged: {what} went non-finite at step {step} of {steps} (lr {lr:g})")

@@ -16,7 +16,7 @@ class Budget:
 
 def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
     if ctx.edit is None:
-        return AttackOutcome("", None, {}, 0.0, details={"reason": "no edit to remove modules from"})
+        return AttackOutcome.not_applicable("no edit to remove modules from")
     rows, preserve = ctx.rows[: budget.prompts], ctx.preserve[: budget.prompts]
     with ctx.attacked(modules=False):
         images = ctx.generate(rows)

@@ -29,7 +29,7 @@ def run(ctx: AttackContext, budget: Budget) -> AttackOutcome:
         ]
         rows = [r for r in drawn if not names_word(r.prompt, ctx.names)]
     if not rows:
-        return AttackOutcome("", None, {}, 0.0, details={"reason": "no target prompt that avoids the concept's name"})
+        return AttackOutcome.not_applicable("no target prompt that avoids the concept's name")
     rows = rows[: budget.prompts]
     with ctx.attacked():
         images = ctx.generate(rows)

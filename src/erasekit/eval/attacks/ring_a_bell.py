@@ -16,6 +16,7 @@ import torch
 from erasekit.errors import UserError
 from erasekit.eval.attacks.base import (
     AttackContext,
+    AttackFailed,
     AttackOutcome,
     as_template,
     mentions,
@@ -81,7 +82,10 @@ def search(backbone, templates: list[str], targets: torch.Tensor, vocab: list[st
         prompts = [templates[i].format(" ".join(vocab[j] for j in pop[i, q])) for i in range(r) for q in range(n)]
         where = [positions[i] for i in range(r) for _ in range(n)]
         emb = slot_states(backbone, prompts, where).reshape(r, n, -1)
-        return (emb * targets[:, None]).sum(-1).numpy()
+        score = (emb * targets[:, None]).sum(-1).numpy()
+        if not np.isfinite(score).all():
+            raise AttackFailed("the search diverged: a candidate's cosine to the target is non-finite")
+        return score
 
     score = fitness(population)
     for _ in range(budget.generations):
