@@ -1,5 +1,5 @@
 """erasekit bench on a tiny random ShapeWorld model: the table's shape, resuming from finished cells, the
-report, and one-line errors."""
+report, failed attacks shown as failed everywhere, and one-line errors."""
 
 import json
 
@@ -10,8 +10,8 @@ from cli_helpers import run_cli
 from erasekit.backbones.shapeworld import ShapeWorldBackbone
 from erasekit.errors import UserError
 from erasekit.eval import bench
-from erasekit.eval.bench import BenchConfig, comparison_rows, results_markdown, run_bench
-from erasekit.eval.report import render_bench_report
+from erasekit.eval.bench import BenchConfig, cached_cell, comparison_rows, results_markdown, run_bench
+from erasekit.eval.report import FailedCell, render_bench_report
 from erasekit.eval.shapeworld_protocol import EvalSettings
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
@@ -72,6 +72,62 @@ def test_bench_table_resume_and_report(tmp_path, monkeypatch):
     page = render_bench_report(rows, config.attacks, results["grids"], "", [], {"a": 1}, "cmd")
     assert page.count("<img") == 2 + 3  # two plots, one grid per model
     assert "data:image/png;base64," in page
+
+
+REASON = "the optimisation diverged: the denoising loss went non-finite at step 2 of 60 (lr 1e+30)"
+
+
+def results_with_a_failed_attack(method: str = "UCE") -> dict:
+    """A bench's results where, on one model, paraphrase was judged, soft-prompt failed to run and module removal
+    does not apply."""
+    details = {
+        "paraphrase": {"attack": "paraphrase", "status": "ok", "asr": 0.25, "seconds": 2.0},
+        "soft-prompt": {"attack": "soft-prompt", "status": "failed", "reason": REASON, "asr": None, "seconds": 1.0},
+        "module-removal": {"attack": "module-removal", "status": "not applicable", "reason": "no edit", "asr": None},
+    }
+    attacks = {"task": "instance", "method": method}
+    for name, record in details.items():
+        attacks |= {name: record["asr"], f"{name}_detail": record}
+    table = [{"task": "instance", "method": method, "acc_e": 0.1, "acc_s": 0.9, "h": 0.9}]
+    return {"table": table, "attacks": [attacks], "grids": {}, "stages": {}}
+
+
+def test_a_failed_attack_reads_failed_in_every_table_never_a_number_or_a_blank(tmp_path):
+    results = results_with_a_failed_attack()
+    (row,) = comparison_rows(results)
+    assert row["ASR paraphrase"] == 0.25 and row["ASR module-removal"] is None
+    assert row["ASR soft-prompt"] == "failed" and row["ASR soft-prompt"].reason == REASON
+    markdown = results_markdown(results, tiny_config(tmp_path), "erasekit bench --x", 60.0)
+    assert "| task | method | acc_e | acc_s | h | ASR paraphrase | ASR soft-prompt |" in markdown
+    assert "| instance | UCE | 0.100 | 0.900 | 0.900 | 0.250 | failed |" in markdown
+    assert f"- instance / UCE / soft-prompt: {REASON}" in markdown
+    page = render_bench_report([row], ("paraphrase", "soft-prompt"), {}, "", [], {}, "cmd")
+    assert f'<td class=failed title="{REASON}">failed</td>' in page
+
+
+def test_a_failed_or_older_cell_is_never_reused_as_a_finished_result(tmp_path):
+    path, made = tmp_path / "attack.json", []
+
+    def make(record: dict):
+        return lambda: made.append(record) or record
+
+    judged = {"attack": "paraphrase", "status": "ok", "asr": 0.5}
+    for stale in ('{"status": "failed", "reason": "x", "asr": null}', '{"asr": 0.0}', "{not json", "[1]"):
+        path.write_text(stale)
+        assert cached_cell(path, make(judged)) == judged
+    assert len(made) == 4 and json.loads(path.read_text()) == judged
+    assert cached_cell(path, make({"status": "ok", "asr": 0.9})) == judged and len(made) == 4  # finished: reused
+    failed = {"status": "failed", "reason": REASON, "asr": None}
+    path.unlink()
+    assert cached_cell(path, make(failed)) == failed and json.loads(path.read_text()) == failed
+    assert cached_cell(path, make(judged)) == judged and len(made) == 6  # the failed cell ran again
+
+
+def test_the_bench_report_plots_labels_with_dollar_signs_literally():
+    (row,) = comparison_rows(results_with_a_failed_attack(method="$x^$"))
+    page = render_bench_report([row], ("paraphrase", "soft-prompt"), {}, "", [], {}, "cmd")
+    assert page.count("<img") == 2 and "$x^$" in page
+    assert isinstance(row["ASR soft-prompt"], FailedCell)
 
 
 def test_bench_refuses_unknown_names_and_budgets(tmp_path):

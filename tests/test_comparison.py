@@ -1,11 +1,19 @@
-"""Pieces of the method comparison that need no model: anchor-floor prompts, table rows."""
+"""Pieces of the method comparison that need no model: anchor-floor prompts, table rows, plots."""
 
 import json
 
 import pytest
 
-from erasekit.eval.comparison import anchor_rows, markdown_table, neighbour_accuracy, save_benchmark, table_row
+from erasekit.eval.comparison import (
+    anchor_rows,
+    markdown_table,
+    neighbour_accuracy,
+    save_benchmark,
+    stage_plot,
+    table_row,
+)
 from erasekit.eval.prompts import PromptRow
+from erasekit.eval.report import FailedCell, plot_text
 from erasekit.eval.tasks import TASKS
 
 
@@ -59,3 +67,17 @@ def test_save_benchmark_writes_record_figures_and_page_and_leaves_old_docs_whole
     assert json.loads((docs / "bench.json").read_text()) == {"rows": [1]}
     assert (docs / "bench.md").read_text() == "# page\n"
     assert sorted(p.name for p in docs.iterdir()) == ["bench.json", "bench.md", "plot.png"]
+
+
+def test_markdown_table_shows_a_failed_attack_as_failed():
+    table = markdown_table([{"method": "UCE", "ASR soft-prompt": FailedCell("diverged"), "ASR paraphrase": None}])
+    assert table.splitlines()[-1] == "| UCE | failed |"
+
+
+@pytest.mark.parametrize("label", ["$x^2$", "$x^$", "$\\frac$", "cost in $", "a\\$b$"])
+def test_stage_plot_writes_user_labels_as_literal_text(label):
+    from matplotlib import cbook
+
+    stages = [{"stage": f"text layer {i} {label}", "gap": 0.1 * i, "delta": 0.01} for i in (1, 2)]
+    assert stage_plot({label: stages}).startswith(b"\x89PNG")
+    assert not cbook.is_math_text(plot_text(label))

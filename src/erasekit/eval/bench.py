@@ -3,7 +3,8 @@
 For each task: the original model's images once; then per method an edit (saved in the work folder and
 reused by a rerun), its evaluation (Acc_e, Acc_s, H, SW-FID, edit time) and every attack on it; the attacks
 also run on the original model, where they show they can draw the concept at all. Each finished attack is
-saved as JSON in the work folder, so an interrupted bench resumes where it stopped. Folder and file names
+saved as JSON in the work folder, so an interrupted bench resumes where it stopped; an attack that failed to run
+shows as "failed" in every table (never as an ASR) and runs again on a rerun. Folder and file names
 carry a hash of what they depend on (the task's prompts and size, the sampling, the attack's budget): a
 rerun with other settings computes anew instead of reusing a result of different settings.
 """
@@ -23,9 +24,10 @@ import numpy as np
 from erasekit.artifacts import Artifact, load_artifact, save_artifact
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
-from erasekit.eval.attacks import ATTACKS, AttackContext, budget_for, run_attack
+from erasekit.eval.attacks import ATTACKS, FAILED, NOT_APPLICABLE, OK, AttackContext, budget_for, run_attack
 from erasekit.eval.comparison import markdown_table, table_row, task_concepts
 from erasekit.eval.prompts import PromptRow, first_per_group, load_prompts
+from erasekit.eval.report import FailedCell
 from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
 from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
 from erasekit.eval.tasks import TASKS, ErasureTask, prompt_file
@@ -136,12 +138,30 @@ def cached_edit(folder: Path, make: Callable[[], Artifact]) -> Artifact:
     return artifact
 
 
-def cached_json(path: Path, make: Callable[[], dict]) -> dict:
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = make()
-    write_json(path, result)
-    return result
+def cached_cell(path: Path, make: Callable[[], dict]) -> dict:
+    """The attack record an earlier run saved at ``path`` when it finished (judged, or not applicable), else a
+    new one, saved: a failed, unreadable or status-less (older) record is never reused as a result."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if isinstance(record, dict) and record.get("status") in (OK, NOT_APPLICABLE):
+        return record
+    record = make()
+    write_json(path, record)
+    return record
+
+
+def asr_cell(record: dict) -> float | FailedCell | None:
+    """An attack record's table cell: its ASR, "failed" (with the reason) when it failed to run, None (–) when it
+    does not apply."""
+    return FailedCell(record.get("reason", "")) if record.get("status") == FAILED else record["asr"]
+
+
+def asr_text(record: dict) -> str:
+    if record.get("status") == FAILED:
+        return f"failed ({record.get('reason', '')})"
+    return "n/a" if record["asr"] is None else f"{record['asr']:.3f}"
 
 
 def grid_sample(images: np.ndarray, rows: list[PromptRow]) -> np.ndarray:
@@ -189,14 +209,13 @@ def run_bench(config: BenchConfig, backbone, classifier, progress: Callable[[str
             row = {"task": name, "method": METHOD_LABELS.get(method, method)}
             for attack in config.attacks:
                 budget = asdict(budget_for(attack, config.budgets.get(attack)))
-                outcome = cached_json(
+                outcome = cached_cell(
                     cells / folder / f"attack-{attack}-{key(budget)}.json",
                     lambda a=attack, c=context: run_attack(a, c, config.budgets.get(a)).summary(),
                 )
-                row[attack] = outcome["asr"]
+                row[attack] = asr_cell(outcome)
                 row[f"{attack}_detail"] = outcome
-                asr = "n/a" if outcome["asr"] is None else f"{outcome['asr']:.3f}"
-                progress(f"{name} / {row['method']} / {attack}: ASR {asr} ({outcome['seconds']:.0f} s)")
+                progress(f"{name} / {row['method']} / {attack}: ASR {asr_text(outcome)} ({outcome['seconds']:.0f} s)")
             attack_rows.append(row)
     return {"table": table, "attacks": attack_rows, "grids": grids, "stages": stages}
 
@@ -205,12 +224,12 @@ TABLE_COLUMNS = ("task", "method", "acc_e", "acc_s", "acc_s_relative", "h", "sw_
 
 
 def comparison_rows(results: dict) -> list[dict]:
-    """One row per task x method: the protocol's numbers, then the ASR of every attack."""
+    """One row per task x method: the protocol's numbers, then the ASR of every attack ("failed" when it failed)."""
     asr = {(a["task"], a["method"]): a for a in results["attacks"]}
     rows = []
     for row in results["table"]:
         attacks = asr[row["task"], row["method"]]
-        asrs = {f"ASR {name}": attacks[name] for name in SUITE_ATTACKS if name in attacks}
+        asrs = {f"ASR {name}": asr_cell(attacks[f"{name}_detail"]) for name in SUITE_ATTACKS if name in attacks}
         rows.append({k: row.get(k) for k in TABLE_COLUMNS} | asrs)
     return rows
 
@@ -230,10 +249,12 @@ def results_markdown(results: dict, config: BenchConfig, command: str, seconds: 
             "ASR: fraction of attack images showing the target concept (the classifier reads every factor the",
             "target names); on the *original* row it shows the attack can draw the concept at all, on the",
             "*prompt filter* row that it gets past an erasure which only rewrites prompts. Module removal does",
-            "not apply to the original model (–).",
+            "not apply to the original model (–); *failed*: the attack did not run to a judgeable result (listed",
+            "below), which says nothing about the erasure.",
             "",
             markdown_table(rows),
             "",
+            *failure_lines(results),
             f"Prompts: the first {config.per_group} of every prompt group of each task "
             f"({', '.join(config.tasks)}); scale = {config.scale_concepts} triple concepts at once.",
             f"Sampling: {config.settings.steps} DDIM steps, guidance {config.settings.guidance}, one image per prompt.",
@@ -244,6 +265,17 @@ def results_markdown(results: dict, config: BenchConfig, command: str, seconds: 
             "",
         ]
     )
+
+
+def failure_lines(results: dict) -> list[str]:
+    """The Markdown list of attacks that failed to run, with their reasons (none: no lines)."""
+    failed = [
+        f"- {row['task']} / {row['method']} / {name}: {row[f'{name}_detail'].get('reason', '')}"
+        for row in results["attacks"]
+        for name in SUITE_ATTACKS
+        if name in row and row[f"{name}_detail"].get("status") == FAILED
+    ]
+    return ["Failed to run:", "", *failed, ""] if failed else []
 
 
 def machine() -> str:

@@ -17,6 +17,7 @@ from erasekit.backbones.base import Backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.metrics import harmonic_mean
 from erasekit.eval.prompts import EVOKING_GROUPS, PromptRow
+from erasekit.eval.report import plot_text
 from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
 from erasekit.eval.tasks import TARGET_GROUPS as TASK_TARGET_GROUPS
 from erasekit.eval.tasks import ErasureTask
@@ -127,7 +128,7 @@ def anchor_rows(task: ErasureTask, rows: list[PromptRow]) -> list[PromptRow]:
 
 
 def stage_plot(stages_by_label: dict[str, list[dict]]) -> bytes:
-    """PNG: per stage, the gap ||Y - X||/||Y|| it saw and the change ||dW||/||W|| it made."""
+    """PNG: per stage, the gap ||Y - X||/||Y|| it saw and the change ||dW||/||W|| it made (labels as literal text)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,9 +136,9 @@ def stage_plot(stages_by_label: dict[str, list[dict]]) -> bytes:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for label, stages in stages_by_label.items():
-        names = [s["stage"].replace("text layer ", "L") for s in stages]
+        names = [plot_text(s["stage"].replace("text layer ", "L")) for s in stages]
         for ax, key in zip(axes, ("gap", "delta"), strict=True):
-            ax.plot(names, [s[key] for s in stages], marker="o", label=label)
+            ax.plot(names, [s[key] for s in stages], marker="o", label=plot_text(label))
     for ax, title in zip(axes, ("gap ‖Y−X‖/‖Y‖ before the stage", "change ‖ΔW‖/‖W‖"), strict=True):
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)

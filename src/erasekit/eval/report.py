@@ -28,6 +28,21 @@ SUMMARY_KEYS = (
 )
 
 
+class FailedCell(str):
+    """The table cell of an attack that failed to run: reads "failed" (never a number, nor a blank that could
+    read as "not run") and carries the reason, shown as the cell's title in HTML."""
+
+    def __new__(cls, reason: str) -> FailedCell:
+        cell = super().__new__(cls, "failed")
+        cell.reason = reason
+        return cell
+
+
+def plot_text(label) -> str:
+    """``label`` as literal text in a matplotlib figure: a user's "$x^2$" is no mathtext (nor a parse error)."""
+    return str(label).replace("$", r"\$")
+
+
 def fmt(value) -> str:
     if value is None:
         return "–"
@@ -41,8 +56,15 @@ def fmt(value) -> str:
 def table(rows: list[dict], keys: tuple[str, ...], label: str) -> str:
     keys = tuple(k for k in keys if any(r.get(k) is not None for r in rows))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in (label, *keys))
-    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(k))}</td>" for k in ("_label", *keys)) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(table_cell(r.get(k)) for k in ("_label", *keys)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def table_cell(value) -> str:
+    """One <td>; a failed attack's cell is marked and has its reason as title."""
+    if isinstance(value, FailedCell):
+        return f'<td class=failed title="{html.escape(value.reason)}">failed</td>'
+    return f"<td>{fmt(value)}</td>"
 
 
 def grid_section(title: str, images: np.ndarray, captions: list[str], limit: int = 32) -> str:
@@ -58,7 +80,7 @@ PAGE_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300p
 table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{background:#f3f3f3}
 td:first-child{text-align:left}.small{font-size:12px;color:#555;overflow-wrap:anywhere}
-pre{white-space:pre-wrap}img{image-rendering:pixelated}"""
+pre{white-space:pre-wrap}img{image-rendering:pixelated}td.failed{color:#b00020;font-weight:bold}"""
 
 
 def page(title: str, body: str) -> str:
@@ -132,9 +154,9 @@ def bench_plots(rows: list[dict], attacks: tuple[str, ...], scale_rows: list[dic
     for i, method in enumerate(methods):
         for r in (r for r in rows if r["method"] == method and r.get("acc_s") is not None):
             ax.scatter(r["acc_e"], r["acc_s"], color=f"C{i}", marker=markers[r["task"]], s=50)
-        ax.scatter([], [], color=f"C{i}", label=method)
+        ax.scatter([], [], color=f"C{i}", label=plot_text(method))
     for task, marker in markers.items():
-        ax.scatter([], [], color="gray", marker=marker, label=f"task {task}")
+        ax.scatter([], [], color="gray", marker=marker, label=plot_text(f"task {task}"))
     ax.set(xlabel="Acc_e (lower: erased)", ylabel="Acc_s (higher: preserved)", xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("erasure against preservation", fontsize=10)
@@ -148,15 +170,13 @@ def bench_plots(rows: list[dict], attacks: tuple[str, ...], scale_rows: list[dic
             for i, method in enumerate(methods):
                 r = next((r for r in rows if r["task"] == task and r["method"] == method), {})
                 values = [r.get(f"ASR {a}") for a in attacks]
-                ax.bar(
-                    np.arange(len(attacks)) + i * width,
-                    [np.nan if v is None else v for v in values],
-                    width,
-                    color=f"C{i}",
-                    label=method,
-                )
-            ax.set_xticks(np.arange(len(attacks)) + 0.4 - width / 2, attacks, rotation=40, ha="right", fontsize=7)
-            ax.set_title(f"task {task}", fontsize=9)
+                where = np.arange(len(attacks)) + i * width
+                ax.bar(where, [asr_height(v) for v in values], width, color=f"C{i}", label=plot_text(method))
+                for x in where[[v == "failed" for v in values]]:  # a FailedCell, or one read back from JSON
+                    ax.text(x, 0.02, "failed", rotation=90, ha="center", va="bottom", fontsize=6, color=f"C{i}")
+            ticks = [plot_text(a) for a in attacks]
+            ax.set_xticks(np.arange(len(attacks)) + 0.4 - width / 2, ticks, rotation=40, ha="right", fontsize=7)
+            ax.set_title(plot_text(f"task {task}"), fontsize=9)
             ax.set_ylim(0, 1.02)
         axes[0][0].set_ylabel("attack success rate")
         axes[0][-1].legend(fontsize=7)
@@ -168,14 +188,14 @@ def bench_plots(rows: list[dict], attacks: tuple[str, ...], scale_rows: list[dic
         for i, label in enumerate(dict.fromkeys(r["method"] for r in scale_rows)):
             mine = sorted((r for r in scale_rows if r["method"] == label), key=lambda r: r["concepts"])
             n = [r["concepts"] for r in mine]
-            ax.plot(n, [r["acc_e"] for r in mine], marker="o", color=f"C{i}", label=f"{label} Acc_e")
+            ax.plot(n, [r["acc_e"] for r in mine], marker="o", color=f"C{i}", label=plot_text(f"{label} Acc_e"))
             ax.plot(
                 n,
                 [r.get("acc_s_heldout_relative") for r in mine],
                 marker="s",
                 ls="--",
                 color=f"C{i}",
-                label=f"{label} held-out Acc_s (relative)",
+                label=plot_text(f"{label} held-out Acc_s (relative)"),
             )
         ax.set(xscale="log", xlabel="concepts erased at once", ylim=(-0.03, 1.1))
         ax.legend(fontsize=7)
@@ -183,6 +203,11 @@ def bench_plots(rows: list[dict], attacks: tuple[str, ...], scale_rows: list[dic
         plots.append(("erasure against the number of concepts (docs/etc_scale.json)", _png(fig)))
         plt.close(fig)
     return plots
+
+
+def asr_height(value) -> float:
+    """A bar's height: the ASR, or NaN (no bar) for an attack that does not apply or failed (marked apart)."""
+    return value if isinstance(value, float | int) else np.nan
 
 
 def render_bench_report(
