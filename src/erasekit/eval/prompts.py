@@ -7,15 +7,21 @@ ESD / UCE / MACE files) and an optional ``group`` column (short, complex, paraph
 from __future__ import annotations
 
 import csv
+import io
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from erasekit.errors import UserError
+from erasekit.utils.inputs import MAX_FIELD_CHARS, invisible_character, read_text, shown
 from erasekit.utils.io import atomic_file
 from erasekit.world.factors import parse_concept
 
 REQUIRED_COLUMNS = ("prompt", "evaluation_seed", "case_number", "concept", "role")
 ROLES = ("target", "preserve")
+# evaluation_seed + k seeds a torch.Generator, which reads -1 as 2**64 - 1; seeds and case numbers stay in [0, LARGEST]
+LARGEST = 2**63 - 1
 
 
 # Prompt groups that evoke a target without naming it (synonyms, implicit descriptions): the paraphrase attack's
@@ -37,58 +43,99 @@ class PromptRow:
         return parse_concept(self.concept)
 
 
-def _parse_int(value: str, column: str, line: int, path: Path) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{path}:{line}: column {column!r} must be an integer, got {value!r}") from None
-
-
 def load_prompts(path: Path, require_concepts: bool = True) -> list[PromptRow]:
-    """Read and validate a prompt CSV; every problem is a one-line UserError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"prompt file not found: {path}")
+    """Read and validate a prompt CSV (``-`` is standard input); every problem is a one-line UserError naming
+    file and line."""
+    text = read_text(path, "prompt file")
+    where = shown(path)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
+    rows, first_line, line = [], {}, 1  # first_line: case_number -> the line that used it
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise UserError(f"{path}: missing column(s) {', '.join(missing)}; need {','.join(REQUIRED_COLUMNS)}")
-            rows = [_parse_row(raw, n, path, require_concepts) for n, raw in enumerate(reader, start=2)]
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text CSV file") from None
+        header = _checked_header(next(reader, []), where)
+        line = reader.line_num + 1
+        for record in reader:
+            if record:  # a blank line between rows is skipped
+                row = _parse_row(record, header, f"{where}:{line}", require_concepts)
+                _check_unique(row.case_number, line, first_line, where)
+                rows.append(row)
+            line = reader.line_num + 1
     except csv.Error as exc:
-        raise UserError(f"{path}: malformed CSV ({exc})") from None
+        problem = "a quote opened here is never closed" if "end of data" in str(exc) else str(exc)
+        raise UserError(f"{where}:{line}: malformed CSV ({problem})") from None
     if not rows:
-        raise UserError(f"{path}: no prompts (the file has a header but no rows)")
+        raise UserError(f"{where}: no prompts (the file has a header but no rows)")
     return rows
 
 
-def _parse_row(raw: dict, line: int, path: Path, require_concepts: bool) -> PromptRow:
-    if None in raw or any(raw.get(c) is None for c in REQUIRED_COLUMNS):
-        raise UserError(f"{path}:{line}: wrong number of fields")
-    prompt = raw["prompt"].strip()
-    if not prompt:
-        raise UserError(f"{path}:{line}: empty prompt")
-    role = raw["role"].strip()
-    if role not in ROLES:
-        raise UserError(f"{path}:{line}: role must be one of {', '.join(ROLES)}, got {role!r}")
-    concept = raw["concept"].strip()
+def _checked_header(header: list[str], where: str) -> list[str]:
+    """The header, with every required column and no name twice (a reader would silently keep the last)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{where}: missing column(s) {', '.join(missing)}; need {','.join(REQUIRED_COLUMNS)}")
+    twice = next((name for name, count in Counter(header).items() if count > 1), None)
+    if twice is not None:
+        raise UserError(f"{where}:1: column {twice!r} appears twice in the header")
+    return header
+
+
+def _parse_row(record: list[str], header: list[str], where: str, require_concepts: bool) -> PromptRow:
+    if len(record) != len(header):
+        raise UserError(f"{where}: wrong number of fields ({len(record)}; the header has {len(header)})")
+    for column, value in zip(header, record, strict=True):
+        _check_field(value, column, where)
+    field = {column: value.strip() for column, value in zip(header, record, strict=True)}
+    if not field["prompt"]:
+        raise UserError(f"{where}: empty prompt")
+    if field["role"] not in ROLES:
+        raise UserError(f"{where}: role must be one of {', '.join(ROLES)}, got {field['role']!r}")
     if require_concepts:
         try:
-            parse_concept(concept)
+            parse_concept(field["concept"])
         except ValueError as exc:
-            raise UserError(f"{path}:{line}: bad concept {concept!r}: {exc}") from None
+            raise UserError(f"{where}: bad concept {field['concept']!r}: {exc}") from None
     return PromptRow(
-        prompt=prompt,
-        evaluation_seed=_parse_int(raw["evaluation_seed"], "evaluation_seed", line, path),
-        case_number=_parse_int(raw["case_number"], "case_number", line, path),
-        concept=concept,
-        role=role,
-        group=(raw.get("group") or "all").strip() or "all",
+        prompt=field["prompt"],
+        evaluation_seed=_parse_number(field["evaluation_seed"], "evaluation_seed", where),
+        case_number=_parse_number(field["case_number"], "case_number", where),
+        concept=field["concept"],
+        role=field["role"],
+        group=field.get("group") or "all",
     )
+
+
+def _check_field(value: str, column: str, where: str) -> None:
+    if len(value) > MAX_FIELD_CHARS:
+        raise UserError(
+            f"{where}: column {column!r} is {len(value):,} characters long; the limit is {MAX_FIELD_CHARS:,}"
+        )
+    if "\n" in value or "\r" in value:
+        raise UserError(f"{where}: column {column!r} runs over several lines (a quote left open?)")
+    hidden = invisible_character(value)
+    if hidden:
+        raise UserError(f"{where}: column {column!r} has an invisible character {hidden}; remove it")
+
+
+def _parse_number(value: str, column: str, where: str) -> int:
+    """A whole number in [0, LARGEST] in ASCII digits ("1e3", "1_000", "0x10", "1.0" and "١" are refused)."""
+    match = re.fullmatch(r"([+-]?)([0-9]+)", value)
+    if not match:
+        raise UserError(f"{where}: column {column!r} must be an integer, got {value[:40]!r}")
+    sign, digits = match[1], match[2].lstrip("0") or "0"
+    number = int(digits) if len(digits) <= len(str(LARGEST)) else LARGEST + 1
+    if number > LARGEST or (sign == "-" and number):
+        raise UserError(f"{where}: column {column!r} must be an integer in [0, 2**63 - 1], got {value[:40]}")
+    return number
+
+
+def _check_unique(case_number: int, line: int, first_line: dict[int, int], where: str) -> None:
+    """Images are saved as {case_number}_{k}.png: a repeated number would overwrite the first row's images while
+    the metrics count both rows."""
+    if case_number in first_line:
+        raise UserError(
+            f"{where}:{line}: case_number {case_number} is already used on line {first_line[case_number]}; "
+            "case numbers name the images, so they must be unique"
+        )
+    first_line[case_number] = line
 
 
 def write_prompts(path: Path, rows: list[PromptRow]) -> None:
