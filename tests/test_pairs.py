@@ -1,9 +1,19 @@
 """Concept sets, prompt pairs and token alignment (specs/erasepro.md section 4), without a model."""
 
+import time
+
 import pytest
 
 from erasekit.backbones.base import TokenSegment
-from erasekit.concepts.pairs import ConceptSet, align_segments, align_tokens, fill, token_positions
+from erasekit.concepts.pairs import (
+    ConceptSet,
+    align_segments,
+    align_tokens,
+    casing_duplicates,
+    fill,
+    first_duplicate,
+    token_positions,
+)
 from erasekit.errors import UserError
 
 BOS, EOS = 100, 101
@@ -81,3 +91,47 @@ def test_empty_anchor_leaves_clean_prompts():
 def test_bad_concept_sets_are_refused(kwargs, message):
     with pytest.raises(UserError, match=message):
         ConceptSet.build(**kwargs)
+
+
+def test_a_duplicate_names_both_entries():
+    with pytest.raises(UserError, match=r"duplicate target concept: 'star' \(entries 2 and 4\)"):
+        ConceptSet.build(["heart", "star", "ring", "star", "heart"])
+
+
+def test_a_hundred_thousand_targets_are_checked_in_well_under_a_second():
+    names = [f"concept {i}" for i in range(100_000)]
+    start = time.perf_counter()
+    concepts = ConceptSet.build(names, "", [f"kept {i}" for i in range(1_000)])
+    assert time.perf_counter() - start < 1.0 and len(concepts.targets) == 100_000
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=r"\(entries 1 and 100001\)"):
+        ConceptSet.build([*names, "concept 0"])
+    assert first_duplicate(names) is None and time.perf_counter() - start < 1.0
+
+
+class CasedBackbone:
+    """token_segments like a cased (lower=False) or uncased (lower=True) tokenizer, one id per character."""
+
+    def __init__(self, lower: bool):
+        self.lower = lower
+
+    def token_segments(self, prompts: list[str]) -> list[TokenSegment]:
+        ids = [[BOS, *map(ord, p.lower() if self.lower else p), EOS] for p in prompts]
+        return [TokenSegment(0, 16, ids, True, True, ("text_encoder",))]
+
+
+def test_casing_duplicates_are_pairs_the_encoder_cannot_tell_apart():
+    names = ["Star", "heart", "star", "STAR", "ſtar", "ring", "Heart"]
+    pairs = [("Star", "star"), ("Star", "STAR"), ("Star", "ſtar"), ("heart", "Heart")]
+    assert casing_duplicates(names) == pairs
+    uncased = [("Star", "star"), ("Star", "STAR"), ("heart", "Heart")]  # "ſ" is not "s" to a lower-casing tokenizer
+    assert casing_duplicates(names, CasedBackbone(lower=True)) == uncased
+    assert casing_duplicates(names, CasedBackbone(lower=False)) == []
+    assert casing_duplicates(["star", "star"]) == []  # an exact duplicate is an error, not a warning
+
+
+def test_casing_duplicates_are_found_in_linear_time():
+    names = [f"Concept {i}" for i in range(100_000)] + ["concept 5"]
+    start = time.perf_counter()
+    assert casing_duplicates(names, CasedBackbone(lower=True)) == [("Concept 5", "concept 5")]
+    assert time.perf_counter() - start < 1.0

@@ -10,11 +10,12 @@ need no constraint before the concept.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from erasekit.backbones.base import TokenSegment
+from erasekit.backbones.base import Backbone, TokenSegment
 from erasekit.errors import UserError
 
 # Object templates name the concept as a noun; style templates as an adjective before a noun. They
@@ -93,9 +94,10 @@ class ConceptSet:
             raise UserError("no target concept given (use --target or --targets)")
         if any(not t for t in targets):
             raise UserError("a target concept is empty")
-        duplicates = sorted({t for t in targets if targets.count(t) > 1})
-        if duplicates:
-            raise UserError(f"duplicate target concept: {duplicates[0]!r}")
+        repeat = first_duplicate(targets)
+        if repeat:
+            first, again = repeat
+            raise UserError(f"duplicate target concept: {targets[again]!r} (entries {first + 1} and {again + 1})")
         if len(anchors) != len(targets):
             raise UserError(f"{len(anchors)} anchors for {len(targets)} targets; give one anchor or one per target")
         same = [t for t, a in zip(targets, anchors, strict=True) if t.lower() == a.lower()]
@@ -131,6 +133,32 @@ class ConceptSet:
             "kind": self.kind,
             "templates": list(self.templates),
         }
+
+
+def first_duplicate(names: Sequence[str]) -> tuple[int, int] | None:
+    """Positions (first, repeat) of the first name given again, or None; linear, so 100,000 names take no time."""
+    first: dict[str, int] = {}
+    for position, name in enumerate(names):
+        seen = first.setdefault(name, position)
+        if seen != position:
+            return seen, position
+    return None
+
+
+def casing_duplicates(names: Sequence[str], backbone: Backbone | None = None) -> list[tuple[str, str]]:
+    """Pairs (earlier, later) of names that differ only in letter case ("Star", "star"), for a warning: with a
+    backbone, only the pairs its tokenizers cannot tell apart (uncased ones: the same tokens in every segment),
+    which erase one concept twice. Linear in the names; only the pairs found are tokenized."""
+    first: dict[str, str] = {}
+    pairs = []
+    for name in names:
+        seen = first.setdefault(name.casefold(), name)
+        if seen != name:
+            pairs.append((seen, name))
+    if backbone is None or not pairs:
+        return pairs
+    segments = backbone.token_segments([name for pair in pairs for name in pair])
+    return [pair for k, pair in enumerate(pairs) if all(s.ids[2 * k] == s.ids[2 * k + 1] for s in segments)]
 
 
 def fill(template: str, phrase: str) -> str:
