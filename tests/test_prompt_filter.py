@@ -1,16 +1,17 @@
 """The prompt-filter baseline: whole-word replacement, carried by the artifact, dropped by module removal."""
 
 import json
+import re
 
 import pytest
 import torch
 
 from erasekit.artifacts import apply_artifact, export_artifact, load_artifact, remove_artifact, save_artifact
 from erasekit.backbones.shapeworld import ShapeWorldBackbone
-from erasekit.concepts.pairs import ConceptSet
+from erasekit.concepts.pairs import ConceptSet, casing_duplicates
 from erasekit.errors import UserError
 from erasekit.methods.base import erase_to_artifact
-from erasekit.methods.prompt_filter import PromptFilter
+from erasekit.methods.prompt_filter import PromptFilter, fold
 from erasekit.world.denoiser import build_unet
 from erasekit.world.text_encoder import shared_encoder
 from tiny_shapeworld import TINY_UNET_CONFIG
@@ -69,3 +70,48 @@ def test_a_filter_edit_cannot_be_exported(backbone):
     edit = erase_to_artifact(backbone, ConceptSet.build(["star"], "shape"), "filter", {})
     with pytest.raises(UserError, match="prompt filter"):
         export_artifact(backbone, edit, "unused")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "filtered"),
+    [
+        ("a red ſtar", "a red shape"),  # long s: casefolds to "s", and re.IGNORECASE matches it
+        ("a red ſTAR", "a red shape"),
+        ("a \u212aite", "a toy"),  # Kelvin sign: a capital K
+        ("a pınk star", "a blue shape"),  # re.IGNORECASE equates the dotless ı with i
+        ("a PİNK star", "a blue shape"),  # and the dotted capital İ
+    ],
+)
+def test_every_spelling_the_pattern_matches_is_replaced(prompt, filtered):
+    f = PromptFilter(("star", "kite", "pink"), ("shape", "toy", "blue"))
+    assert f(prompt) == filtered
+
+
+def test_foldings_that_change_length_are_not_applied():
+    assert PromptFilter(("strasse",), ("road",))("a straße") == "a straße"
+    assert PromptFilter(("straße",), ("road",))("a STRAẞE and a strasse") == "a road and a strasse"
+
+
+def test_one_word_in_two_casings_needs_one_replacement():
+    assert PromptFilter(("Star", "star"), ("shape", "shape"))("a STAR") == "a shape"
+    with pytest.raises(UserError, match="'Star' and 'star' are one word"):
+        PromptFilter(("Star", "star"), ("shape", "thing"))
+
+
+def test_fold_agrees_with_the_pattern_over_all_of_unicode():
+    # every character with a case mapping, against each of its case variants re.IGNORECASE matches it to
+    for code in range(0x110000):
+        char = chr(code)
+        variants = {v for v in (char.lower(), char.upper(), char.title(), char.casefold()) if len(v) == 1} - {char}
+        for variant in variants:
+            if re.fullmatch(re.escape(char), variant, re.IGNORECASE):
+                assert fold(char) == fold(variant), (hex(code), variant)
+    for char, variant in [("ı", "i"), ("ſ", "s"), ("ς", "σ"), ("ϐ", "β"), ("ﬅ", "ﬆ"), ("ẞ", "ß"), ("\u0345", "ι")]:
+        assert re.fullmatch(re.escape(char), variant, re.IGNORECASE) and fold(char) == fold(variant)
+
+
+def test_targets_in_two_casings_are_one_concept_to_an_uncased_encoder(backbone):
+    # MiniLM lower-cases: "Star" and "star" erase one concept twice (the CLI warns); "ſtar" tokenizes otherwise
+    names = ["Star", "heart", "star", "ſtar"]
+    assert casing_duplicates(names, backbone) == [("Star", "star")]
+    assert casing_duplicates(names) == [("Star", "star"), ("Star", "ſtar")]

@@ -2,7 +2,9 @@
 attacks have teeth (specs/evaluation.md, "Attacks").
 
 Every whole-word occurrence of a target name (case-insensitive) is replaced by its anchor before the text
-encoder sees the prompt. Synonyms, paraphrases, learned or soft tokens and prompts found by a search pass
+encoder sees the prompt. Case is ignored as Python's ``re.IGNORECASE`` ignores it, letter by letter: "ſtar"
+(long s) and "STAR" are "star", "ı" and "İ" are "i"; foldings that change a word's length ("ß" → "ss") are not
+applied. Synonyms, paraphrases, learned or soft tokens and prompts found by a search pass
 through it, and it is a plug-in: module removal drops it.
 """
 
@@ -10,11 +12,31 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.pairs import ConceptSet
+from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, register
 from erasekit.utils.text import phrase_pattern
+
+# re.IGNORECASE also equates "ı" (dotless) and "İ" (dotted capital) with "i", which str.casefold keeps apart
+_TURKISH_I = str.maketrans({"ı": "i", "İ": "i"})
+
+
+def fold(text: str) -> str:
+    """One key for every spelling re.IGNORECASE matches as the same text (checked over all of Unicode)."""
+    return text.translate(_TURKISH_I).casefold()
+
+
+def _different_replacements(words: tuple[str, ...], replacements: tuple[str, ...]) -> tuple[str, str] | None:
+    """Two words that fold alike but have different replacements (the first such pair), or None."""
+    first: dict[str, tuple[str, str]] = {}
+    for word, replacement in zip(words, replacements, strict=True):
+        seen_word, seen_replacement = first.setdefault(fold(word), (word, replacement))
+        if seen_replacement != replacement:
+            return seen_word, word
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,10 +51,23 @@ class PromptFilter:
             raise ValueError("a prompt filter needs one replacement per word, and at least one word")
         if any(not w.strip() for w in self.words):
             raise ValueError("a prompt filter word is empty")
+        clash = _different_replacements(self.words, self.replacements)
+        if clash:
+            raise UserError(
+                f"the prompt filter ignores case, so {clash[0]!r} and {clash[1]!r} are one word; give them one anchor"
+            )
+
+    @cached_property
+    def _table(self) -> dict[str, str]:
+        """Replacement by folded word."""
+        return {fold(w): r for w, r in zip(self.words, self.replacements, strict=True)}
+
+    @cached_property
+    def _pattern(self) -> re.Pattern:
+        return phrase_pattern(self.words)
 
     def __call__(self, prompt: str) -> str:
-        table = {w.lower(): r for w, r in zip(self.words, self.replacements, strict=True)}
-        replaced = phrase_pattern(self.words).sub(lambda m: table[m.group(0).lower()], prompt)
+        replaced = self._pattern.sub(lambda m: self._table[fold(m.group(0))], prompt)
         return re.sub(r"\s+", " ", replaced).strip()
 
     def to_json(self) -> dict:
