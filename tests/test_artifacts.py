@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,8 +29,10 @@ from erasekit.artifacts import (
     save_artifact,
     tensor_sha256,
 )
+from erasekit.artifacts.artifact import MANIFEST_SHA256, manifest_sha256
 from erasekit.backbones.loader import load_backbone
 from erasekit.errors import UserError
+from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser
 from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig
 from tiny_pipelines import build_sd, build_sdxl
 
@@ -209,10 +213,25 @@ def test_corrupted_tensors_file(sd_artifact: Artifact, tmp_path: Path) -> None:
         load_artifact(folder)
 
 
+def read_manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
 def rewrite_manifest(folder: Path, **changes) -> None:
-    path = folder / "manifest.json"
-    manifest = {**json.loads(path.read_text()), **changes}
-    path.write_text(json.dumps({k: v for k, v in manifest.items() if v is not None}))
+    """Change manifest fields (None: drop the field) and nothing else, as a hand edit would."""
+    manifest = {**read_manifest(folder), **changes}
+    (folder / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if v is not None}))
+
+
+def resign(folder: Path, manifest: dict | None = None, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Rewrite the artifact's files (the given manifest or tensors, else the folder's) with hashes that agree, as
+    erasekit saves them, so that only the finer checks can object."""
+    manifest = read_manifest(folder) if manifest is None else manifest
+    path = folder / "tensors.safetensors"
+    tensors = safetensors.torch.load_file(path) if tensors is None else tensors
+    safetensors.torch.save_file(tensors, str(path), {"format": "pt", MANIFEST_SHA256: manifest_sha256(manifest)})
+    signed = {**manifest, "tensors_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    (folder / "manifest.json").write_text(json.dumps(signed))
 
 
 def test_unreadable_tensors_file_is_a_user_error(sd_artifact: Artifact, tmp_path: Path) -> None:
@@ -230,9 +249,9 @@ def test_unreadable_tensors_file_is_a_user_error(sd_artifact: Artifact, tmp_path
         ("no_folder", "edit artifact folder not found"),
         ("no_manifest", r"not an edit artifact \(no manifest.json\)"),
         ("no_tensors", r"incomplete edit artifact \(no tensors.safetensors\)"),
-        ("bad_json", "corrupted manifest.json"),
-        ("list_json", "corrupted manifest.json"),
-        ("no_method", "manifest.json lacks method"),
+        ("bad_json", r"corrupted edit artifact \(manifest.json is not strict JSON: Expecting"),
+        ("list_json", r"corrupted edit artifact \(manifest.json is not a JSON object\)"),
+        ("no_method", r"corrupted edit artifact \(manifest field 'method' is missing\): .*manifest.json"),
         ("future_version", "unsupported artifact format_version 99"),
         ("other_keys", "name different weights"),
     ],
@@ -257,7 +276,7 @@ def test_bad_artifact_folders(sd_artifact: Artifact, tmp_path: Path, damage: str
     elif damage == "other_keys":
         shas = dict(sd_artifact.original_sha256)
         shas["unet.extra.weight"] = shas.popitem()[1]
-        rewrite_manifest(folder, original_sha256=shas)
+        resign(folder, {**read_manifest(folder), "original_sha256": shas})
     with pytest.raises(UserError, match=message) as info:
         load_artifact(folder)
     assert "\n" not in str(info.value)
@@ -477,37 +496,31 @@ def test_eraser_hook_on_to_k_inside_a_diffusers_attention_block(sd) -> None:
     assert torch.allclose(edited, expected, rtol=0, atol=1e-6)
 
 
-def rewrite_tensors(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Replace the tensors file and fix the manifest's tensors_sha256, so only the finer checks can object."""
-    path = folder / "tensors.safetensors"
-    safetensors.torch.save_file(tensors, str(path), metadata={"format": "pt"})
-    rewrite_manifest(folder, tensors_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-
-
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
         ("drop", "has MoEraser tensors .* expected"),
         ("extra", "has MoEraser tensors .* expected"),
-        ("reshape", r"MoEraser tensor .*::eraser.w_gate is torch.float32 \(32, 39\), expected .* shape \(32, 40\)"),
-        ("integer", r"MoEraser tensor .*::eraser.b_out is torch.int64"),
+        ("reshape", r"MoEraser tensor .*::eraser.w_gate is torch.float32 \(32, 39\), expected shape \(32, 40\)"),
+        ("integer", r"tensor '.*::eraser.b_out' is torch.int64, an artifact holds only float16, bfloat16, float32"),
         ("half", "MoEraser tensors for .* mix dtypes torch.float16, torch.float32"),
-        ("orphan", "has tensor unet.nope::eraser.w_gate for no module of manifest.json"),
+        ("orphan", "has tensor 'unet.nope::eraser.w_gate' for no module of manifest.json"),
         ("not_eraser", "for no module of manifest.json"),
-        ("unknown_kind", "module .* has unknown kind 'lora'"),
-        ("unknown_field", "bad MoEraser config .*unknown config field 'rank'"),
-        ("bad_type", "bad MoEraser config .*config field hidden is '8'"),
+        ("unknown_kind", r"manifest field \"modules\['.*'\].kind\" must be one of 'moeraser', 'keyed'"),
+        ("unknown_field", r"manifest field \"modules\['.*'\].config.rank\" is not a field erasekit writes"),
+        ("bad_type", r"config.hidden\" must be an integer in \[1, 2147483647\]"),
         ("bad_top_k", r"bad MoEraser config \(top_k must be in \[1, experts\]"),
-        ("bad_dims", "bad MoEraser config .*d_in 0"),
+        ("bad_dims", r"d_in\" must be an integer in \[1, 2147483647\]"),
         ("not_hashed", "name different weights"),
-        ("modules_list", "manifest.json has malformed modules"),
+        ("modules_list", "manifest field 'modules' must be an object"),
     ],
 )
 def test_bad_module_tensors_or_entries(sd, tmp_path: Path, damage: str, message: str) -> None:
     artifact = module_artifact(sd, make_erasers(sd))
     folder = save_artifact(artifact, tmp_path / "edit")
     tensors = safetensors.torch.load_file(folder / "tensors.safetensors")
-    entries = json.loads((folder / "manifest.json").read_text())["modules"]
+    manifest = read_manifest(folder)
+    entries = manifest["modules"]
     name = module_names(sd)[0]
     key = f"{name}{MODULE_SEP}eraser."
     if damage == "drop":
@@ -535,11 +548,10 @@ def test_bad_module_tensors_or_entries(sd, tmp_path: Path, damage: str, message:
     elif damage == "bad_dims":
         entries[name]["d_in"] = 0
     elif damage == "not_hashed":
-        rewrite_manifest(folder, original_sha256={k: v for k, v in artifact.original_sha256.items() if name not in k})
+        manifest["original_sha256"] = {k: v for k, v in artifact.original_sha256.items() if name not in k}
     elif damage == "modules_list":
         entries = list(entries)
-    rewrite_manifest(folder, modules=entries)
-    rewrite_tensors(folder, tensors)
+    resign(folder, {**manifest, "modules": entries}, tensors)
     with pytest.raises(UserError, match=message) as info:
         load_artifact(folder)
     assert "\n" not in str(info.value) and str(folder) in str(info.value)
@@ -591,3 +603,136 @@ def test_export_refuses_module_artifacts(sd, tmp_path: Path) -> None:
     assert not (tmp_path / "exported").exists()
     assert_unchanged(sd, weights)
     assert_detached(sd)
+
+
+# --- tampering, bad values and non-finite erasures: refused in one line ---------------------------
+
+
+def assert_refused(folder: Path, message: str) -> None:
+    with pytest.raises(UserError, match=message) as info:
+        load_artifact(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_an_edited_manifest_is_detected(sd_artifact: Artifact, tmp_path: Path) -> None:
+    folder = save_artifact(sd_artifact, tmp_path / "edit")
+    rewrite_manifest(folder, concepts={**CONCEPTS, "targets": ["dog"]})  # still a well-formed manifest
+    assert_refused(folder, r"manifest.json was changed after it was saved: .*: .*manifest.json$")
+
+
+def test_edited_tensors_are_detected_even_with_the_manifest_hash_fixed(sd_artifact: Artifact, tmp_path: Path) -> None:
+    folder = save_artifact(sd_artifact, tmp_path / "edit")
+    path = folder / "tensors.safetensors"
+    tensors = safetensors.torch.load_file(path)
+    key = next(iter(tensors))
+    tensors[key] = tensors[key] * 2
+    safetensors.torch.save_file(tensors, str(path), {"format": "pt"})  # another tool: no hash of the manifest
+    rewrite_manifest(folder, tensors_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    assert_refused(folder, r"records no hash of manifest.json.*re-run `erasekit erase`")
+    safetensors.torch.save_file(tensors, str(path), {"format": "pt", MANIFEST_SHA256: "0" * 64})
+    rewrite_manifest(folder, tensors_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    assert_refused(folder, "manifest.json was changed after it was saved")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda w: w.long(), r"is torch.int64, an artifact holds only float16, bfloat16, float32, float64"),
+        (lambda w: w > 0, "is torch.bool"),
+        (lambda w: w.index_fill(0, torch.tensor([0]), math.nan), "holds NaN or infinite values"),
+        (lambda w: w.index_fill(0, torch.tensor([1]), -math.inf), "holds NaN or infinite values"),
+        (lambda w: w.flatten(), r"has shape \(\d+,\), expected a matrix"),
+    ],
+    ids=["integer", "bool", "nan", "inf", "vector"],
+)
+def test_bad_weights_are_refused(sd_artifact: Artifact, tmp_path: Path, change, message: str) -> None:
+    folder = save_artifact(sd_artifact, tmp_path / "edit")
+    key = next(iter(sd_artifact.weights))
+    resign(folder, tensors={**sd_artifact.weights, key: change(sd_artifact.weights[key]).contiguous()})
+    assert_refused(folder, message)
+
+
+def keyed_artifact(backbone) -> Artifact:
+    """A keyed eraser on one projector: two distributions of one key each, radius 1."""
+    name = module_names(backbone)[0]
+    linear = editable_linears(backbone)[name]
+    generator = torch.Generator().manual_seed(0)
+    means = torch.randn(2, linear.in_features, generator=generator)
+    values = torch.randn(2, linear.in_features, generator=generator)
+    memory = ConceptMemory(torch.eye(linear.in_features), means, means[:, None], values, 1.0, 2, residual=0.5)
+    eraser = KeyedEraser(memory, linear.in_features, linear.out_features)
+    return build_artifact(backbone, "etc", {}, CONCEPTS, {}, {}, modules={name: eraser})
+
+
+@pytest.mark.parametrize(
+    ("buffer", "value", "message"),
+    [
+        ("residual", 1.5, r"memory buffer ::memory.residual must be in \[0, 1\]"),
+        ("residual", -0.1, r"memory buffer ::memory.residual must be in \[0, 1\]"),
+        ("residual", math.nan, "tensor '::memory.residual' holds NaN or infinite values"),
+        ("threshold", math.inf, "tensor '::memory.threshold' holds NaN or infinite values"),
+        ("threshold", -1.0, "::memory.threshold must be at least 0"),
+        ("concept", 2.0, r"::memory.concept must be whole numbers in \[0, distributions\)"),
+        ("concept", 0.5, r"::memory.concept must be whole numbers in \[0, distributions\)"),
+    ],
+)
+def test_memory_buffers_out_of_range_are_refused(sd, tmp_path: Path, buffer: str, value: float, message: str):
+    folder = save_artifact(keyed_artifact(sd), tmp_path / "edit")
+    assert load_artifact(folder).modules  # the untouched artifact loads
+    tensors = safetensors.torch.load_file(folder / "tensors.safetensors")
+    key = f"::memory.{buffer}"
+    tensors[key] = tensors[key].clone().fill_(value) if buffer != "concept" else torch.tensor([0.0, value])
+    resign(folder, tensors=tensors)
+    assert_refused(folder, message)
+
+
+def test_a_non_finite_erasure_is_not_saved(sd, sd_artifact: Artifact, tmp_path: Path) -> None:
+    key = next(iter(sd_artifact.weights))
+    name, nan_weight = key.removesuffix(".weight"), sd_artifact.weights[key].clone()
+    nan_weight[0, 0] = math.nan
+    message = rf"non-finite weights \(maps: {re.escape(name)}\); nothing was saved — check --ridge"
+    with pytest.raises(UserError, match=message):
+        build_artifact(sd, "test", {}, CONCEPTS, {name: nan_weight}, {})
+    with pytest.raises(UserError, match=message):
+        save_artifact(Artifact(**{**vars(sd_artifact), "weights": {key: nan_weight}}), tmp_path / "new" / "edit")
+    erasers = make_erasers(sd)
+    module = module_names(sd)[1]
+    erasers[module].w_out.data[0, 0] = math.inf
+    with pytest.raises(UserError, match=rf"non-finite weights \(maps: {re.escape(module)}\)"):
+        build_artifact(sd, "etc", {}, CONCEPTS, {}, {}, modules=erasers)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the parent folder
+
+
+def test_a_manifest_that_would_not_load_is_not_saved(sd_artifact: Artifact, tmp_path: Path) -> None:
+    metrics = {"stages": [{"stage": "projectors", "residual": math.nan}]}  # NaN is written as null
+    with pytest.raises(UserError, match=r"manifest field 'metrics.stages\[0\].residual' must be a finite number"):
+        save_artifact(Artifact(**{**vars(sd_artifact), "metrics": metrics}), tmp_path / "edit")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ({"stage": "projectors"}, r"manifest field 'metrics.stages' must be a list"),
+        ([{"stage": "projectors", "seconds": "fast"}], r"'metrics.stages\[0\].seconds' must be a finite number >= 0"),
+        ([{"stage": "projectors", "gap": -1.0}], r"'metrics.stages\[0\].gap' must be a finite number >= 0"),
+        ([{"stage": "projectors", "maps": 1.5}], r"'metrics.stages\[0\].maps' must be an integer in \[0, "),
+        ([{"seconds": 1.0}], r"'metrics.stages\[0\].stage' is missing"),
+        (["projectors"], r"'metrics.stages\[0\]' must be an object"),
+    ],
+    ids=["object", "text_seconds", "negative_gap", "fractional_maps", "no_name", "not_a_row"],
+)
+def test_malformed_stages_are_refused_at_load(sd_artifact: Artifact, tmp_path: Path, stages, message: str) -> None:
+    folder = save_artifact(sd_artifact, tmp_path / "edit")
+    resign(folder, {**read_manifest(folder), "metrics": {"seconds": 1.0, "stages": stages}})
+    assert_refused(folder, message)
+
+
+def test_deeply_nested_json_is_refused(sd_artifact: Artifact, tmp_path: Path) -> None:
+    folder = save_artifact(sd_artifact, tmp_path / "edit")
+    text = (folder / "manifest.json").read_text()
+    deep = "[" * 100_000 + "]" * 100_000  # RecursionError in the json module
+    (folder / "manifest.json").write_text(text.replace('"config": {', f'"config": {{"deep": {deep}, ', 1))
+    assert_refused(folder, r"manifest.json is nested too deeply")
+    resign(folder, {**json.loads(text), "config": {"deep": json.loads("[" * 40 + "]" * 40)}})  # parses, too deep
+    assert_refused(folder, r"manifest.json is nested too deeply \(more than 32 levels\)")
