@@ -325,13 +325,13 @@ def test_bad_mapping_pools_are_refused(tiny_sd: Path, pool, fragment):
         ({"off_plane_samples": -1}, "off_plane_samples"),
         ({"eraser": "mlp"}, "eraser must be one of keyed, moe"),
         ({"coverage": 0.0}, "coverage must be in"),
-        ({"whiten_ridge": 0.0}, "whiten_ridge > 0"),
-        ({"keys_per_distribution": 9}, "keys_per_distribution must be in"),
+        ({"whiten_ridge": 0.0}, "whiten_ridge must be in"),
+        ({"keys_per_distribution": 9}, "keys_per_distribution must be at most"),
         ({"rule": "nearest"}, "rule must be one of"),
         ({"prompt_states": "cls"}, "prompt_states must be one of"),
-        ({"holdout": 1.0}, "holdout in"),
+        ({"holdout": 1.0}, "holdout must be in"),
         ({"contexts": 0, "templates": ("a {}",)}, "at least 2 contexts"),
-        ({"candidates": 0}, "candidates >= 1"),
+        ({"candidates": 0}, "candidates must be in"),
     ],
 )
 def test_bad_etc_options_are_refused(tiny_sd: Path, option, fragment):
@@ -391,7 +391,7 @@ def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Pa
         (["--steps", "10"], "--steps applies to --eraser moe"),
         (["--eraser", "moe", "--coverage", "0.9"], "apply to --eraser keyed"),
         (["--eraser", "moe", "--residual", "0.5"], "apply to --eraser keyed"),
-        (["--residual", "1.5"], "residual in [0, 1]"),
+        (["--residual", "1.5"], "residual must be in [0, 1]"),
     ],
 )
 def test_cli_etc_refuses_options_of_the_other_eraser(capsys, tiny_sd: Path, tmp_path: Path, flags, fragment):

@@ -21,6 +21,7 @@ world_app = typer.Typer(no_args_is_help=True, help="The embedded ShapeWorld: tra
 app.add_typer(world_app, name="world")
 console = Console(stderr=True)
 MODEL_HELP = "'shapeworld' (the embedded model) or a local diffusers folder (SD 1.x/2.x, SDXL, SD3)"
+SEED_MAX = 2**63 - 1  # seeds every generator takes without wrapping
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an --out that exists and is not empty")]
 
 
@@ -93,7 +94,7 @@ def generate(
     prompts: Annotated[Path | None, typer.Option(help="prompt CSV (specs/evaluation.md)")] = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
     edit: Annotated[Path | None, typer.Option(help="edit artifact folder")] = None,
-    seed: Annotated[int, typer.Option(help="seed for --prompt (a CSV carries its own)")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed for --prompt (a CSV carries its own)")] = 0,
     num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 4,
     steps: Annotated[int, typer.Option(min=1)] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
@@ -109,6 +110,7 @@ def generate(
     if (prompt is None) == (prompts is None):
         raise UserError("give exactly one of --prompt TEXT or --prompts CSV")
     _check_out(out, overwrite, model, prompts, edit)
+    settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     artifact = _load_edit(edit)
     if prompt is not None and not prompt.strip():
         raise UserError("--prompt is empty")
@@ -123,7 +125,7 @@ def generate(
 
         apply_artifact(backbone, artifact)
     t0 = time.time()
-    result = generate_rows(backbone, rows, EvalSettings(num_images=num_images, steps=steps, guidance=guidance))
+    result = generate_rows(backbone, rows, settings)
     seconds = time.time() - t0
     if not _on_main():
         return
@@ -205,6 +207,7 @@ def evaluate(
     if nudenet_threshold is not None and not nudenet:
         raise UserError("--nudenet-threshold applies with --nudenet")
     _check_out(out, overwrite, model, prompts, edit, clip, reference, inception_weights)
+    settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     artifact = _load_edit(edit)
     rows = load_prompts(prompts, require_concepts=model == "shapeworld")
     backbone = _load_model(model, compile_denoiser)
@@ -212,7 +215,6 @@ def evaluate(
         from erasekit.methods.base import check_edit_heldout
 
         check_edit_heldout(backbone, artifact, [r.prompt for r in rows])
-    settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     if backbone.family != "shapeworld":
         options = {"reference_dir": reference, "inception_weights": inception_weights, "template": zero_shot_template}
         sd_run = (clip, nudenet, nudenet_threshold, overwrite)
@@ -276,32 +278,16 @@ def _edit_html(artifact) -> str:
 
 def _read_prompts(path: Path) -> list[str]:
     """Example prompts, one per line; blank lines are skipped, a file with none is an error."""
-    if not path.is_file():
-        raise UserError(f"target prompts file not found: {path}")
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a UTF-8 text file") from None
-    prompts = [line for line in lines if line]
-    if not prompts:
-        raise UserError(f"{path} has no prompts (it is empty or every line is blank)")
-    return prompts
+    from erasekit.utils.inputs import read_lines
+
+    return read_lines(path, "target prompts file", blank_lines="skip", entries="prompts")
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
     """Concepts from a text file, one per line; blank lines are an error (they are usually a mistake)."""
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a UTF-8 text file") from None
-    blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
-    if blank:
-        raise UserError(f"{path}: line {blank[0]} is blank; give one concept per line")
-    if not lines:
-        raise UserError(f"{path} is empty")
-    return [line.strip() for line in lines]
+    from erasekit.utils.inputs import read_lines
+
+    return read_lines(path, f"{what} file", blank_lines="error")
 
 
 @app.command()
@@ -349,7 +335,7 @@ def erase(
     work_dir: Annotated[
         Path | None, typer.Option(help="ETC: embedding cache + checkpoints (default: OUT.work); reruns resume")
     ] = None,
-    seed: Annotated[int, typer.Option(help="ETC: random seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="ETC: random seed")] = 0,
     target_prompts: Annotated[
         Path | None,
         typer.Option(help="ETC: example prompts that describe the one target concept, one per line (specs §1c)"),
@@ -365,7 +351,7 @@ def erase(
     """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
     from erasekit.artifacts import save_artifact
     from erasekit.concepts.pairs import ConceptSet
-    from erasekit.methods.base import erase_to_artifact, get_method
+    from erasekit.methods.base import erase_to_artifact, get_method, method_config
 
     get_method(method)  # an unknown method is refused before any work
     _check_out(out, overwrite, model, targets, templates, mapping_pool, target_prompts)
@@ -438,7 +424,17 @@ def erase(
             options |= {"progressive": progressive} | ({"chain_layers": chain_layers} if chain_layers else {})
         elif s_e is not None:
             options |= {"s_e": s_e}
+    method_config(method, options)  # every option checked (finite, in range) before the model loads
     backbone = _load_model(model)
+    from erasekit.concepts.pairs import casing_duplicates
+
+    for a, b in casing_duplicates(concepts.targets, backbone):
+        console.print(
+            f"[yellow]warning:[/yellow] targets {a!r} and {b!r} differ only in case, which this model "
+            "does not see: one concept is erased twice",
+            highlight=False,
+            soft_wrap=True,
+        )
     if task is not None:  # a task's evaluation prompts must be phrasings the method never fitted
         from erasekit.eval.prompts import load_prompts
         from erasekit.eval.tasks import prompt_file
@@ -527,13 +523,15 @@ def attack(
     zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (with --clip)")] = "a photo of {concept}",
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the attack images")] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Attack an erasure and report its attack success rate (ASR), budget and wall time.
 
     ShapeWorld's classifier judges the attack images; on a diffusers model, CLIP zero-shot over the prompt set's
     concept names (--clip). The white-box attacks (soft-prompt, inversion) run on ShapeWorld only."""
+    from dataclasses import replace
+
     from erasekit.eval.attacks import AttackContext, budget_for, run_attack
     from erasekit.eval.prompts import write_prompts
     from erasekit.eval.shapeworld_protocol import EvalSettings
@@ -549,13 +547,14 @@ def attack(
     if shapeworld == (clip is not None):
         raise UserError("--clip judges attacks on a diffusers model (and only there: ShapeWorld has its classifier)")
     _check_out(out, overwrite, model, edit, prompts, clip)
+    settings = EvalSettings(steps=steps, guidance=guidance)
     artifact = _load_edit(edit)
     targets, preserve = _attack_rows(task, prompts, shapeworld)
     names = tuple(target or (artifact.concepts["targets"] if artifact else TASKS[task].targets if task else ()))
     if not names:
         raise UserError("name the erased concept(s) with --target (no edit or task gives them)")
     backbone = _load_model(model)
-    settings = EvalSettings(steps=steps, guidance=guidance, batch_size=getattr(backbone, "default_batch_size", 64))
+    settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", 64))
     judge = _attack_judge(clip, targets + preserve, zero_shot_template)
     context = AttackContext(backbone, judge, settings, targets, names, artifact, seed, preserve)
     outcome = run_attack(attack, context, options)
@@ -572,11 +571,14 @@ def attack(
             _save_images(tmp / "images", outcome.images, [f"{r.case_number}_0.png" for r in outcome.rows])
             write_prompts(tmp / "prompts.csv", outcome.rows)
             image_grid(outcome.images[:64]).save(tmp / "grid.png")
-    asr = "n/a (" + outcome.details.get("reason", "") + ")" if outcome.asr is None else f"{outcome.asr:.3f}"
+    asr = f"{outcome.asr:.3f}" if outcome.status == "ok" else f"{outcome.status} ({outcome.reason})"
     rows = [("attack", attack), ("ASR", asr), ("images", str(record["images"]))]
     rows += [(f"budget {k}", str(v)) for k, v in outcome.budget.items()]
     rows += [("seconds", f"{outcome.seconds:.1f}"), ("out", str(out))]
     console.print(_summary_table(f"attack → {out}", rows))
+    if outcome.status == "failed":  # a script must never read an attack that did not run as a defence that held
+        console.print(f"[red]the attack failed to run[/red]: {outcome.reason}", highlight=False)
+        sys.exit(1)
 
 
 def _attack_judge(clip: Path | None, rows: list, template: str):
@@ -816,7 +818,7 @@ def train_denoiser_cmd(
     lr_final: Annotated[
         float | None, typer.Option(min=0.0, help="cosine-decay the lr to this by the last step (default: constant)")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     ship: Annotated[bool, typer.Option(help="export the EMA weights into the package's assets")] = False,
     continue_shipped: Annotated[
         bool, typer.Option(help="start from the shipped weights (when --out has no checkpoint yet)")
@@ -849,7 +851,7 @@ def train_denoiser_cmd(
 def train_classifier_cmd(
     out: Annotated[Path, typer.Option(help="checkpoint folder; an existing one is resumed")] = Path("runs/classifier"),
     steps: Annotated[int, typer.Option(min=1)] = 2000,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     ship: Annotated[bool, typer.Option(help="export the weights into the package's assets")] = False,
 ) -> None:
     """Train the factor classifier; reports held-out accuracy per head."""
@@ -968,7 +970,7 @@ def main() -> None:
     from typer._click import exceptions as click  # typer's own click: its usage errors (typer has no public name)
 
     _quiet_libraries()
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)
     except click.NoArgsIsHelpError as exc:
@@ -978,9 +980,11 @@ def main() -> None:
         message = _usage_message(exc) if isinstance(exc, click.ClickException) else str(exc)
         console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
         code = 2 if isinstance(exc, UserError) else exc.exit_code
-    except click.Abort:
+    except typer.Abort:
         console.print("[red]interrupted[/red]", highlight=False)
         code = 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -4,6 +4,7 @@ projectors read) and the inputs of text-encoder layers, captured with forward ho
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from erasekit.backbones.base import Backbone, TokenSegment
 from erasekit.concepts.pairs import Alignment, ConceptSet, align_segments, token_positions
+from erasekit.errors import UserError
 
 # The default progressive chain: the MLP output projection of every text-encoder layer
 # (specs/erasepro.md section 3): CLIP mlp.fc2, BERT/MiniLM layer.N.output.dense, T5 DenseReluDense.wo.
@@ -27,6 +29,9 @@ def chain_layers(backbone: Backbone, chain: str = "mlp_out", first: int | None =
     layers = [(name, m) for name, m in backbone.text_layers() if pattern.search(name)]
     if first is None:
         return layers
+    depth = max(Counter(encoder_of(name) for name, _ in layers).values(), default=0)
+    if first > depth:
+        raise UserError(f"--chain-layers {first}: the text encoder has only {depth} layers")
     counts: dict[str, int] = {}
     kept = []
     for name, module in layers:

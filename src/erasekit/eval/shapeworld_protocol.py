@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from typing import ClassVar
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from erasekit.eval.metrics import (
 )
 from erasekit.eval.prompts import EVOKING_GROUPS, PromptRow
 from erasekit.utils.distributed import map_batches
+from erasekit.utils.validation import AT_LEAST_ONE, Range, check_numbers
 from erasekit.world.classifier import FactorClassifier
 from erasekit.world.factors import FACTOR_NAMES, VOCAB
 from erasekit.world.render import render
@@ -41,6 +43,18 @@ class EvalSettings:
     batch_size: int = 64
     reference_seed: int = 12345
     min_reference_images: int = 1000
+
+    RANGES: ClassVar = {
+        "num_images": Range(1, 10_000),
+        "steps": Range(1, 1000),  # a scheduler has at most its 1,000 training timesteps
+        "guidance": Range(0, 100),
+        "batch_size": AT_LEAST_ONE,
+        "reference_seed": Range(0, 2**63 - 1),
+        "min_reference_images": AT_LEAST_ONE,
+    }
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "generation")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,6 +44,7 @@ from erasekit.concepts.pairs import ConceptSet, token_positions
 from erasekit.editing.closed_form import zero_residual_transform
 from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, edit_maps, register
+from erasekit.utils.validation import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_numbers
 
 
 @dataclass
@@ -58,13 +60,19 @@ class EraseProConfig:
     rtol: float = 1e-12  # eigenvalue cut of the pseudo-inverse (relative)
     batch_size: int = 64
 
+    RANGES: ClassVar = {
+        "ridge": POSITIVE,
+        "s_p": NON_NEGATIVE,
+        "rtol": FRACTION,
+        "batch_size": AT_LEAST_ONE,
+        "chain_layers": AT_LEAST_ONE,
+        "text_preserve_prompts": AT_LEAST_ONE,
+    }
+
     def __post_init__(self):
+        check_numbers(self, "ErasePro")
         if self.chain not in CHAIN_PATTERNS:
             raise UserError(f"unknown chain {self.chain!r}; choose one of {', '.join(CHAIN_PATTERNS)}")
-        for name in ("chain_layers", "text_preserve_prompts"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"{name} must be at least 1, got {value}")
 
 
 @register("erasepro", EraseProConfig, "ErasePro: zero-residual constraint, progressive shallow-to-deep alignment")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.features import PairFeatures, capture
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.editing.closed_form import uce_transform
 from erasekit.methods.base import EraseResult, edit_maps, register
+from erasekit.utils.validation import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_numbers
 
 
 @dataclass
@@ -17,6 +19,11 @@ class UCEConfig:
     s_e: float = 1.0  # erase weight
     s_p: float = 1.0  # preserve weight (the public code uses 0.1 when many concepts are preserved)
     batch_size: int = 64
+
+    RANGES: ClassVar = {"ridge": POSITIVE, "s_e": POSITIVE, "s_p": NON_NEGATIVE, "batch_size": AT_LEAST_ONE}
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "UCE")
 
 
 @register("uce", UCEConfig, "Unified Concept Editing: ridge-regularised closed form on the projectors")

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors import safe_open
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.contexts import check_templates, context_seed, sample_contexts, split_contexts
 from erasekit.concepts.embeddings import concept_embeddings, phrase_token_positions
-from erasekit.concepts.pairs import ConceptSet
+from erasekit.concepts.pairs import ConceptSet, first_duplicate
 from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, register
 from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser, kmeans, own_distances, pooled_whitening
@@ -37,6 +38,16 @@ from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from erasekit.utils.distributed import all_gather, is_main
 from erasekit.utils.io import atomic_file
 from erasekit.utils.profiling import measure
+from erasekit.utils.validation import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    SHARE,
+    Range,
+    check_numbers,
+)
 
 Tensor = torch.Tensor
 
@@ -137,6 +148,29 @@ class ETCConfig:
     nir_seed: int | None = None  # None: a fresh secret seed, stored nowhere
     seed: int = 0
     work_dir: str | None = None  # embedding cache and training checkpoints (an interrupted run resumes)
+
+    RANGES: ClassVar = {
+        **dict.fromkeys(("holdout", "core", "shell"), FRACTION),
+        **dict.fromkeys(("dof", "whiten_ridge", "lr", "off_plane_radius"), POSITIVE),
+        **dict.fromkeys(
+            ("contexts", "anchor_samples", "off_plane_samples", "shared_weight", "gamma", "preserve_weight", "nir_rho"),
+            NON_NEGATIVE,
+        ),
+        **dict.fromkeys(
+            "preserved_context_keys pca_dim components em_iterations target_samples mapping_samples hpd_samples "
+            "chunk triplet keys_per_distribution candidates experts hidden top_k batch_size".split(),
+            AT_LEAST_ONE,
+        ),
+        "coverage": Range(0, 1, low_open=True),
+        "tail": Range(0, 1, high_open=True),
+        "residual": SHARE,
+        "steps": Range(1, 1_000_000),
+        "nir_seed": SEED,
+        "seed": SEED,
+    }
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "ETC")
 
 
 @dataclass
@@ -281,46 +315,33 @@ def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
     ):
         if value not in choices:
             raise UserError(f"ETC {name} must be one of {', '.join(choices)}, got {value!r}")
-    if config.contexts < 0 or config.contexts + len(config.templates) < 2 or not 0 < config.holdout < 1:
+    if config.contexts + len(config.templates) < 2:  # each number's own range: ETCConfig.RANGES
         raise UserError(
-            "ETC needs at least 2 contexts per concept (sampled plus --templates) and holdout in (0, 1), got "
-            f"{config.contexts} + {len(config.templates)} and {config.holdout}"
+            "ETC needs at least 2 contexts per concept (sampled plus --templates), got "
+            f"{config.contexts} + {len(config.templates)}"
         )
     if config.target_prompts and len(concepts.targets) != 1:
         raise UserError("ETC target prompts describe one concept: give exactly one target name with them")
     if config.target_prompts and len(config.target_prompts) < 4:
         raise UserError(f"ETC target prompts: need at least 4 example prompts, got {len(config.target_prompts)}")
-    if (
-        not 0 < config.coverage <= 1
-        or not 0 <= config.tail < 1
-        or config.whiten_ridge <= 0
-        or not 0 <= config.residual <= 1
-    ):
+    if config.keys_per_distribution > fit_count(config):
         raise UserError(
-            f"ETC coverage must be in (0, 1], tail in [0, 1), whiten_ridge > 0 and residual in [0, 1], got "
-            f"{config.coverage}, {config.tail}, {config.whiten_ridge} and {config.residual}"
-        )
-    if not 1 <= config.keys_per_distribution <= fit_count(config) or config.candidates < 1:
-        raise UserError(
-            f"ETC keys_per_distribution must be in [1, fitted contexts = {fit_count(config)}] and candidates >= 1, "
-            f"got {config.keys_per_distribution} and {config.candidates}"
+            f"ETC keys_per_distribution must be at most the fitted contexts ({fit_count(config)}), "
+            f"got {config.keys_per_distribution}"
         )
     if config.tokens not in TOKEN_MODES:
         raise UserError(f"ETC tokens must be one of {', '.join(TOKEN_MODES)}, got {config.tokens!r}")
     radius = config.off_plane_radius
-    if config.off_plane_samples < 0 or len(radius) != 2 or not 0 < radius[0] <= radius[1]:
-        raise UserError(
-            f"ETC off_plane_samples must be >= 0 and off_plane_radius [low, high] with 0 < low <= high, got "
-            f"{config.off_plane_samples} and {list(config.off_plane_radius)}"
-        )
+    if len(radius) != 2 or not radius[0] <= radius[1]:
+        raise UserError(f"ETC off_plane_radius must be [low, high] with low <= high, got {list(radius)}")
     if config.hpd_samples < 100:
         raise UserError(f"ETC hpd_samples must be at least 100 to place an HPD threshold, got {config.hpd_samples}")
     pool = concepts.preserve
     if len(pool) < config.triplet:
         raise UserError(f"ETC needs a mapping pool of at least {config.triplet} concepts, got {len(pool)}")
-    duplicates = sorted({p for p in pool if pool.count(p) > 1})
-    if duplicates:
-        raise UserError(f"duplicate mapping-pool concept: {duplicates[0]!r}")
+    if (repeat := first_duplicate(pool)) is not None:
+        first, again = repeat
+        raise UserError(f"duplicate mapping-pool concept: {pool[again]!r} (entries {first + 1} and {again + 1})")
 
 
 def nearest_pool(target_means: Tensor, pool_means: Tensor, size: int) -> Tensor:

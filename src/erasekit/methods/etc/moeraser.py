@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from erasekit.utils.validation import AT_LEAST_ONE, NON_NEGATIVE, check_numbers
 
 Tensor = torch.Tensor
 
@@ -35,6 +37,16 @@ class MoEraserConfig:
     # NIR (§5) [reading]: rank of a linear path on the raw token, Δ(x) += (x R_in) R_out, that cancels the
     # injected noise exactly (``restoring_eraser``); 0 (no path) for every eraser but a NIR student
     restore_rank: int = 0
+
+    RANGES: ClassVar = {
+        **dict.fromkeys(("experts", "hidden", "top_k"), AT_LEAST_ONE),
+        **dict.fromkeys(
+            ("shared_weight", "router_noise", "balance_weight", "decorrelation_weight", "restore_rank"), NON_NEGATIVE
+        ),
+    }
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "MoEraser")
 
 
 class RMSNorm(nn.Module):
