@@ -80,3 +80,15 @@ def test_compile_is_refused_for_a_diffusers_model(capsys, tmp_path):
     code, _, err = run_cli(capsys, "generate", *args)
     one_line_error(code, err, "only the shapeworld model")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_report_shows_closed_form_stages_and_skips_timing_rows():
+    from types import SimpleNamespace
+
+    from erasekit.cli import _edit_html
+
+    timing = {"stage": "memory", "seconds": 1.0, "peak_mib": 10.0}  # an ETC edit's stage rows
+    assert _edit_html(SimpleNamespace(method="etc", metrics={"stages": [timing]})) == ""
+    closed = {"stage": "projectors", "gap": 0.5, "residual": 1e-9, "delta": 0.1, "constraints": 3, "d_in": 8, "maps": 2}
+    page = _edit_html(SimpleNamespace(method="uce", metrics={"stages": [closed, timing]}))
+    assert "projectors" in page and "memory" not in page and "data:image/png" in page

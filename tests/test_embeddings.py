@@ -59,3 +59,16 @@ def test_embeddings_are_cached_exactly_and_keyed_by_templates(shapeworld, tmp_pa
 def test_a_template_without_one_placeholder_is_refused(shapeworld):
     with pytest.raises(ValueError, match="exactly one"):
         concept_embeddings(shapeworld, ["star"], ["a picture", "a {}"], progress=False)
+
+
+def test_a_damaged_cache_entry_is_encoded_again_and_replaced(shapeworld, tmp_path: Path):
+    phrases, templates = ["red star", "skull"], list(CONTEXT_TEMPLATES[:4])
+    fresh = concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, progress=False)
+    entries = sorted(tmp_path.glob("*.safetensors"))
+    entries[0].write_bytes(entries[0].read_bytes()[:40])  # an entry cut short (a disk full, a copy interrupted)
+    entries[1].write_bytes(b"not a safetensors file")
+    again = concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(again, fresh, strict=True))
+    cached = concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, progress=False)  # entries rewritten
+    assert all(torch.equal(a, b) for a, b in zip(cached, fresh, strict=True))
+    assert sorted(tmp_path.glob("*.safetensors")) == entries

@@ -153,6 +153,20 @@ def test_a_rerun_loads_the_token_vectors_and_erasers_from_the_work_folder(tiny_s
             assert torch.equal(a, b)
 
 
+def test_a_damaged_token_file_in_the_work_folder_is_computed_again(tiny_sd: Path, tmp_path: Path):
+    backbone, concepts = load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", POOL)
+    options = {**TINY, "nir": False, "work_dir": str(tmp_path / "work")}
+    first = erase_to_artifact(backbone, concepts, "etc", options)
+    (token_file,) = (tmp_path / "work").rglob("tokens.safetensors")
+    token_file.write_bytes(token_file.read_bytes()[:100])
+    again = erase_to_artifact(backbone, concepts, "etc", options)
+    assert "tokens from the work folder" not in [s["stage"] for s in again.metrics["stages"][1:]]
+    assert again.metrics["distributions"] == first.metrics["distributions"]
+    assert [s["stage"] for s in erase_to_artifact(backbone, concepts, "etc", options).metrics["stages"]][0] == (
+        "tokens from the work folder"  # the file was written again
+    )
+
+
 def test_interrupted_training_resumes_to_the_same_erasers(tiny_sd: Path, tmp_path: Path):
     projectors = dict(list(load_backbone(str(tiny_sd)).projectors().items())[:2])
     config = ETCConfig(**TINY)

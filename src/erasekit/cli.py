@@ -21,6 +21,7 @@ world_app = typer.Typer(no_args_is_help=True, help="The embedded ShapeWorld: tra
 app.add_typer(world_app, name="world")
 console = Console(stderr=True)
 MODEL_HELP = "'shapeworld' (the embedded model) or a local diffusers folder (SD 1.x/2.x, SDXL, SD3)"
+MAX_IMAGE_PIXELS = 4096 * 4096  # classify: ShapeWorld images are 32 x 32; far larger ones are refused unread
 SEED_MAX = 2**63 - 1  # seeds every generator takes without wrapping
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an --out that exists and is not empty")]
 
@@ -155,11 +156,13 @@ def classify(images: Annotated[list[Path], typer.Argument(help="image files")]) 
     arrays = []
     for path in images:
         if not path.is_file():
-            raise UserError(f"image not found: {path}")
+            raise UserError(f"image not found: {path}" + (" (a folder)" if path.is_dir() else ""))
         try:
             with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:  # read from the header, before any decoding
+                    raise UserError(f"{path}: {img.width}x{img.height} pixels is too large to classify")
                 arrays.append(np.asarray(img.convert("RGB").resize((32, 32), Image.BILINEAR)))
-        except (UnidentifiedImageError, OSError):
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
             raise UserError(f"not an image: {path}") from None
     probs = _load_classifier().predict(np.stack(arrays))
     result = []
@@ -268,12 +271,14 @@ def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, sd_run, optio
 
 
 def _edit_html(artifact) -> str:
-    """The edit's per-stage table and plot for a report (empty without an edit or stages)."""
+    """The closed-form edit's per-stage table and plot for a report (empty without an edit or such stages: ETC's
+    stage rows are timings, printed by ``erase``)."""
     from erasekit.eval.comparison import stage_plot
     from erasekit.eval.report import edit_section
 
     stages = artifact.metrics.get("stages") if artifact is not None else None
-    return edit_section(stages, stage_plot({artifact.method: stages})) if stages else ""
+    closed_form = [s for s in stages or [] if "gap" in s]
+    return edit_section(closed_form, stage_plot({artifact.method: closed_form})) if closed_form else ""
 
 
 def _read_prompts(path: Path) -> list[str]:

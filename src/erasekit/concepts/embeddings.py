@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
@@ -146,8 +147,8 @@ def concept_embeddings(
         for p, t in zip(phrases, own, strict=True)
     ]
     for i, path in enumerate(paths):
-        if path is not None and path.is_file():
-            out[i] = load_file(str(path))["embeddings"].float()
+        if path is not None:
+            out[i] = _cached_embeddings(path)
     missing = [i for i, x in enumerate(out) if x is None]
     if world()[1] > 1:  # every process encodes what any of them lacks (a node may not see the main one's cache)
         missing = sorted(set().union(*all_gather(missing)))
@@ -167,6 +168,17 @@ def concept_embeddings(
     bar.close()
     barrier()
     return out
+
+
+def _cached_embeddings(path: Path) -> torch.Tensor | None:
+    """A cache entry, or None when it is absent or damaged (then it is encoded again and the entry replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        x = load_file(str(path))["embeddings"].float()
+    except (SafetensorError, KeyError, OSError, ValueError):
+        return None
+    return x if x.ndim == 3 and torch.isfinite(x).all() else None
 
 
 def last_tokens(embeddings: list[torch.Tensor]) -> torch.Tensor:

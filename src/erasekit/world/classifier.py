@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from erasekit.utils.io import atomic_dir, json_text
+from erasekit.utils.validation import AT_LEAST_ONE, POSITIVE, SEED, check_numbers
 from erasekit.world.factors import FACTOR_NAMES, VOCAB
 from erasekit.world.render import render
 
@@ -108,6 +110,15 @@ class ClassifierTrainConfig:
     lr: float = 2e-3
     checkpoint_every: int = 500
     seed: int = 0
+
+    RANGES: ClassVar = {
+        **dict.fromkeys(("steps", "batch_size", "checkpoint_every"), AT_LEAST_ONE),
+        "lr": POSITIVE,
+        "seed": SEED,
+    }
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "classifier training")
 
 
 def train_classifier(out: Path, config: ClassifierTrainConfig, export: Path | None = None) -> dict:

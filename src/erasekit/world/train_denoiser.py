@@ -8,6 +8,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from erasekit.utils.io import atomic_dir, json_text
+from erasekit.utils.validation import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, SEED, SHARE, Range, check_numbers
 from erasekit.world.data import FACTORS, CaptionPool, build_pool
 from erasekit.world.denoiser import (
     SCHEDULER_CONFIG,
@@ -46,6 +48,19 @@ class DenoiserTrainConfig:
     pattern_weights: dict[str, float] | None = None
     checkpoint_every: int = 100
     seed: int = 0
+
+    RANGES: ClassVar = {
+        **dict.fromkeys(("steps", "batch_size", "pool_random_captions", "checkpoint_every"), AT_LEAST_ONE),
+        "lr": POSITIVE,
+        "lr_final": NON_NEGATIVE,
+        "warmup_steps": NON_NEGATIVE,
+        "ema_decay": Range(0, 1, high_open=True),
+        "caption_dropout": SHARE,
+        "seed": SEED,
+    }
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "denoiser training")
 
 
 def _pool_cache(out: Path, config: DenoiserTrainConfig) -> CaptionPool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 from tqdm.auto import tqdm
@@ -237,11 +237,16 @@ class TokenData:
             handle.write(save({k: v.contiguous() for k, v in tensors.items()}, metadata=counts))
 
     @classmethod
-    def load(cls, path: Path) -> TokenData:
-        with safe_open(str(path), "pt") as handle:
-            counts = {k: int(v) for k, v in handle.metadata().items()}
-            names = ("targets", "mapped", "anchors") + tuple(k for k in KEYED_FIELDS if k in handle.keys())
-            return cls(**{k: handle.get_tensor(k) for k in names}, **counts)
+    def load(cls, path: Path) -> TokenData | None:
+        """The saved token vectors, or None when the file is damaged (then they are computed again)."""
+        try:
+            with safe_open(str(path), "pt") as handle:
+                counts = {k: int(v) for k, v in handle.metadata().items()}
+                names = ("targets", "mapped", "anchors") + tuple(k for k in KEYED_FIELDS if k in handle.keys())
+                data = cls(**{k: handle.get_tensor(k) for k in names}, **counts)
+        except (SafetensorError, KeyError, OSError, ValueError, TypeError, AttributeError):
+            return None
+        return data if all(torch.isfinite(t).all() for t in (data.targets, data.mapped, data.anchors)) else None
 
 
 KEYED_FIELDS = ("centres", "means", "whiten", "own_distance", "preserved", "concept_of", "check_targets", "check_pool")
@@ -805,9 +810,12 @@ def cached_tokens(backbone: Backbone, concepts: ConceptSet, config: ETCConfig, l
     folder = _checkpoints(Path(config.work_dir), concepts, config, "tokens") if config.work_dir else None
     path = folder / "tokens.safetensors" if folder else None
     # under accelerate launch: load only if every process sees the file (prepare_tokens has collectives)
+    loaded = None
     if path is not None and all(all_gather(path.is_file())):
         with log.stage("tokens from the work folder"):
-            return TokenData.load(path)
+            loaded = TokenData.load(path)
+    if all(all_gather(loaded is not None)):
+        return loaded
     data = prepare_tokens(backbone, concepts, config, log)
     if path is not None and is_main():  # the main process writes the work folder
         data.save(path)
