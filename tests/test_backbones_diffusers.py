@@ -277,3 +277,13 @@ def test_missing_component_files(tmp_path: Path, folders: dict[str, Path]) -> No
 def test_family_class_rejects_another_family(folders: dict[str, Path]) -> None:
     with pytest.raises(UserError, match="StableDiffusionXLPipeline, not a StableDiffusionPipeline"):
         StableDiffusionBackbone.load(folders["sdxl"])
+
+
+def test_no_prompt_reads_as_unknown_text_to_a_byte_level_tokenizer(backbone) -> None:
+    """CLIP calls end-of-text its unknown token: every prompt carries it, so it must not flag one."""
+    from erasekit.concepts.pairs import unknown_token_names
+
+    clip, *t5 = backbone.token_segments(["a castle"])
+    assert clip.unknown_id is None and unknown_token_names(["castle"], backbone) == []
+    if t5:  # T5's sentencepiece does have an unknown token, and a snowman is spelt with it
+        assert t5[0].unknown_id is not None and unknown_token_names(["castle", "☃"], backbone) == ["☃"]

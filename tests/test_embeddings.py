@@ -72,3 +72,10 @@ def test_a_damaged_cache_entry_is_encoded_again_and_replaced(shapeworld, tmp_pat
     cached = concept_embeddings(shapeworld, phrases, templates, cache=tmp_path, progress=False)  # entries rewritten
     assert all(torch.equal(a, b) for a, b in zip(cached, fresh, strict=True))
     assert sorted(tmp_path.glob("*.safetensors")) == entries
+
+
+def test_names_the_tokenizer_cannot_spell_are_found_for_a_warning(shapeworld):
+    from erasekit.concepts.pairs import unknown_token_names
+
+    assert unknown_token_names(["red star", "☃", "striped ☃ heart", "Star"], shapeworld) == ["☃", "striped ☃ heart"]
+    assert unknown_token_names([], shapeworld) == []

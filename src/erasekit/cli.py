@@ -431,8 +431,15 @@ def erase(
             options |= {"s_e": s_e}
     method_config(method, options)  # every option checked (finite, in range) before the model loads
     backbone = _load_model(model)
-    from erasekit.concepts.pairs import casing_duplicates
+    from erasekit.concepts.pairs import casing_duplicates, unknown_token_names
 
+    for name in unknown_token_names(concepts.targets, backbone):
+        console.print(
+            f"[yellow]warning:[/yellow] the model's tokenizer cannot spell target {name!r} (it becomes an unknown "
+            "token, shared with other unknown text): check its spelling",
+            highlight=False,
+            soft_wrap=True,
+        )
     for a, b in casing_duplicates(concepts.targets, backbone):
         console.print(
             f"[yellow]warning:[/yellow] targets {a!r} and {b!r} differ only in case, which this model "

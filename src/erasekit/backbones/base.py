@@ -43,6 +43,15 @@ class TokenSegment:
     causal: bool  # a causal encoder (CLIP) carries a token only in that token and later ones
     pad_attended: bool  # the denoiser reads the padding positions (SD) or masks them out (ShapeWorld)
     encoders: tuple[str, ...]  # text-encoder name prefixes whose hidden positions are these positions
+    unknown_id: int | None = None  # the tokenizer's id for text it cannot represent ([UNK]), if it has one
+
+
+def unknown_token_id(tokenizer) -> int | None:
+    """The id a tokenizer gives text it cannot represent; None where its "unknown" token is a special one that every
+    prompt carries (CLIP's byte-level BPE names end-of-text so, and never needs it)."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    specials = {getattr(tokenizer, f"{k}_token_id", None) for k in ("bos", "eos", "pad", "cls", "sep")}
+    return None if unknown is None or unknown in specials else int(unknown)
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ from erasekit.backbones.base import (
     filtered_prompts,
     generate_in_batches,
     linear_modules,
+    unknown_token_id,
 )
 from erasekit.errors import UserError
 from erasekit.utils.io import read_json_object
@@ -187,7 +188,7 @@ class DiffusersBackbone:
         length = int(tokenizer.model_max_length)
         ids = tokenizer(prompts, truncation=True, max_length=length)["input_ids"]
         encoders = tuple(n for n in self.text_encoder_names if n != "text_encoder_3")
-        return [TokenSegment(0, length, ids, True, True, encoders)]
+        return [TokenSegment(0, length, ids, True, True, encoders, unknown_token_id(tokenizer))]
 
     def generate(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from erasekit.backbones.base import TokenSegment
+from erasekit.backbones.base import TokenSegment, unknown_token_id
 from erasekit.backbones.diffusers_common import DiffusersBackbone, named_linears, token_mask
 
 TEXT_STREAM_KV = ("add_k_proj", "add_v_proj")
@@ -69,7 +69,9 @@ class StableDiffusion3Backbone(DiffusersBackbone):
         if self.pipe.text_encoder_3 is not None and self.pipe.tokenizer_3 is not None:
             ids = self.pipe.tokenizer_3(list(prompts), truncation=True, max_length=self._t5_limit())["input_ids"]
             clip = segments[0]
-            segments.append(TokenSegment(clip.length, self.max_sequence_length, ids, False, True, ("text_encoder_3",)))
+            t5 = ("text_encoder_3",)
+            unknown = unknown_token_id(self.pipe.tokenizer_3)
+            segments.append(TokenSegment(clip.length, self.max_sequence_length, ids, False, True, t5, unknown))
         return segments
 
     def projectors(self) -> dict[str, nn.Linear]:

@@ -17,6 +17,7 @@ from erasekit.backbones.base import (
     filtered_prompts,
     generate_in_batches,
     linear_modules,
+    unknown_token_id,
 )
 from erasekit.errors import UserError
 from erasekit.world.assets import denoiser_dir
@@ -84,7 +85,8 @@ class ShapeWorldBackbone:
         """MiniLM is bidirectional; padding is masked out of cross-attention."""
         self.encoder.tokenize(list(prompts))  # raises PromptTooLongError for an over-long prompt
         ids = self.encoder.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-        return [TokenSegment(0, self.encoder.max_tokens, ids, False, False, ("text_encoder",))]
+        unknown = unknown_token_id(self.encoder.tokenizer)
+        return [TokenSegment(0, self.encoder.max_tokens, ids, False, False, ("text_encoder",), unknown)]
 
     @torch.inference_mode()
     def denoise(

@@ -161,6 +161,19 @@ def casing_duplicates(names: Sequence[str], backbone: Backbone | None = None) ->
     return [pair for k, pair in enumerate(pairs) if all(s.ids[2 * k] == s.ids[2 * k + 1] for s in segments)]
 
 
+def unknown_token_names(names: Sequence[str], backbone: Backbone) -> list[str]:
+    """The names that a tokenizer of ``backbone`` splits into its unknown token ([UNK]), for a warning: the edit
+    then acts on that token, shared with every other text the tokenizer cannot represent."""
+    if not names:
+        return []
+    segments = backbone.token_segments(list(names))
+    return [
+        name
+        for k, name in enumerate(names)
+        if any(s.unknown_id is not None and s.unknown_id in s.ids[k] for s in segments)
+    ]
+
+
 def fill(template: str, phrase: str) -> str:
     """The template with the phrase in place; an empty phrase leaves no double spaces ("a  star")."""
     text = template.replace("{}", phrase)
