@@ -390,7 +390,8 @@ def manifest_schema() -> Record:
     from erasekit.methods.etc.moeraser import MoEraserConfig
 
     dims = {"d_in": SIZE, "d_out": SIZE}
-    moeraser = _config_schema(MoEraserConfig, {"experts": 1, "hidden": 1, "top_k": 1})
+    least = {name: int(r.low) for name, r in MoEraserConfig.RANGES.items() if r.low >= 1}  # the config's own ranges
+    moeraser = _config_schema(MoEraserConfig, least)
     module = Tagged(
         "kind",
         {
