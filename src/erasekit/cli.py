@@ -589,7 +589,7 @@ def attack(
     rows += [("seconds", f"{outcome.seconds:.1f}"), ("out", str(out))]
     console.print(_summary_table(f"attack → {out}", rows))
     if outcome.status == "failed":  # a script must never read an attack that did not run as a defence that held
-        console.print(f"[red]the attack failed to run[/red]: {outcome.reason}", highlight=False)
+        console.print(f"[red]the attack failed to run[/red]: {outcome.reason}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
