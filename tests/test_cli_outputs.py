@@ -146,3 +146,14 @@ def test_sigterm_or_sigkill_during_the_final_write_leaves_no_stale_folder_after_
         assert rerun.returncode == 0, rerun.stderr
         assert out.is_dir() and no_partials(folder)  # the rerun cleaned what the kill left
         assert [p.name for p in folder.iterdir()] == ["out"], os.listdir(folder)
+
+
+def test_an_attack_that_failed_to_run_exits_1_and_says_so_in_attack_json(capsys, tmp_path):
+    import json
+
+    out = tmp_path / "attack"
+    budget = ("--budget", "lr=1e30", "--budget", "prompts=1", "--budget", "steps=2")
+    code, _, err = run_cli(capsys, "attack", "--attack", "soft-prompt", "--task", "instance", *budget, "--out", out)
+    record = json.loads((out / "attack.json").read_text())
+    assert code == 1 and "failed to run" in err
+    assert record["status"] == "failed" and record["asr"] is None and "non-finite" in record["reason"]
