@@ -179,3 +179,24 @@ def test_cli_errors_are_one_line(capsys, tmp_path, args, message):
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_cached_edit_that_no_longer_loads_is_made_again(tmp_path):
+    from erasekit.artifacts import build_artifact, editable_linears, load_artifact
+
+    backbone = ShapeWorldBackbone(build_unet(TINY_UNET_CONFIG), shared_encoder(), source="tiny")
+    name, linear = next(iter(editable_linears(backbone).items()))
+    concepts = {"targets": ["star"], "anchors": [""]}
+    made = []
+
+    def make():
+        made.append(1)
+        return build_artifact(backbone, "uce", {}, concepts, {name: linear.weight.detach() * 0.5}, {})
+
+    folder = tmp_path / "uce-edit"
+    bench.cached_edit(folder, make)
+    bench.cached_edit(folder, make)
+    assert made == [1]  # the second run loads it
+    (folder / "manifest.json").write_text("{}")  # damaged (or written by an older erasekit)
+    bench.cached_edit(folder, make)
+    assert made == [1, 1] and load_artifact(folder).concepts["targets"] == ["star"]

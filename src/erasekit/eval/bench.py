@@ -130,11 +130,15 @@ def method_folder(method: str, options: dict) -> str:
 
 
 def cached_edit(folder: Path, make: Callable[[], Artifact]) -> Artifact:
-    """The edit saved in ``folder`` by an earlier run, or a new one, saved there."""
+    """The edit saved in ``folder`` by an earlier run, or a new one, saved there (also in place of a saved edit that
+    no longer loads: damaged, or written by an older erasekit; the work folder is the bench's own)."""
     if (folder / "manifest.json").is_file():
-        return load_artifact(folder)
+        try:
+            return load_artifact(folder)
+        except UserError:
+            pass
     artifact = make()
-    save_artifact(artifact, folder)
+    save_artifact(artifact, folder, overwrite=True)
     return artifact
 
 
