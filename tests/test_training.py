@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -96,3 +97,17 @@ def test_pattern_weight_option_rejects_bad_weights(tmp_path, capsys):
         code, _, err = run_cli(capsys, "world", "train-denoiser", "--pattern-weight", bad, "--out", tmp_path / "run")
         assert code == 2 and bad in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error_naming_it(tmp_path):
+    from erasekit.errors import UserError
+    from erasekit.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    save_checkpoint(tmp_path, 1, {"model": model}, optimizer, {})
+    path = latest_checkpoint(tmp_path)
+    (path / "model.safetensors").write_bytes(b"damaged")
+    with pytest.raises(UserError, match="damaged training checkpoint") as caught:
+        load_checkpoint(path, {"model": model}, optimizer)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)

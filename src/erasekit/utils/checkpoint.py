@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from erasekit.errors import UserError
 from erasekit.utils.io import atomic_dir, json_text
 
 CHECKPOINT_PREFIX = "step-"
@@ -60,8 +62,15 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> dict:
-    for name, module in modules.items():
-        module.load_state_dict(load_file(path / f"{name}.safetensors"))
-    state = json.loads((path / "state.json").read_text())
-    restore_optimizer(optimizer, load_file(path / "optimizer.safetensors"), state["param_groups"])
+    """Restore ``modules`` and ``optimizer`` from ``path``; a damaged checkpoint is a one-line UserError."""
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(load_file(path / f"{name}.safetensors"))
+        state = json.loads((path / "state.json").read_text())
+        restore_optimizer(optimizer, load_file(path / "optimizer.safetensors"), state["param_groups"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"damaged training checkpoint {path} ({reason}); remove it to resume from an earlier one"
+        ) from None
     return state
