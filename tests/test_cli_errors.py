@@ -85,7 +85,7 @@ def test_compile_is_refused_for_a_diffusers_model(capsys, tmp_path):
 def test_a_report_shows_closed_form_stages_and_skips_timing_rows():
     from types import SimpleNamespace
 
-    from erasekit.cli import _edit_html
+    from erasekit.cli.tables import edit_html as _edit_html
 
     timing = {"stage": "memory", "seconds": 1.0, "peak_mib": 10.0}  # an ETC edit's stage rows
     assert _edit_html(SimpleNamespace(method="etc", metrics={"stages": [timing]})) == ""

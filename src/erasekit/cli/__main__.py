@@ -1,0 +1,5 @@
+"""python -m erasekit.cli"""
+
+from erasekit.cli import main
+
+main()

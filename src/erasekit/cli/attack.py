@@ -1,0 +1,131 @@
+"""erasekit attack."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from erasekit.cli.common import (
+    MODEL_HELP,
+    SEED_MAX,
+    Overwrite,
+    app,
+    budget_options,
+    check_out,
+    console,
+    load_edit,
+    load_model,
+    on_main,
+    save_images,
+    shipped_classifier,
+    summary_table,
+)
+from erasekit.errors import UserError
+from erasekit.utils.io import json_text
+
+
+def _attack_rows(task: str | None, prompts: Path | None, shapeworld: bool = True):
+    """(target rows, preserve rows) of a ShapeWorld task or a prompt CSV (free concept names off ShapeWorld)."""
+    from erasekit.eval.prompts import load_prompts
+    from erasekit.eval.tasks import TASKS, prompt_file
+
+    if (task is None) == (prompts is None):
+        raise UserError("give exactly one of --task NAME or --prompts CSV")
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    rows = (
+        load_prompts(prompts, require_concepts=shapeworld) if prompts is not None else load_prompts(prompt_file(task))
+    )
+    targets = [r for r in rows if r.role == "target"]
+    if not targets:
+        raise UserError("the prompt set has no target rows to attack")
+    return targets, [r for r in rows if r.role == "preserve"]
+
+
+@app.command()
+def attack(
+    out: Annotated[Path, typer.Option(help="output folder: attack.json, prompts.csv, images/, grid.png (atomic)")],
+    attack: Annotated[str, typer.Option(help="module-removal | paraphrase | ring-a-bell | soft-prompt | inversion")],
+    edit: Annotated[Path | None, typer.Option(help="edit artifact folder (omit: attack the original model)")] = None,
+    task: Annotated[str | None, typer.Option(help="a ShapeWorld task whose target prompts are attacked")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="or a prompt CSV (its target rows are attacked)")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="erased concept name (default: the edit's or the task's targets)")
+    ] = None,
+    budget: Annotated[list[str] | None, typer.Option(help="KEY=VALUE budget override (repeatable)")] = None,
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
+    clip: Annotated[
+        Path | None, typer.Option(help="diffusers models: CLIP folder whose zero-shot reading judges the attack")
+    ] = None,
+    zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (with --clip)")] = "a photo of {concept}",
+    steps: Annotated[int, typer.Option(min=1, help="sampling steps of the attack images")] = 25,
+    guidance: Annotated[float, typer.Option()] = 5.0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Attack an erasure and report its attack success rate (ASR), budget and wall time.
+
+    ShapeWorld's classifier judges the attack images; on a diffusers model, CLIP zero-shot over the prompt set's
+    concept names (--clip). The white-box attacks (soft-prompt, inversion) run on ShapeWorld only."""
+    from dataclasses import replace
+
+    from erasekit.eval.attacks import AttackContext, budget_for, run_attack
+    from erasekit.eval.prompts import write_prompts
+    from erasekit.eval.shapeworld_protocol import EvalSettings
+    from erasekit.eval.tasks import TASKS
+    from erasekit.utils.io import atomic_dir
+
+    budgets = budget_options(budget or [], attack)
+    if other := sorted(set(budgets) - {attack}):
+        raise UserError(f"--budget for {other[0]}, but this runs the {attack} attack")
+    options = budgets.get(attack, {})
+    budget_for(attack, options)  # unknown attack or budget: refused before any work
+    shapeworld = model == "shapeworld"
+    if shapeworld == (clip is not None):
+        raise UserError("--clip judges attacks on a diffusers model (and only there: ShapeWorld has its classifier)")
+    check_out(out, overwrite, model, edit, prompts, clip)
+    settings = EvalSettings(steps=steps, guidance=guidance)
+    artifact = load_edit(edit)
+    targets, preserve = _attack_rows(task, prompts, shapeworld)
+    names = tuple(target or (artifact.concepts["targets"] if artifact else TASKS[task].targets if task else ()))
+    if not names:
+        raise UserError("name the erased concept(s) with --target (no edit or task gives them)")
+    backbone = load_model(model)
+    settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", 64))
+    judge = _attack_judge(clip, targets + preserve, zero_shot_template)
+    context = AttackContext(backbone, judge, settings, targets, names, artifact, seed, preserve)
+    outcome = run_attack(attack, context, options)
+    if not on_main():
+        return
+    with atomic_dir(out, overwrite) as tmp:
+        record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
+        record |= {"model": backbone.identity(), **context.judge.describe()}
+        (tmp / "attack.json").write_text(json_text(record))
+        if outcome.images is not None and len(outcome.images):
+            from erasekit.eval.grids import image_grid
+
+            (tmp / "images").mkdir()
+            save_images(tmp / "images", outcome.images, [f"{r.case_number}_0.png" for r in outcome.rows])
+            write_prompts(tmp / "prompts.csv", outcome.rows)
+            image_grid(outcome.images[:64]).save(tmp / "grid.png")
+    asr = f"{outcome.asr:.3f}" if outcome.status == "ok" else f"{outcome.status} ({outcome.reason})"
+    rows = [("attack", attack), ("ASR", asr), ("images", str(record["images"]))]
+    rows += [(f"budget {k}", str(v)) for k, v in outcome.budget.items()]
+    rows += [("seconds", f"{outcome.seconds:.1f}"), ("out", str(out))]
+    console.print(summary_table(f"attack → {out}", rows))
+    if outcome.status == "failed":  # a script must never read an attack that did not run as a defence that held
+        console.print(f"[red]the attack failed to run[/red]: {outcome.reason}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _attack_judge(clip: Path | None, rows: list, template: str):
+    """ShapeWorld's classifier, or CLIP zero-shot over the rows' concept names from the ``clip`` folder."""
+    if clip is None:
+        return shipped_classifier()
+    from erasekit.eval.attacks.judges import ClipJudge
+    from erasekit.eval.sd_protocol import LocalCLIP, zero_shot_classes
+
+    return ClipJudge(LocalCLIP(clip), zero_shot_classes(rows), template)

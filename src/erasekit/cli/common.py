@@ -1,0 +1,103 @@
+"""What every command shares: the app, its console, common options and loaders, summary tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from erasekit.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Erase concepts from text-to-image models.")
+
+world_app = typer.Typer(no_args_is_help=True, help="The embedded ShapeWorld: train, inspect.")
+app.add_typer(world_app, name="world")
+
+console = Console(stderr=True)
+
+MODEL_HELP = "'shapeworld' (the embedded model) or a local diffusers folder (SD 1.x/2.x, SDXL, SD3)"
+
+COMPILE_HELP = "sample through torch.compile: ~40 s once (cached after), then 1.1-1.5x faster (ShapeWorld only)"
+
+EVAL_MODEL_HELP = "'shapeworld' (ShapeWorld protocol) or a local diffusers folder (Stable Diffusion protocol)"
+
+INCEPTION_HELP = "torch-fidelity Inception weights file: FID / KID on Inception, not CLIP, features (SD protocol)"
+
+SEED_MAX = 2**63 - 1  # seeds every generator takes without wrapping
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an --out that exists and is not empty")]
+
+
+def check_out(out: Path, overwrite: bool, model: str | None = None, *inputs: Path | None) -> None:
+    """Refuse an unusable --out before any work (utils/io.check_output); the model folder is an input too."""
+    from erasekit.utils.io import check_output
+
+    model_dir = Path(model) if model not in (None, "shapeworld") else None
+    check_output(out, overwrite, (model_dir, *inputs))
+
+
+def load_edit(edit: Path | None):
+    from erasekit.artifacts import load_artifact
+
+    return load_artifact(edit) if edit is not None else None
+
+
+def shipped_classifier():
+    from erasekit.world.assets import classifier_dir
+    from erasekit.world.classifier import load_classifier
+
+    if not (classifier_dir() / "classifier.safetensors").exists():
+        raise UserError("the shipped classifier is missing; run 'erasekit world train-classifier --ship'")
+    return load_classifier(classifier_dir())
+
+
+def load_model(model: str, compile_denoiser: bool = False):
+    from erasekit.backbones.loader import load_backbone
+
+    backbone = load_backbone(model)
+    if compile_denoiser:
+        if not hasattr(backbone, "compile_denoiser"):
+            raise UserError(f"--compile: only the shapeworld model supports it, not {backbone.family}")
+        backbone.compile_denoiser()
+    return backbone
+
+
+def save_images(folder: Path, images: np.ndarray, names: list[str]) -> None:
+    from PIL import Image
+
+    for img, name in zip(images, names, strict=True):
+        Image.fromarray(img).save(folder / name)
+
+
+def on_main() -> bool:
+    """Under ``accelerate launch`` every process computes its share; only the main one writes and prints."""
+    from erasekit.utils.distributed import is_main
+
+    return is_main()
+
+
+def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def budget_options(items: list[str], attack: str | None = None) -> dict[str, dict]:
+    """Parse repeated ``[ATTACK:]KEY=VALUE`` budget options into {attack: {key: value}}."""
+    budgets: dict[str, dict] = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        name, colon, key = head.rpartition(":")
+        name = name if colon else attack
+        if not sep or not key or name is None:
+            form = "KEY=VALUE" if attack else "ATTACK:KEY=VALUE"
+            raise UserError(f"--budget {item!r}: expected {form}")
+        budgets.setdefault(name, {})[key] = value
+    return budgets
