@@ -149,6 +149,7 @@ class ETCConfig:
     seed: int = 0
     work_dir: str | None = None  # embedding cache and training checkpoints (an interrupted run resumes)
 
+    MAPS_ONTO_POOL: ClassVar = True  # the targets map onto a mapping pool (§3), not onto an anchor concept
     RANGES: ClassVar = {
         **dict.fromkeys(("holdout", "core", "shell"), FRACTION),
         **dict.fromkeys(("dof", "whiten_ridge", "lr", "off_plane_radius"), POSITIVE),
