@@ -4,9 +4,10 @@ import torch
 
 from erasekit.backbones.base import Backbone
 from erasekit.backbones.shapeworld import ShapeWorldBackbone, has_cpp_compiler
+from erasekit.errors import PromptTooLongError
 from erasekit.world.denoiser import build_unet, images_to_latents, latents_to_images
 from erasekit.world.render import render
-from erasekit.world.text_encoder import MAX_TOKENS, PromptTooLongError, shared_encoder
+from erasekit.world.text_encoder import MAX_TOKENS, shared_encoder
 from tiny_shapeworld import TINY_UNET_CONFIG
 
 

@@ -3,3 +3,7 @@
 
 class UserError(ValueError):
     """Bad input from the user: a missing file, a malformed CSV, an unknown model, ..."""
+
+
+class PromptTooLongError(UserError):
+    """A prompt has more tokens than the text encoder's fixed maximum."""

@@ -16,21 +16,13 @@ which an applied prompt-filter edit sets.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    steps: int = 25
-    guidance: float = 5.0
-    batch_size: int = 64
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,8 @@ from erasekit.backbones.base import (
     linear_modules,
     unknown_token_id,
 )
-from erasekit.errors import UserError
+from erasekit.errors import PromptTooLongError, UserError
 from erasekit.utils.io import read_json_object
-from erasekit.world.text_encoder import PromptTooLongError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline

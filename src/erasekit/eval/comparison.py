@@ -10,8 +10,6 @@ import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from erasekit.artifacts import Artifact
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.pairs import ConceptSet
@@ -164,10 +162,6 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def target_indices(generated: Generated, role: str, limit: int = 16) -> np.ndarray:
-    return np.array([i for i, r in enumerate(generated.rows) if r.role == role][:limit], dtype=int)
 
 
 def benchmark_record(script: str, argv: list[str], settings, started: float, **results) -> dict:

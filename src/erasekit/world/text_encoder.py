@@ -12,13 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from erasekit.errors import UserError
+from erasekit.errors import PromptTooLongError
 
 MAX_TOKENS = 40  # long enough for complex captions (the longest training caption is well below)
-
-
-class PromptTooLongError(UserError):
-    """A prompt has more tokens than the encoder's fixed maximum."""
 
 
 def minilm_path() -> Path:
