@@ -50,9 +50,9 @@ def test_erase_writes_an_artifact_and_generate_uses_it(capsys, sd_folders, sd_ed
         (["--method", "magic", "--target", "star"], "unknown method"),
         (["--task", "nope"], "unknown task"),
         ([], "no target"),
-        (["--method", "uce", "--target", "star", "--chain-layers", "2"], "--chain-layers applies to --method erasepro"),
-        (["--target", "star", "--s-e", "10"], "--s-e applies to --method uce"),
-        (["--method", "etc", "--target", "red star", "--ridge", "1"], "--ridge applies to --method uce / erasepro"),
+        (["--method", "uce", "--target", "star", "--set", "chain_layers=2"], "uce has no setting 'chain_layers'"),
+        (["--target", "star", "--set", "s_e=10"], "method erasepro has no setting 's_e'"),
+        (["--method", "etc", "--target", "red star", "--set", "ridge=1"], "method etc has no setting 'ridge'"),
     ],
 )
 def test_bad_erase_requests(capsys, tmp_path, args, fragment):
@@ -128,7 +128,7 @@ def test_chain_layers_limits_the_progressive_chain(capsys, tmp_path):
 
     out = tmp_path / "edit"
     code, stdout, err = run_cli(
-        capsys, "erase", "--target", "star", "--anchor", "shape", "--chain-layers", "2", "--out", out
+        capsys, "erase", "--target", "star", "--anchor", "shape", "--set", "chain_layers=2", "--out", out
     )
     assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text())

@@ -30,6 +30,8 @@ FILES = {  # name -> content of the input files a case may name as {name}
     "no_slot": "a picture\n",
     "two_prompts": "a star\na red star\n",
     "not_image": "not an image",
+    "list.json": "[1, 2]",
+    "unknown.json": '{"lambda": 0.5}',
 }
 MISSING = "{tmp}/nope"
 GEN = ("generate", "--prompt", "a red star")
@@ -58,26 +60,33 @@ CASES = {  # name: (arguments, a fragment of the one-line error); {out} is appen
     "evaluate-guidance-nan": ((*EVAL, "--guidance", "nan"), "guidance"),
     "evaluate-images-zero": ((*EVAL, "--num-images", "0"), "--num-images"),
     "evaluate-steps-huge": ((*EVAL, "--steps", "5000"), "steps"),
-    "uce-ridge-inf": ((*UCE, "--ridge", "inf"), "ridge"),
-    "uce-ridge-nan": ((*UCE, "--ridge", "nan"), "ridge"),
-    "uce-ridge-zero": ((*UCE, "--ridge", "0"), "--ridge"),
-    "uce-ridge-negative": ((*UCE, "--ridge", "-1"), "--ridge"),
-    "uce-s-e-inf": ((*UCE, "--s-e", "inf"), "s_e"),
-    "uce-s-e-overflow": ((*UCE, "--s-e", "1e400"), "s_e"),
-    "uce-s-p-inf": ((*UCE, "--s-p", "inf"), "s_p"),
-    "uce-s-p-negative": ((*UCE, "--s-p", "-0.5"), "--s-p"),
-    "erasepro-ridge-inf": ((*EPRO, "--ridge", "inf"), "ridge"),
-    "erasepro-s-p-nan": ((*EPRO, "--s-p", "nan"), "--s-p"),
-    "erasepro-chain-layers-zero": ((*EPRO, "--chain-layers", "0"), "--chain-layers"),
-    "erasepro-chain-layers-deeper-than-the-encoder": ((*EPRO, "--chain-layers", "7"), "only 6 layers"),
-    "etc-coverage-zero": ((*ETC, "--coverage", "0"), "coverage"),
-    "etc-coverage-above-one": ((*ETC, "--coverage", "1.5"), "coverage"),
-    "etc-coverage-nan": ((*ETC, "--coverage", "nan"), "coverage"),
-    "etc-residual-negative": ((*ETC, "--residual", "-0.1"), "residual"),
-    "etc-residual-inf": ((*ETC, "--residual", "inf"), "residual"),
-    "etc-contexts-one": ((*ETC, "--contexts", "1"), "--contexts"),
-    "etc-seed-negative": ((*ETC, "--seed", "-5"), "--seed"),
-    "etc-moe-steps-huge": ((*ETC, "--eraser", "moe", "--steps", "10000000"), "steps"),
+    "uce-ridge-inf": ((*UCE, "--set", "ridge=inf"), "ridge"),
+    "uce-ridge-nan": ((*UCE, "--set", "ridge=nan"), "ridge"),
+    "uce-ridge-zero": ((*UCE, "--set", "ridge=0"), "ridge"),
+    "uce-ridge-negative": ((*UCE, "--set", "ridge=-1"), "ridge"),
+    "uce-s-e-inf": ((*UCE, "--set", "s_e=inf"), "s_e"),
+    "uce-s-e-overflow": ((*UCE, "--set", "s_e=1e400"), "s_e"),
+    "uce-s-p-inf": ((*UCE, "--set", "s_p=inf"), "s_p"),
+    "uce-s-p-negative": ((*UCE, "--set", "s_p=-0.5"), "s_p"),
+    "erasepro-ridge-inf": ((*EPRO, "--set", "ridge=inf"), "ridge"),
+    "erasepro-s-p-nan": ((*EPRO, "--set", "s_p=nan"), "s_p"),
+    "erasepro-chain-layers-zero": ((*EPRO, "--set", "chain_layers=0"), "chain_layers"),
+    "erasepro-chain-layers-deeper-than-the-encoder": ((*EPRO, "--set", "chain_layers=7"), "only 6 layers"),
+    "etc-coverage-zero": ((*ETC, "--set", "coverage=0"), "coverage"),
+    "etc-coverage-above-one": ((*ETC, "--set", "coverage=1.5"), "coverage"),
+    "etc-coverage-nan": ((*ETC, "--set", "coverage=nan"), "coverage"),
+    "etc-residual-negative": ((*ETC, "--set", "residual=-0.1"), "residual"),
+    "etc-residual-inf": ((*ETC, "--set", "residual=inf"), "residual"),
+    "etc-contexts-one": ((*ETC, "--set", "contexts=1"), "contexts"),
+    "etc-seed-negative": ((*ETC, "--set", "seed=-5"), "seed"),
+    "etc-moe-steps-huge": ((*ETC, "--set", "eraser=moe", "--set", "steps=10000000"), "steps"),
+    "etc-setting-unknown": ((*ETC, "--set", "ridge=1"), "no setting 'ridge'"),
+    "erase-set-without-equals": ((*UCE, "--set", "ridge"), "KEY=VALUE"),
+    "erase-set-bool-word": ((*EPRO, "--set", "progressive=maybe"), "progressive"),
+    "erase-config-missing": ((*UCE, "--config", MISSING), "not found"),
+    "erase-config-not-toml": ((*UCE, "--config", "{binary}"), "{binary}"),
+    "erase-config-a-list": ((*UCE, "--config", "{list.json}"), "table of settings"),
+    "erase-config-unknown-setting": ((*UCE, "--config", "{unknown.json}"), "no setting 'lambda'"),
     "attack-guidance-inf": ((*ATT, "--guidance", "inf"), "guidance"),
     "attack-steps-zero": ((*ATT, "--steps", "0"), "--steps"),
     "attack-seed-negative": ((*ATT, "--seed", "-1"), "--seed"),
@@ -106,11 +115,11 @@ CASES = {  # name: (arguments, a fragment of the one-line error); {out} is appen
     "attack-guidance-nan": ((*ATT, "--guidance", "nan"), "guidance"),
     "attack-budget-lr-zero": ((*ATT, "--budget", "lr=0"), "lr"),
     "bench-budget-steps-zero": (("bench", "--task", "instance", "--budget", "soft-prompt:steps=0"), "steps"),
-    "erase-ridge-word": ((*UCE, "--ridge", "big"), "--ridge"),
-    "etc-residual-nan": ((*ETC, "--residual", "nan"), "residual"),
-    "etc-coverage-inf": ((*ETC, "--coverage", "inf"), "coverage"),
-    "etc-contexts-word": ((*ETC, "--contexts", "many"), "--contexts"),
-    "etc-unknown-eraser": ((*ETC, "--eraser", "mlp"), "eraser"),
+    "erase-ridge-word": ((*UCE, "--set", "ridge=big"), "ridge"),
+    "etc-residual-nan": ((*ETC, "--set", "residual=nan"), "residual"),
+    "etc-coverage-inf": ((*ETC, "--set", "coverage=inf"), "coverage"),
+    "etc-contexts-word": ((*ETC, "--set", "contexts=many"), "contexts"),
+    "etc-unknown-eraser": ((*ETC, "--set", "eraser=mlp"), "eraser"),
     "train-classifier-seed-negative": (("world", "train-classifier", "--seed", "-1"), "seed"),
     "train-denoiser-lr-final-inf": (("world", "train-denoiser", "--lr-final", "inf", "--steps", "1"), "lr_final"),
     # inputs: missing, a folder, empty, not text, misread rows
@@ -153,9 +162,9 @@ CASES = {  # name: (arguments, a fragment of the one-line error); {out} is appen
     "erase-targets-blank-line": (("erase", "--method", "uce", "--targets", "{blank_line}"), "blank"),
     "erase-targets-binary": (("erase", "--method", "uce", "--targets", "{binary}"), "{binary}"),
     "erase-templates-without-slot": ((*UCE, "--templates", "{no_slot}"), "{}"),
-    "erase-s-e-for-erasepro": ((*EPRO, "--s-e", "2"), "--s-e applies"),
-    "erase-chain-layers-for-uce": ((*UCE, "--chain-layers", "2"), "--chain-layers applies"),
-    "erase-mapping-pool-for-uce": ((*UCE, "--mapping-pool", "{pool}"), "--mapping-pool applies"),
+    "erase-s-e-for-erasepro": ((*EPRO, "--set", "s_e=2"), "no setting 's_e'"),
+    "erase-chain-layers-for-uce": ((*UCE, "--set", "chain_layers=2"), "no setting 'chain_layers'"),
+    "erase-mapping-pool-for-uce": ((*UCE, "--mapping-pool", "{pool}"), "--mapping-pool does not apply"),
     "etc-without-mapping-pool": (("erase", "--method", "etc", "--target", "star"), "--mapping-pool"),
     "etc-mapping-pool-missing": (("erase", "--method", "etc", "--target", "star", "--mapping-pool", MISSING), "found"),
     "etc-mapping-pool-duplicate": (
@@ -167,12 +176,12 @@ CASES = {  # name: (arguments, a fragment of the one-line error); {out} is appen
         "both a target",
     ),
     "etc-with-anchor": ((*ETC, "--anchor", "shape"), "no --anchor"),
-    "etc-keyed-with-steps": ((*ETC, "--steps", "10"), "--steps applies"),
-    "etc-moe-with-coverage": ((*ETC, "--eraser", "moe", "--coverage", "0.9"), "keyed"),
+    "etc-keyed-with-steps": ((*ETC, "--set", "steps=10"), "steps applies to eraser=moe"),
+    "etc-moe-with-coverage": ((*ETC, "--set", "eraser=moe", "--set", "coverage=0.9"), "eraser=keyed"),
     "etc-target-prompts-empty": ((*ETC, "--target-prompts", "{empty}"), "{empty}"),
     "etc-target-prompts-too-few": ((*ETC, "--target-prompts", "{two_prompts}"), "at least 4"),
     "etc-templates-without-slot": ((*ETC, "--templates", "{no_slot}"), "{}"),
-    "etc-work-dir-is-out": ((*ETC, "--work-dir", "{out}"), "own input"),
+    "etc-work-dir-is-out": ((*ETC, "--set", "work_dir={out}"), "own input"),
     "attack-unknown-attack": (("attack", "--attack", "jailbreak", "--task", "instance"), "jailbreak"),
     "attack-no-prompts": (("attack", "--attack", "paraphrase"), "exactly one"),
     "attack-task-and-prompts": (
@@ -222,7 +231,7 @@ CASES = {  # name: (arguments, a fragment of the one-line error); {out} is appen
     "export-out-exists": (("export", "--edit", "{edit}", "--model", "{model}", "--out", "{full}"), "--overwrite"),
     # flags: one line naming the nearest valid one
     "generate-misspelt-flag": ((*GEN, "--guidence", "5"), "--guidance"),
-    "erase-misspelt-flag": ((*UCE, "--ridg", "1"), "--ridge"),
+    "erase-misspelt-flag": ((*UCE, "--sett", "ridge=1"), "--set"),
     "misspelt-command": (("generat", "--prompt", "x"), "generate"),
     "flag-without-value": (("generate", "--out", "{out}", "--prompt"), "--prompt"),
 }
@@ -300,13 +309,13 @@ NUMBERS = st.one_of(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flag=st.sampled_from(["--ridge", "--s-p", "--s-e"]), value=NUMBERS)
+@given(flag=st.sampled_from(["ridge", "s_p", "s_e"]), value=NUMBERS)
 def test_any_number_for_an_erase_option_is_taken_or_refused_in_one_line(capsys, tmp_path, flag, value):
     """A valid value goes on to the model, which is missing: the run stops there, before any compute."""
     out = tmp_path / "out"
     code, _, err = run_cli(
-        capsys, "erase", "--method", "uce", "--target", "star", "--model", str(tmp_path / "none"), flag, value,
-        "--out", out,
+        capsys, "erase", "--method", "uce", "--target", "star", "--model", str(tmp_path / "none"),
+        "--set", f"{flag}={value}", "--out", out,
     )  # fmt: skip
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err

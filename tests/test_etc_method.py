@@ -402,10 +402,10 @@ def test_cli_etc_refuses_closed_form_options(capsys, tiny_sd: Path, tmp_path: Pa
 @pytest.mark.parametrize(
     ("flags", "fragment"),
     [
-        (["--steps", "10"], "--steps applies to --eraser moe"),
-        (["--eraser", "moe", "--coverage", "0.9"], "apply to --eraser keyed"),
-        (["--eraser", "moe", "--residual", "0.5"], "apply to --eraser keyed"),
-        (["--residual", "1.5"], "residual must be in [0, 1]"),
+        (["--set", "steps=10"], "setting steps applies to eraser=moe"),
+        (["--set", "eraser=moe", "--set", "coverage=0.9"], "setting coverage applies to eraser=keyed"),
+        (["--set", "eraser=moe", "--set", "residual=0.5"], "setting residual applies to eraser=keyed"),
+        (["--set", "residual=1.5"], "residual must be in [0, 1]"),
     ],
 )
 def test_cli_etc_refuses_options_of_the_other_eraser(capsys, tiny_sd: Path, tmp_path: Path, flags, fragment):

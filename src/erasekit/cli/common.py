@@ -91,13 +91,14 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 def budget_options(items: list[str], attack: str | None = None) -> dict[str, dict]:
     """Parse repeated ``[ATTACK:]KEY=VALUE`` budget options into {attack: {key: value}}."""
+    from erasekit.utils.options import parse_assignments
+
+    form = "KEY=VALUE" if attack else "ATTACK:KEY=VALUE"
     budgets: dict[str, dict] = {}
-    for item in items:
-        head, sep, value = item.partition("=")
+    for head, value in parse_assignments(items, f"--budget (expected {form})").items():
         name, colon, key = head.rpartition(":")
         name = name if colon else attack
-        if not sep or not key or name is None:
-            form = "KEY=VALUE" if attack else "ATTACK:KEY=VALUE"
-            raise UserError(f"--budget {item!r}: expected {form}")
+        if not key or name is None:
+            raise UserError(f"--budget {head}={value}: expected {form}")
         budgets.setdefault(name, {})[key] = value
     return budgets

@@ -9,7 +9,6 @@ import typer
 
 from erasekit.cli.common import (
     MODEL_HELP,
-    SEED_MAX,
     Overwrite,
     app,
     check_out,
@@ -36,6 +35,10 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return read_lines(path, f"{what} file", blank_lines="error")
 
 
+SET_HELP = "a method setting KEY=VALUE (repeatable), e.g. --set ridge=0.3 --set nir=false (README: Method settings)"
+CONFIG_HELP = "a JSON or TOML file of method settings, or an edit's manifest.json (its settings); --set wins"
+
+
 @app.command()
 def erase(
     out: Annotated[Path, typer.Option(help="artifact folder to write (atomically)")],
@@ -46,52 +49,20 @@ def erase(
     targets: Annotated[Path | None, typer.Option(help="file with one target concept per line")] = None,
     anchor: Annotated[str | None, typer.Option(help="concept the targets are mapped to ('' = empty prompt)")] = None,
     preserve: Annotated[list[str] | None, typer.Option(help="a concept to keep (repeatable)")] = None,
+    mapping_pool: Annotated[
+        Path | None, typer.Option(help="file of concepts the targets are mapped onto, one per line (ETC)")
+    ] = None,
+    target_prompts: Annotated[
+        Path | None, typer.Option(help="example prompts that describe the one target concept, one per line (ETC)")
+    ] = None,
     task: Annotated[str | None, typer.Option(help="a ShapeWorld task: instance | style | unsafe")] = None,
     kind: Annotated[str | None, typer.Option(help="object | style (picks the prompt templates)")] = None,
     templates: Annotated[
         Path | None, typer.Option(help="file of prompt templates, one per line, '{}' = concept")
     ] = None,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
-    progressive: Annotated[bool, typer.Option(help="ErasePro: edit the text layers shallow to deep first")] = True,
-    ridge: Annotated[float | None, typer.Option(min=1e-12, help="lambda (default: the method's, 0.5)")] = None,
-    s_p: Annotated[
-        float | None, typer.Option(min=0.0, help="preservation weight (default: the method's: UCE 1, ErasePro 0.1)")
-    ] = None,
-    chain_layers: Annotated[
-        int | None, typer.Option(min=1, help="ErasePro: chain through only the first K layers of each text encoder")
-    ] = None,
-    s_e: Annotated[float | None, typer.Option(min=1e-12, help="UCE: erase weight (default: UCE's, 1)")] = None,
-    mapping_pool: Annotated[
-        Path | None, typer.Option(help="ETC: file of mapping-pool concepts, one per line (disjoint from targets)")
-    ] = None,
-    eraser: Annotated[
-        str | None,
-        typer.Option(help="ETC: keyed (default: closed form, token centres + transport) | moe (the trained MoEraser)"),
-    ] = None,
-    coverage: Annotated[
-        float | None,
-        typer.Option(help="ETC keyed: share of the targets' held-out tokens within the radius, in (0, 1] (1.0)"),
-    ] = None,
-    residual: Annotated[
-        float | None,
-        typer.Option(help="ETC keyed: share of a rewritten token's offset from its concept's mean kept, in [0, 1] (0)"),
-    ] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="ETC --eraser moe: MoEraser training steps")] = None,
-    nir: Annotated[bool, typer.Option(help="ETC: noise injection-restore (robust to module removal)")] = True,
-    work_dir: Annotated[
-        Path | None, typer.Option(help="ETC: embedding cache + checkpoints (default: OUT.work); reruns resume")
-    ] = None,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="ETC: random seed")] = 0,
-    target_prompts: Annotated[
-        Path | None,
-        typer.Option(help="ETC: example prompts that describe the one target concept, one per line (specs §1c)"),
-    ] = None,
-    prompt_states: Annotated[
-        str | None, typer.Option(help="ETC --target-prompts: eot (default) | tokens | both states to fit on")
-    ] = None,
-    contexts: Annotated[
-        int | None, typer.Option(min=2, help="ETC: contexts sampled per concept from the model's world (120)")
-    ] = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
@@ -99,30 +70,22 @@ def erase(
     from erasekit.concepts.pairs import ConceptSet
     from erasekit.methods.base import erase_to_artifact, get_method, method_config
 
-    get_method(method)  # an unknown method is refused before any work
-    check_out(out, overwrite, model, targets, templates, mapping_pool, target_prompts)
-    if work_dir is not None:
+    chosen = get_method(method)  # an unknown method is refused before any work
+    check_out(out, overwrite, model, targets, templates, mapping_pool, target_prompts, config)
+    options = _settings(chosen, config, setting or [])
+    method_config(method, options)  # every setting checked (finite, in range) before any file is read
+    _check_applicable(chosen.config_class, options)
+    if "work_dir" in options:
         from erasekit.utils.io import check_output
 
-        check_output(work_dir, overwrite=True, inputs=(out,), flag="--work-dir")
-    closed_form = ("uce", "erasepro")
-    method_options = {  # flag: (its value, the methods it applies to)
-        "--ridge": (ridge, closed_form),
-        "--s-p": (s_p, closed_form),
-        "--s-e": (s_e, ("uce",)),
-        "--chain-layers": (chain_layers, ("erasepro",)),
-        "--mapping-pool": (mapping_pool, ("etc",)),
-        "--steps": (steps, ("etc",)),
-        "--eraser": (eraser, ("etc",)),
-        "--coverage": (coverage, ("etc",)),
-        "--residual": (residual, ("etc",)),
-        "--target-prompts": (target_prompts, ("etc",)),
-        "--prompt-states": (prompt_states, ("etc",)),
-        "--contexts": (contexts, ("etc",)),
-    }
-    for flag, (value, owners) in method_options.items():
-        if value is not None and method not in owners:
-            raise UserError(f"{flag} applies to --method {' / '.join(owners)}, not {method}")
+        check_output(Path(options["work_dir"]), overwrite=True, inputs=(out,), flag="--set work_dir")
+    pooled = getattr(chosen.config_class, "MAPS_ONTO_POOL", False)  # the method maps targets onto a pool
+    for flag, value, applies in (
+        ("--mapping-pool", mapping_pool, pooled),
+        ("--target-prompts", target_prompts, _has_setting(chosen, "target_prompts")),
+    ):
+        if value is not None and not applies:
+            raise UserError(f"{flag} does not apply to --method {method}")
     from erasekit.concepts.contexts import check_templates
     from erasekit.eval.tasks import TASKS
 
@@ -135,42 +98,27 @@ def erase(
         anchor = spec.anchor if anchor is None else anchor
         preserve = preserve or list(spec.preserve)
         kind = kind or spec.kind
-    if method == "etc":
+    if pooled:
         pool = _read_lines(mapping_pool, "mapping pool") if mapping_pool else None
         if task is not None:  # the task's concepts to keep are its mapping pool (specs/etc.md §3)
             anchor, preserve, pool = None, None, pool or list(TASKS[task].preserve)
         if anchor is not None or preserve:
-            raise UserError("ETC takes no --anchor or --preserve: it maps targets onto the --mapping-pool")
+            raise UserError(f"{method} takes no --anchor or --preserve: it maps targets onto the --mapping-pool")
         examples = _read_prompts(target_prompts) if target_prompts else ()
         if examples and not names:
             names = [target_prompts.stem]
-        concepts = _etc_concepts(names, pool)
-        options = {"nir": nir, "seed": seed, "work_dir": str(work_dir or out.with_name(out.name + ".work"))}
-        chosen = (
-            ("steps", steps),
-            ("eraser", eraser),
-            ("coverage", coverage),
-            ("residual", residual),
-            ("prompt_states", prompt_states),
-            ("contexts", contexts),
+        concepts = _pool_concepts(method, names, pool)
+        options.setdefault("work_dir", str(out.with_name(out.name + ".work")))
+        chosen_files = (
             ("templates", tuple(check_templates(_read_lines(templates, "templates"))) if templates else None),
             ("target_prompts", tuple(examples) or None),
         )
-        options |= {k: v for k, v in chosen if v is not None}
-        if (eraser or "keyed") == "keyed" and steps is not None:
-            raise UserError("--steps applies to --eraser moe (the keyed eraser is built in closed form, not trained)")
-        if eraser == "moe" and (coverage is not None or residual is not None):
-            raise UserError("--coverage and --residual apply to --eraser keyed, not moe")
+        options |= {k: v for k, v in chosen_files if v is not None}
     else:
         concepts = ConceptSet.build(
             names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
         )
-        options = {k: v for k, v in (("ridge", ridge), ("s_p", s_p)) if v is not None}
-        if method == "erasepro":
-            options |= {"progressive": progressive} | ({"chain_layers": chain_layers} if chain_layers else {})
-        elif s_e is not None:
-            options |= {"s_e": s_e}
-    method_config(method, options)  # every option checked (finite, in range) before the model loads
+    method_config(method, options)  # with the files read in, before the model loads
     backbone = load_model(model)
     from erasekit.concepts.pairs import casing_duplicates, unknown_token_names
 
@@ -199,14 +147,14 @@ def erase(
     if not on_main():
         return
     save_artifact(artifact, out, overwrite)
-    if method == "etc":
-        print_etc(summary, out)
+    if not artifact.prompt_filter and not any("gap" in row for row in summary.get("stages", [])):
+        print_etc(summary, out)  # a trained or keyed edit: its stage timings and checks
         return
-    if method == "filter":
+    if artifact.prompt_filter:
         words = ", ".join(concepts.targets[:5]) + (" …" if len(concepts.targets) > 5 else "")
         console.print(
             summary_table(
-                f"erase (filter) → {out}", [("blocked names", words), ("replaced by", repr(concepts.anchors[0]))]
+                f"erase ({method}) → {out}", [("blocked names", words), ("replaced by", repr(concepts.anchors[0]))]
             )
         )
         return
@@ -226,12 +174,39 @@ def erase(
     )
 
 
-def _etc_concepts(names: list[str], pool: list[str] | None):
-    """ETC's concept set: the targets, and the mapping pool as the concepts to preserve (specs/etc.md §3)."""
+def _settings(chosen, config: Path | None, items: list[str]) -> dict:
+    """The method's settings from ``--config`` and then ``--set`` (which wins), typed by its config's fields."""
+    from erasekit.utils.options import parse_assignments, read_config_file, typed_settings
+
+    values = (read_config_file(config) if config is not None else {}) | parse_assignments(items, "--set")
+    return typed_settings(chosen.config_class, values, f"method {chosen.name}")
+
+
+def _check_applicable(config_class: type, options: dict) -> None:
+    """A setting that applies only under another (the config's ``APPLIES_WHEN``: {setting: (field, value)}) is
+    refused, not silently ignored, when given under a different one."""
+    from dataclasses import fields
+
+    defaults = {f.name: f.default for f in fields(config_class)}
+    for key, (field, value) in getattr(config_class, "APPLIES_WHEN", {}).items():
+        actual = options.get(field, defaults.get(field))
+        if key in options and actual != value:
+            raise UserError(f"setting {key} applies to {field}={value}, not {field}={actual}")
+
+
+def _has_setting(chosen, name: str) -> bool:
+    from dataclasses import fields
+
+    return any(f.name == name for f in fields(chosen.config_class))
+
+
+def _pool_concepts(method: str, names: list[str], pool: list[str] | None):
+    """The concept set of a method that maps targets onto a pool: the targets, and the pool as the concepts to
+    preserve (specs/etc.md §3)."""
     from erasekit.concepts.pairs import ConceptSet
 
     if pool is None:
-        raise UserError("ETC needs --mapping-pool FILE (concepts of the same domain, disjoint from the targets)")
+        raise UserError(f"{method} needs --mapping-pool FILE (concepts of the same domain, disjoint from the targets)")
     overlap = sorted(set(names) & set(pool))
     if overlap:
         raise UserError(f"{overlap[0]!r} is both a target and in the mapping pool; the two must be disjoint")

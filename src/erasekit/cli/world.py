@@ -14,12 +14,13 @@ from erasekit.errors import UserError
 
 def _pattern_weights(items: list[str]) -> dict[str, float] | None:
     """Parse repeated ``PATTERN=W`` options; a bad one is a UserError."""
+    from erasekit.utils.options import parse_assignments
     from erasekit.world.factors import VOCAB
 
     weights: dict[str, float] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in VOCAB.pattern:
+    for name, value in parse_assignments(items, "--pattern-weight").items():
+        item = f"{name}={value}"
+        if name not in VOCAB.pattern:
             known = ", ".join(VOCAB.pattern)
             raise UserError(f"--pattern-weight {item!r}: expected PATTERN=W with PATTERN one of {known}")
         try:

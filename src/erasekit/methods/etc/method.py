@@ -150,6 +150,10 @@ class ETCConfig:
     work_dir: str | None = None  # embedding cache and training checkpoints (an interrupted run resumes)
 
     MAPS_ONTO_POOL: ClassVar = True  # the targets map onto a mapping pool (§3), not onto an anchor concept
+    APPLIES_WHEN: ClassVar = {  # settings of one eraser: given for the other, they are refused, not ignored
+        **dict.fromkeys(("coverage", "residual", "tail", "keys_per_distribution", "candidates"), ("eraser", "keyed")),
+        **dict.fromkeys(("steps", "lr", "hidden", "experts", "top_k", "batch_size"), ("eraser", "moe")),
+    }
     RANGES: ClassVar = {
         **dict.fromkeys(("holdout", "core", "shell"), FRACTION),
         **dict.fromkeys(("dof", "whiten_ridge", "lr", "off_plane_radius"), POSITIVE),
