@@ -15,7 +15,8 @@ import pytest
 import safetensors.torch
 import torch
 
-import erasekit.artifacts.artifact as artifact_module
+import erasekit.artifacts.apply as apply_module
+import erasekit.artifacts.store as store_module
 from erasekit.artifacts import (
     FORMAT_VERSION,
     MODULE_SEP,
@@ -29,7 +30,7 @@ from erasekit.artifacts import (
     save_artifact,
     tensor_sha256,
 )
-from erasekit.artifacts.artifact import MANIFEST_SHA256, manifest_sha256
+from erasekit.artifacts.manifest import MANIFEST_SHA256, manifest_sha256
 from erasekit.backbones.loader import load_backbone
 from erasekit.errors import UserError
 from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser
@@ -283,13 +284,13 @@ def test_bad_artifact_folders(sd_artifact: Artifact, tmp_path: Path, damage: str
 
 
 def test_save_is_atomic(sd_artifact: Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save_file = artifact_module.save_file
+    real_save_file = store_module.save_file
 
     def write_then_fail(tensors, filename, metadata=None):
         real_save_file(tensors, filename, metadata=metadata)
         raise OSError("disk full")
 
-    monkeypatch.setattr(artifact_module, "save_file", write_then_fail)
+    monkeypatch.setattr(store_module, "save_file", write_then_fail)
     with pytest.raises(OSError, match="disk full"):
         save_artifact(sd_artifact, tmp_path / "edit")
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary folder is left
@@ -346,7 +347,7 @@ def one_image(backbone) -> np.ndarray:
 def assert_detached(backbone) -> None:
     """No hook and no attachment marker is left on any editable linear module."""
     for linear in editable_linears(backbone).values():
-        assert not linear._forward_hooks and not hasattr(linear, artifact_module.ATTACHED)
+        assert not linear._forward_hooks and not hasattr(linear, apply_module.ATTACHED)
 
 
 def test_module_artifact_round_trip_apply_remove(folders: dict[str, Path], tmp_path: Path) -> None:

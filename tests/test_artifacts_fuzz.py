@@ -25,9 +25,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import erasekit.artifacts.artifact as artifact_module
+import erasekit.artifacts.manifest as manifest_module
 from erasekit.artifacts import Artifact, build_artifact, load_artifact, save_artifact
-from erasekit.artifacts.artifact import MANIFEST_SHA256
+from erasekit.artifacts.manifest import MANIFEST_SHA256
 from erasekit.errors import UserError
 from erasekit.methods.etc.keyed import ConceptMemory, KeyedEraser
 from erasekit.methods.etc.moeraser import MoEraser, MoEraserConfig
@@ -442,7 +442,7 @@ def test_bad_input_is_a_one_line_user_error(valid: Valid, tmp_path: Path, name: 
 
 def test_an_oversized_manifest_is_not_read(valid: Valid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     resign(tmp_path, valid.manifest, valid.tensors)
-    monkeypatch.setattr(artifact_module, "MAX_MANIFEST_BYTES", 100)
+    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", 100)
     with pytest.raises(UserError, match=r"manifest.json has \d+ bytes, more than the 100 a manifest may have"):
         load_artifact(tmp_path)
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.concepts.features import ProgressiveTargets, capture, chain_layers
+from erasekit.concepts.features import capture
+from erasekit.methods.erasepro import ProgressiveTargets, chain_layers
 from tiny_pipelines import build_sd, build_sd3_t5
 
 pytestmark = pytest.mark.usefixtures("one_thread")

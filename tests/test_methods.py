@@ -18,9 +18,10 @@ from erasekit.artifacts import (
     save_artifact,
 )
 from erasekit.backbones.loader import load_backbone
-from erasekit.concepts.features import PairFeatures, capture, chain_layers, encoded_columns
+from erasekit.concepts.features import PairFeatures, capture, encoded_columns
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.methods import get_method
+from erasekit.methods.erasepro import chain_layers
 from tiny_pipelines import build_sd, build_sd3, build_sdxl
 
 pytestmark = pytest.mark.usefixtures("one_thread")

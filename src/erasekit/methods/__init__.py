@@ -1,7 +1,15 @@
-"""Erasure methods, one module each, registered by name (``get_method``)."""
+"""Erasure methods, one package each, registered by name (``get_method``) with their artifact plug-ins.
 
-from erasekit.methods import erasepro, prompt_filter, uce  # noqa: F401  (register)
-from erasekit.methods.base import METHODS, EraseResult, get_method
-from erasekit.methods.etc import method as etc  # noqa: F401  (register)
+A method package registers its config and erase function (``register``) and its artifact plug-in kinds
+(``erasekit.artifacts.plugins``) when it is imported: adding a method is its folder and one import line here.
+"""
 
-__all__ = ["METHODS", "EraseResult", "get_method"]
+from erasekit.methods import (
+    erasepro,  # noqa: F401  (registers)
+    etc,  # noqa: F401  (registers)
+    prompt_filter,  # noqa: F401  (registers)
+    uce,  # noqa: F401  (registers)
+)
+from erasekit.methods.base import METHODS, EraseResult, Method, get_method, register
+
+__all__ = ["METHODS", "EraseResult", "Method", "get_method", "register"]

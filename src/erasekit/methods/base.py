@@ -4,15 +4,19 @@ per method, registered by name; the CLI and the benchmark discover methods here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
 
+from erasekit.artifacts import Artifact, build_artifact
 from erasekit.backbones.base import Backbone
+from erasekit.concepts.contexts import check_disjoint
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.editing.closed_form import Solve, Transform
 from erasekit.errors import UserError
+from erasekit.utils.profiling import measure
 
 
 @dataclass
@@ -21,7 +25,7 @@ class EraseResult:
     stages: list[dict] = field(default_factory=list)  # one row per edit stage (residuals, norms, sizes)
     summary: dict = field(default_factory=dict)
     modules: dict[str, nn.Module] = field(default_factory=dict)  # projector name -> module added to its output
-    prompt_filter: dict | None = None  # a text-level plug-in (methods/prompt_filter.py), JSON form
+    entries: dict[str, Any] = field(default_factory=dict)  # artifact plug-in entries by manifest key (JSON form)
 
 
 def template_prompts(backbone: Backbone, concepts: ConceptSet, config) -> list[str]:
@@ -54,9 +58,6 @@ def register(name: str, config_class: type, description: str, fitted=template_pr
 
 def check_edit_heldout(backbone: Backbone, artifact, prompts: list[str]) -> None:
     """check_heldout for a saved edit: its method, config and concept set as its manifest records them."""
-    from dataclasses import fields
-
-    from erasekit.concepts.contexts import check_disjoint
 
     chosen = get_method(artifact.method)
     known = {f.name for f in fields(chosen.config_class)}
@@ -76,7 +77,6 @@ def _tupled(value):
 def check_heldout(backbone: Backbone, concepts: ConceptSet, method: str, options: dict, prompts: list[str]) -> None:
     """Refuse (one line) evaluation prompts that ``method`` with ``options`` fits on: an in-sample figure is not
     erasure (concepts/contexts.py ``check_disjoint``)."""
-    from erasekit.concepts.contexts import check_disjoint
 
     chosen, config = method_config(method, options)
     check_disjoint(chosen.fitted(backbone, concepts, config), prompts)
@@ -92,7 +92,6 @@ def get_method(name: str) -> Method:
 
 def method_config(method: str, options: dict | None = None) -> tuple[Method, object]:
     """The registered method and its config built from ``options`` (one line for an unknown option)."""
-    from dataclasses import fields
 
     chosen = get_method(method)
     known = {f.name for f in fields(chosen.config_class)}
@@ -101,13 +100,9 @@ def method_config(method: str, options: dict | None = None) -> tuple[Method, obj
     return chosen, chosen.config_class(**(options or {}))
 
 
-def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, options: dict | None = None):
+def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, options: dict | None = None) -> Artifact:
     """Run a registered method with its config built from ``options``; the artifact's metrics carry the
     method's summary, its stages, the edit seconds and peak memory."""
-    from dataclasses import asdict
-
-    from erasekit.artifacts import build_artifact
-    from erasekit.utils.profiling import measure
 
     chosen, config = method_config(method, options)
     with measure() as usage:
@@ -121,7 +116,7 @@ def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, opt
         result.weights,
         summary,
         modules=result.modules,
-        prompt_filter=result.prompt_filter,
+        **result.entries,
     )
 
 

@@ -14,10 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-from erasekit.backbones.base import Backbone
-from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
-from erasekit.methods.base import EraseResult, register
 from erasekit.utils.text import phrase_pattern
 
 # re.IGNORECASE also equates "ı" (dotless) and "İ" (dotted capital) with "i", which str.casefold keeps apart
@@ -76,19 +73,3 @@ class PromptFilter:
     @classmethod
     def from_json(cls, data: dict) -> PromptFilter:
         return cls(tuple(data["words"]), tuple(data["replacements"]))
-
-
-@dataclass
-class FilterConfig:
-    pass
-
-
-@register(
-    "filter",
-    FilterConfig,
-    "Prompt filter (baseline): replace the target names in the prompt by their anchors",
-    fitted=lambda backbone, concepts, config: [],  # it fits on no prompts: it matches names
-)
-def erase(backbone: Backbone, concepts: ConceptSet, config: FilterConfig) -> EraseResult:
-    text_filter = PromptFilter(tuple(concepts.targets), tuple(concepts.anchors))
-    return EraseResult({}, [], {"words": len(text_filter.words)}, prompt_filter=text_filter.to_json())

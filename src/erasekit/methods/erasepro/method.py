@@ -30,20 +30,18 @@ import torch
 from torch import nn
 
 from erasekit.backbones.base import Backbone
-from erasekit.concepts.features import (
-    CHAIN_PATTERNS,
-    PairFeatures,
-    ProgressiveTargets,
-    capture,
-    chain_layers,
-    edit_on_arrival,
-    layer_columns,
-    segment_of,
-)
+from erasekit.concepts.features import PairFeatures, capture, layer_columns
 from erasekit.concepts.pairs import ConceptSet, token_positions
 from erasekit.editing.closed_form import zero_residual_transform
 from erasekit.errors import UserError
 from erasekit.methods.base import EraseResult, edit_maps, register
+from erasekit.methods.erasepro.chain import (
+    CHAIN_PATTERNS,
+    ProgressiveTargets,
+    chain_layers,
+    edit_on_arrival,
+    segment_of,
+)
 from erasekit.utils.validation import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_numbers
 
 
