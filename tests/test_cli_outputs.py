@@ -94,7 +94,7 @@ def test_the_current_folder_and_an_unwritable_parent_are_refused_up_front(capsys
 def test_overwrite_replaces_an_earlier_output(capsys, tmp_path):
     out = user_folder(tmp_path / "out")
     code, _, err = run_cli(
-        capsys, "generate", "--prompt", "a red star", "--num-images", "1", "--out", out, "--overwrite"
+        capsys, "generate", "--prompt", "a red star", "--num-images", "1", "--steps", "2", "--out", out, "--overwrite"
     )
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["0_0.png", "grid.png"] and no_partials(tmp_path)
@@ -148,6 +148,7 @@ def test_sigterm_or_sigkill_during_the_final_write_leaves_no_stale_folder_after_
         assert [p.name for p in folder.iterdir()] == ["out"], os.listdir(folder)
 
 
+@pytest.mark.slow  # the shipped model: ~15 s
 def test_an_attack_that_failed_to_run_exits_1_and_says_so_in_attack_json(capsys, tmp_path):
     import json
 

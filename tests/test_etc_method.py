@@ -137,6 +137,7 @@ def test_keyed_etc_on_tiny_sd3_rewrites_what_the_context_embedder_reads(tmp_path
             load_artifact(tmp_path / "edit")
 
 
+@pytest.mark.slow  # four ETC erasures: ~11 s
 def test_a_rerun_loads_the_token_vectors_and_erasers_from_the_work_folder(tiny_sd: Path, tmp_path: Path):
     backbone, concepts = load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", POOL)
     options = {**TINY, "eraser": "moe", "nir": False, "work_dir": str(tmp_path / "work")}

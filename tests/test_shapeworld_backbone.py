@@ -52,6 +52,7 @@ def test_protocol_pieces(backbone):
     ]
 
 
+@pytest.mark.slow  # the shipped model, 25 steps: ~40 s
 def test_generate_is_seeded_and_projectors_are_live(backbone):
     prompts = ["a red star", "a blue ring"]
     a = backbone.generate(prompts, [0, 1], steps=3)

@@ -25,6 +25,7 @@ def tiny_denoiser_config(steps: int) -> DenoiserTrainConfig:
     )
 
 
+@pytest.mark.slow  # trains for real: 15-70 s
 def test_denoiser_resume_matches_uninterrupted_run(tmp_path):
     card = train_denoiser(tmp_path / "straight", tiny_denoiser_config(4), export=tmp_path / "export")
     train_denoiser(tmp_path / "resumed", tiny_denoiser_config(2))
@@ -39,6 +40,7 @@ def test_denoiser_resume_matches_uninterrupted_run(tmp_path):
     assert json.loads((exported / "training.json").read_text())["steps"] == 4
 
 
+@pytest.mark.slow  # trains for real: 15-70 s
 def test_classifier_trains_resumes_and_exports(tmp_path):
     config = ClassifierTrainConfig(steps=6, batch_size=16, checkpoint_every=3)
     train_classifier(tmp_path / "run", ClassifierTrainConfig(steps=3, batch_size=16, checkpoint_every=3))
@@ -48,6 +50,7 @@ def test_classifier_trains_resumes_and_exports(tmp_path):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+@pytest.mark.slow  # trains for real: 15-70 s
 def test_denoiser_continues_from_an_exported_model(tmp_path):
     train_denoiser(tmp_path / "first", tiny_denoiser_config(2), export=tmp_path / "export")
     card = train_denoiser(tmp_path / "second", tiny_denoiser_config(4), init_from=tmp_path / "export")
@@ -58,6 +61,7 @@ def test_denoiser_continues_from_an_exported_model(tmp_path):
     assert not (tmp_path / "second" / "step-00000002").exists() and (tmp_path / "second" / "step-00000004").exists()
 
 
+@pytest.mark.slow  # trains for real: 15-70 s
 def test_continuing_into_other_attention_heads_says_so(tmp_path):
     train_denoiser(tmp_path / "first", tiny_denoiser_config(2), export=tmp_path / "export")
     config = tiny_denoiser_config(3)
@@ -68,6 +72,7 @@ def test_continuing_into_other_attention_heads_says_so(tmp_path):
     assert "attention heads" not in unchanged["objective_history"][-1]["note"]
 
 
+@pytest.mark.slow  # trains for real: 15-70 s
 def test_resume_builds_the_architecture_the_checkpoint_was_saved_with(tmp_path):
     train_denoiser(tmp_path / "run", tiny_denoiser_config(2))
     config = tiny_denoiser_config(4)
