@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from erasekit.artifacts import (
-    apply_artifact,
+    artifact_applied,
     build_artifact,
     export_artifact,
     load_artifact,
-    remove_artifact,
     save_artifact,
 )
 from erasekit.backbones.loader import load_backbone
@@ -48,12 +47,8 @@ def projector_outputs(backbone, concepts, weights=None):
     name, module = next(iter(backbone.embedding_projectors().items()))
     artifact = build_artifact(backbone, "t", {}, {}, weights, {}) if weights else None
     states_a = capture(backbone, pairs.anchors)[0]
-    applied = apply_artifact(backbone, artifact) if artifact else None
-    try:
+    with artifact_applied(backbone, artifact):
         states_t = capture(backbone, pairs.targets)[0]
-    finally:
-        if applied:
-            remove_artifact(backbone, applied)
     x = encoded_columns(states_t, pairs.alignments, pairs.target_segments, "target")
     y = encoded_columns(states_a, pairs.alignments, pairs.anchor_segments, "anchor")
     w = (artifact.weights[f"{name}.weight"] if artifact else module.weight).double()
@@ -179,10 +174,9 @@ def test_tiny_pipeline_erase_save_apply_export_generate(family, method, tmp_path
     loaded = load_artifact(save_artifact(artifact, tmp_path / "edit"))
     prompts, seeds = ["a cat", "a dog"], [0, 1]
     before = backbone.generate(prompts, seeds, steps=2)
-    applied = apply_artifact(backbone, loaded)
-    after = backbone.generate(prompts, seeds, steps=2)
-    remove_artifact(backbone, applied)
-    assert not np.array_equal(before, after)
+    with loaded.applied(backbone):
+        after = backbone.generate(prompts, seeds, steps=2)
+    assert not np.array_equal(before, after) and np.array_equal(backbone.generate(prompts, seeds, steps=2), before)
     export = export_artifact(backbone, loaded, tmp_path / "export")
     exported = load_backbone(str(export)).generate(prompts, seeds, steps=2)
     assert np.abs(exported.astype(int) - after.astype(int)).max() <= 1

@@ -117,14 +117,13 @@ def apply_artifact(backbone, artifact: Artifact, modules: bool = True) -> Applie
     only). Everything is checked before anything changes."""
     targets = _targets(backbone, artifact)
     wrapped = _wrapped(backbone, artifact, attach=modules)
+    entries = artifact.entries if modules else {}
+    undo = [ENTRY_KINDS[key].attach(backbone, value) for key, value in entries.items()]  # first: they may refuse
     originals = {key: module.weight.detach().clone() for key, module in targets.items()}
     with torch.no_grad():
         for key, module in targets.items():
             module.weight.data.copy_(artifact.weights[key])
-    if not modules:
-        return AppliedEdit(artifact, originals, backbone=backbone)
-    hooks = {name: _attach(name, linear, artifact.modules[name]) for name, linear in wrapped.items()}
-    undo = [ENTRY_KINDS[key].attach(backbone, value) for key, value in artifact.entries.items()]
+    hooks = {name: _attach(name, linear, artifact.modules[name]) for name, linear in wrapped.items()} if modules else {}
     return AppliedEdit(artifact, originals, hooks, [u for u in undo if u is not None], backbone)
 
 

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from erasekit.artifacts.apply import AppliedEdit, apply_to, artifact_applied, as_backbone, remove_from
+from erasekit.artifacts.apply import (
+    AppliedEdit,
+    apply_to,
+    artifact_applied,
+    as_backbone,
+    export_artifact,
+    remove_from,
+)
 from erasekit.artifacts.plugins import ENTRY_KINDS, MODULE_SEP, kind_of
 from erasekit.artifacts.store import read_artifact, save_artifact
 from erasekit.artifacts.tensors import WEIGHT, editable_linears, refuse_non_finite, stored_tensors, tensor_sha256
@@ -75,6 +82,10 @@ class Artifact:
     def remove(self, target: Any) -> None:
         """Undo ``apply``: ``target`` is its handle, or the Backbone or pipeline the edit was applied to."""
         remove_from(target, self)
+
+    def export(self, target: Any, out: Path | str, overwrite: bool = False) -> Path:
+        """Write the edited model as a diffusers folder (``export_artifact``); an edit with plug-ins is refused."""
+        return export_artifact(as_backbone(target), self, Path(out), overwrite)
 
     @contextmanager
     def applied(self, target: Any, modules: bool = True) -> Iterator[AppliedEdit]:

@@ -99,7 +99,8 @@ class EntryKind(ABC):
         return None
 
     def attach(self, backbone: Any, value: Any) -> Callable[[], None] | None:
-        """Set the entry on ``backbone`` while the edit is applied; returns what undoes it (None: nothing to do)."""
+        """Set the entry on ``backbone`` while the edit is applied; returns what undoes it (None: nothing to do).
+        It runs before the edit changes anything, so it may refuse (a UserError)."""
         return None
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from erasekit.artifacts.plugins import EntryKind, register_entry_kind
 from erasekit.artifacts.schema import NONBLANK, Items, Record, Schema, Text
+from erasekit.errors import UserError
 from erasekit.methods.prompt_filter.filter import PromptFilter
 
 KEY = "prompt_filter"
@@ -25,6 +26,8 @@ class PromptFilterEntry(EntryKind):
         return PromptFilter.from_json(entry).to_json()
 
     def attach(self, backbone: Any, value: dict) -> Callable[[], None]:
+        if getattr(backbone, "prompt_filter", None) is not None:
+            raise UserError("this edit is already applied (the model already carries a prompt filter)")
         backbone.prompt_filter = PromptFilter.from_json(value)
 
         def undo() -> None:
