@@ -228,7 +228,8 @@ class Tagged(Schema):
             raise SchemaError(where, "must be an object")
         kind = value.get(self.tag)
         if not isinstance(kind, str) or kind not in self.variants:
-            raise SchemaError(_join(where, self.tag), f"must be one of {', '.join(map(repr, self.variants))}")
+            choices = ", ".join(map(repr, self.variants)) or "the registered ones (none is registered)"
+            raise SchemaError(_join(where, self.tag), f"must be one of {choices}")
         self.variants[kind].check(value, where)
 
 

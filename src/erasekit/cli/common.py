@@ -41,6 +41,7 @@ def check_out(out: Path, overwrite: bool, model: str | None = None, *inputs: Pat
 
 
 def load_edit(edit: Path | None):
+    import erasekit.methods  # noqa: F401  (registers the methods' artifact plug-ins, which loading needs)
     from erasekit.artifacts import load_artifact
 
     return load_artifact(edit) if edit is not None else None
