@@ -190,10 +190,11 @@ _APPLIED: dict[int, list[AppliedEdit]] = {}  # by id() of what the user applied 
 
 def as_backbone(target: Any) -> Backbone:
     """``target`` as a Backbone: itself, or the backbone ``erasekit.backbones.loader.load_backbone`` makes of a
-    diffusers pipeline object.
+    diffusers pipeline object (wrapped in place: the edit changes the user's pipeline).
 
-    NOTE: ``load_backbone(pipeline_object)`` is being added to the loader; until it lands, only a Backbone is
-    accepted here (a pipeline object is refused with a TypeError that says so)."""
+    NOTE: the loader learns to wrap pipeline objects in a change of its own; a loader that cannot (it takes paths
+    only) makes this a TypeError that asks for a Backbone. A text filter entry is set on the wrapper, so a pipeline's
+    own ``__call__`` does not see it: weights and modules are what an edit changes in a pipeline."""
     if isinstance(target, Backbone):
         return target
     if isinstance(target, str | Path):

@@ -58,7 +58,6 @@ def register(name: str, config_class: type, description: str, fitted=template_pr
 
 def check_edit_heldout(backbone: Backbone, artifact, prompts: list[str]) -> None:
     """check_heldout for a saved edit: its method, config and concept set as its manifest records them."""
-
     chosen = get_method(artifact.method)
     known = {f.name for f in fields(chosen.config_class)}
     try:
@@ -77,7 +76,6 @@ def _tupled(value):
 def check_heldout(backbone: Backbone, concepts: ConceptSet, method: str, options: dict, prompts: list[str]) -> None:
     """Refuse (one line) evaluation prompts that ``method`` with ``options`` fits on: an in-sample figure is not
     erasure (concepts/contexts.py ``check_disjoint``)."""
-
     chosen, config = method_config(method, options)
     check_disjoint(chosen.fitted(backbone, concepts, config), prompts)
 
@@ -92,7 +90,6 @@ def get_method(name: str) -> Method:
 
 def method_config(method: str, options: dict | None = None) -> tuple[Method, object]:
     """The registered method and its config built from ``options`` (one line for an unknown option)."""
-
     chosen = get_method(method)
     known = {f.name for f in fields(chosen.config_class)}
     if unknown := sorted(set(options or {}) - known):
