@@ -1,0 +1,78 @@
+"""erasekit: erase concepts from text-to-image diffusion models, and measure that it held.
+
+The Python API, on the shipped ShapeWorld model or a diffusers pipeline you already hold (a ``StableDiffusionPipeline``,
+SDXL or SD3 object, on its own device and in its own dtype) or a local diffusers folder:
+
+>>> import erasekit
+>>> model = erasekit.load_model("shapeworld")
+>>> edit = erasekit.erase(model, ["star"], method="uce", anchor="shape", ridge=0.5)
+>>> edit.method, edit.concepts["targets"]
+('uce', ['star'])
+>>> with edit.applied(model):  # the edit in place inside the block, removed on the way out
+...     images = model.generate(["a red star"], seeds=[0], steps=2)
+>>> images.shape
+(1, 32, 32, 3)
+
+``edit.save(folder)`` writes the artifact, ``erasekit.load_artifact(folder)`` reads it back, ``edit.apply(pipe)`` /
+``edit.remove(pipe)`` edit a pipeline in place and back, and ``erasekit.evaluate`` measures an edit with the
+backbone's own protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from erasekit.artifacts import Artifact
+    from erasekit.backbones.base import Backbone
+
+__all__ = ["erase", "load_artifact", "load_model"]
+
+
+def load_model(model: str | Path | Any) -> Backbone:
+    """A backbone for ``"shapeworld"``, a local diffusers folder, or a diffusers pipeline object (wrapped, not
+    reloaded: an edit applied to the backbone is applied to that pipeline)."""
+    from erasekit.backbones.loader import load_backbone
+
+    return load_backbone(model)
+
+
+def erase(
+    model: str | Path | Any,
+    targets: Sequence[str],
+    method: str = "erasepro",
+    *,
+    anchor: str = "",
+    preserve: Sequence[str] = (),
+    mapping_pool: Sequence[str] = (),
+    kind: str = "object",
+    templates: Sequence[str] | None = None,
+    **settings: Any,
+) -> Artifact:
+    """Erase ``targets`` with a registered ``method`` and return the edit (an ``Artifact``); the model is left as it
+    was. ``settings`` are the method's config fields (``ridge=0.3``, ``eraser="moe"``, ...), checked as ``erase --set``
+    checks them. A method that maps targets onto a pool (ETC) takes ``mapping_pool``; the others map every target onto
+    ``anchor`` and keep ``preserve``."""
+    from erasekit.concepts.pairs import ConceptSet
+    from erasekit.methods import get_method
+    from erasekit.methods.base import erase_to_artifact, method_config
+    from erasekit.utils.options import typed_settings
+
+    chosen = get_method(method)
+    options = typed_settings(chosen.config_class, settings, f"method {method}")
+    method_config(method, options)  # ranges checked before the model loads
+    if getattr(chosen.config_class, "MAPS_ONTO_POOL", False):
+        concepts = ConceptSet.build(list(targets), "", list(mapping_pool))
+    else:
+        concepts = ConceptSet.build(list(targets), anchor, list(preserve), kind, list(templates) if templates else None)
+    return erase_to_artifact(load_model(model), concepts, method, options)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read and verify an edit artifact folder (every problem is a one-line ``UserError``)."""
+    import erasekit.methods  # noqa: F401  (registers the methods' artifact plug-ins)
+    from erasekit.artifacts import load_artifact as read
+
+    return read(Path(path))
