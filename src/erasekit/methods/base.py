@@ -43,14 +43,23 @@ class Method:
     description: str
     # the prompts the method fits on (or calibrates on): an evaluation judging any of them is refused
     fitted: Callable[[Backbone, ConceptSet, object], list[str]] = template_prompts
+    # the (label, value) rows the CLI prints after an erase, from the artifact's metrics (the method's summary with
+    # "stages", "seconds" and "peak_mib"); None: the method has no rows of its own
+    describe: Callable[[dict], list[tuple[str, str]]] | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, config_class: type, description: str, fitted=template_prompts):
+def register(
+    name: str,
+    config_class: type,
+    description: str,
+    fitted=template_prompts,
+    describe: Callable[[dict], list[tuple[str, str]]] | None = None,
+):
     def wrap(fn):
-        METHODS[name] = Method(name, config_class, fn, description, fitted)
+        METHODS[name] = Method(name, config_class, fn, description, fitted, describe)
         return fn
 
     return wrap
