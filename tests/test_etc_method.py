@@ -1,4 +1,4 @@
-"""ETC end to end (methods/etc/method.py) on a tiny random SD 1.x pipeline, its CLI, resume and bad input."""
+"""ETC end to end (methods/etc/) on a tiny random SD 1.x pipeline, its CLI, resume and bad input."""
 
 from __future__ import annotations
 
@@ -17,23 +17,14 @@ from erasekit.concepts.embeddings import CONTEXT_TEMPLATES
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.methods.base import erase_to_artifact
+from erasekit.methods.etc.checks import heldout_decisions
+from erasekit.methods.etc.config import TOKEN_FIELDS, ETCConfig, stage_key
+from erasekit.methods.etc.erasers import fit_erasers, make_erasers
+from erasekit.methods.etc.fit import nearest_pool, prepare_tokens
 from erasekit.methods.etc.keyed import own_distances
-from erasekit.methods.etc.method import (
-    EncodedConcepts,
-    ETCConfig,
-    TokenConcepts,
-    TokenData,
-    _run_key,
-    build_memory,
-    fit_erasers,
-    heldout_decisions,
-    lognormal_quantile,
-    make_erasers,
-    margin_radius,
-    memory_keys,
-    nearest_pool,
-    rewrite_radius,
-)
+from erasekit.methods.etc.memory import build_memory, lognormal_quantile, margin_radius, memory_keys, rewrite_radius
+from erasekit.methods.etc.stage_log import StageLog
+from erasekit.methods.etc.tokens import EncodedConcepts, TokenConcepts, TokenData
 from tiny_pipelines import build_sd, build_sd3
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -290,7 +281,7 @@ def test_the_token_checkpoint_is_keyed_by_what_the_tokens_depend_on_and_only_tha
     concepts = ConceptSet.build(TARGETS, "", POOL)
 
     def key(stage: str = "tokens", **fields) -> str:
-        return _run_key(concepts, ETCConfig(**fields), stage)
+        return stage_key(concepts, ETCConfig(**fields), stage)
 
     assert key() != key(contexts=50) and key() != key(holdout=0.3)
     # the rewrite's residual and θ's tail are built after the tokens, and the prompt states matter only to
@@ -299,6 +290,32 @@ def test_the_token_checkpoint_is_keyed_by_what_the_tokens_depend_on_and_only_tha
     assert key("erase") != key("erase", residual=1.0)
     examples = tuple(f"a prompt {i}" for i in range(4))
     assert key(target_prompts=examples) != key(target_prompts=examples, prompt_states="tokens")
+
+
+class ReadRecorder:
+    """A config that records which of its fields are read."""
+
+    def __init__(self, config: ETCConfig) -> None:
+        self.config, self.read = config, set()
+
+    def __getattr__(self, name: str):
+        self.read.add(name)
+        return getattr(self.config, name)
+
+
+def test_the_token_key_holds_every_field_the_token_stage_reads_and_no_other(tiny_sd: Path):
+    # the token stage (§1-§3 and the keyed eraser's keys) run on a config that records what it reads: a field it
+    # reads outside the key would let a rerun reuse token vectors made under another value (config.read_by)
+    backbone = load_backbone(str(tiny_sd))
+    read = set()
+    for targets, options in (
+        (TARGETS, {"rule": "relative"}),
+        (["cat"], {"target_prompts": tuple(f"a cat number {i}" for i in range(6)), "off_plane_samples": 0}),
+    ):
+        config = ReadRecorder(ETCConfig(**TINY | options))
+        prepare_tokens(backbone, ConceptSet.build(targets, "", POOL), config, StageLog())
+        read |= config.read
+    assert read - {"work_dir"} == set(TOKEN_FIELDS)  # work_dir: where the embedding cache lies, not what it holds
 
 
 def test_nearest_pool_picks_the_most_similar_concepts():
