@@ -8,6 +8,7 @@ from dataclasses import Field, fields
 import pytest
 
 from erasekit.concepts.pairs import ConceptSet
+from erasekit.errors import UserError
 from erasekit.methods.etc.config import (
     ERASE,
     NIR,
@@ -15,6 +16,7 @@ from erasekit.methods.etc.config import (
     TOKEN_FIELDS,
     TOKENS,
     ETCConfig,
+    check_concepts,
     fields_read_by,
     read_by,
     stage_key,
@@ -68,3 +70,10 @@ def test_the_token_fields_are_the_token_stage_fields():
     assert set(fields_read_by(NIR)) == {"nir", "nir_rho", "nir_seed"}
     with pytest.raises(ValueError, match="no work folder"):
         stage_key(CONCEPTS, ETCConfig(), NIR)
+
+
+def test_keys_per_distribution_is_checked_against_the_fitted_contexts_for_the_keyed_eraser_only():
+    few = dict(contexts=10, holdout=0.2, keys_per_distribution=32)  # 8 fitted contexts
+    check_concepts(CONCEPTS, ETCConfig(**few, eraser="moe"))
+    with pytest.raises(UserError, match=r"keys_per_distribution must be at most the fitted contexts \(8\)"):
+        check_concepts(CONCEPTS, ETCConfig(**few))

@@ -318,6 +318,17 @@ def test_the_token_key_holds_every_field_the_token_stage_reads_and_no_other(tiny
     assert read - {"work_dir"} == set(TOKEN_FIELDS)  # work_dir: where the embedding cache lies, not what it holds
 
 
+def test_the_moeraser_takes_more_keys_per_distribution_than_fitted_contexts(tiny_sd: Path):
+    # keys_per_distribution is the keyed eraser's setting (the CLI refuses it for moe): its default (32) is more than
+    # the tiny run's 8 fitted contexts, which only the keyed eraser refuses
+    backbone, concepts = load_backbone(str(tiny_sd)), ConceptSet.build(TARGETS, "", POOL)
+    options = {k: v for k, v in TINY.items() if k != "keys_per_distribution"} | {"steps": 2, "nir": False}
+    artifact = erase_to_artifact(backbone, concepts, "etc", options | {"eraser": "moe"})
+    assert artifact.metrics["erase_loss"] is not None
+    with pytest.raises(UserError, match="keys_per_distribution must be at most the fitted contexts"):
+        erase_to_artifact(backbone, concepts, "etc", options)
+
+
 def test_nearest_pool_picks_the_most_similar_concepts():
     pool = torch.eye(5)
     targets = torch.tensor([[1.0, 0.9, 0.8, 0.0, 0.0], [0.0, 0.0, 0.1, 1.0, 0.5]])

@@ -247,7 +247,8 @@ def check_concepts(concepts: ConceptSet, config: ETCConfig) -> None:
         raise UserError("ETC target prompts describe one concept: give exactly one target name with them")
     if config.target_prompts and len(config.target_prompts) < 4:
         raise UserError(f"ETC target prompts: need at least 4 example prompts, got {len(config.target_prompts)}")
-    if config.keys_per_distribution > fit_count(config):
+    # the keyed eraser's setting (ETCConfig.APPLIES_WHEN); for the MoEraser, memory_keys takes at most that many
+    if config.eraser == "keyed" and config.keys_per_distribution > fit_count(config):
         raise UserError(
             f"ETC keys_per_distribution must be at most the fitted contexts ({fit_count(config)}), "
             f"got {config.keys_per_distribution}"
