@@ -5,7 +5,7 @@ to merged mapping triplets -> the eraser (keyed memory or trained MoEraser) on t
 The concept set's ``targets`` are the concepts to erase and its ``preserve`` list is the mapping pool
 (§3: same domain, disjoint from the targets; its samples are also preserved). The stages live in their own modules:
 config.py (settings, checks, work-folder keys), tokens.py (contexts, encoding, token vectors), fit.py (§1-§3),
-memory.py (the keyed memory), erasers.py (§4-§5), checks.py (fit checks).
+memory.py (the keyed memory), erasers.py (§4-§5), checks.py (fit checks), summary.py (the CLI's rows).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from erasekit.methods.etc.erasers import (
 from erasekit.methods.etc.fit import cached_tokens
 from erasekit.methods.etc.memory import build_memory
 from erasekit.methods.etc.stage_log import StageLog
+from erasekit.methods.etc.summary import describe
 from erasekit.methods.etc.tokens import TokenConcepts, TokenData, check_contexts, concept_contexts, fitted_prompts
 
 # what code outside the package imports from here (benchmarks/etc_token_fit.py, tests/test_validation.py)
@@ -55,6 +56,7 @@ __all__ = [
     ETCConfig,
     "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore",
     fitted=fitted_prompts,
+    describe=describe,
 )
 def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseResult:
     check_concepts(concepts, config)
