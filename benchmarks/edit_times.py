@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.eval.comparison import DEFAULT_RUNS, benchmark_record, erase_with, save_benchmark, task_concepts
-from erasekit.eval.shapeworld_protocol import EvalSettings
-from erasekit.eval.tasks import TASKS
+from erasekit.eval.comparison import erase_with, save_benchmark, task_concepts
+from erasekit.eval.generation import EvalSettings
+from erasekit.world.comparison import DEFAULT_RUNS, benchmark_record
+from erasekit.world.tasks import TASKS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.eval.comparison import MethodRun, benchmark_record, compare, markdown_table, save_benchmark
+from erasekit.eval.comparison import MethodRun, markdown_table, save_benchmark
+from erasekit.eval.generation import EvalSettings
 from erasekit.eval.prompts import load_prompts
-from erasekit.eval.shapeworld_protocol import EvalSettings
-from erasekit.eval.tasks import TASKS, prompt_file
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
+from erasekit.world.comparison import benchmark_record, compare
+from erasekit.world.tasks import TASKS, prompt_file
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 RUNS = (

@@ -16,13 +16,15 @@ from pathlib import Path
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.comparison import benchmark_record, markdown_table, neighbour_accuracy, save_benchmark
+from erasekit.eval.comparison import markdown_table, neighbour_accuracy, save_benchmark
+from erasekit.eval.generation import EvalSettings, generate_rows
 from erasekit.eval.prompts import load_prompts
-from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
-from erasekit.eval.tasks import TASKS, examples_file, prompt_file
 from erasekit.methods.base import check_heldout, erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
+from erasekit.world.comparison import benchmark_record
+from erasekit.world.protocol import evaluate
+from erasekit.world.tasks import TASKS, examples_file, prompt_file
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TASK = "unsafe"

@@ -12,11 +12,12 @@ from etc_scale import BaseImages, result_row
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.scale import ScaleSplit, scale_rows
-from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate
+from erasekit.eval.generation import EvalSettings
 from erasekit.methods.base import check_heldout, erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
+from erasekit.world.protocol import evaluate
+from erasekit.world.scale import ScaleSplit, scale_rows
 
 SUMMARY = ("threshold", "heldout_target_rewritten", "heldout_pool_rewritten", "seconds")
 

@@ -22,14 +22,16 @@ import numpy as np
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.comparison import benchmark_record, markdown_table, save_benchmark
+from erasekit.eval.comparison import markdown_table, save_benchmark
+from erasekit.eval.generation import EvalSettings, Generated, generate_rows
 from erasekit.eval.metrics import harmonic_mean
-from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, group_kind, scale_rows
-from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
 from erasekit.methods.base import check_heldout, erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
+from erasekit.world.comparison import benchmark_record
 from erasekit.world.phrasings import PHRASINGS
+from erasekit.world.protocol import evaluate
+from erasekit.world.scale import COMPARE_TEMPLATES, ScaleSplit, group_kind, scale_rows
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WORK = Path(__file__).resolve().parents[1] / "runs" / "etc-scale"

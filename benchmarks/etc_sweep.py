@@ -15,11 +15,12 @@ from etc_scale import WORK, BaseImages, result_row
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.scale import ScaleSplit, scale_rows
-from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate
+from erasekit.eval.generation import EvalSettings
 from erasekit.methods.base import erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
+from erasekit.world.protocol import evaluate
+from erasekit.world.scale import ScaleSplit, scale_rows
 
 FIT = ("erase_error", "boundary_change", "off_plane_change", "mapping_change", "context_change", "restore_error")
 

@@ -25,7 +25,6 @@ from etc_scale import WORK
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.embeddings import concept_embeddings
 from erasekit.concepts.pairs import ConceptSet
-from erasekit.eval.scale import ScaleSplit
 from erasekit.methods.etc.method import (
     TOKEN_FIELDS,
     ETCConfig,
@@ -41,6 +40,7 @@ from erasekit.methods.etc.method import (
     make_erasers,
     wrapped_projectors,
 )
+from erasekit.world.scale import ScaleSplit
 
 
 @torch.no_grad()

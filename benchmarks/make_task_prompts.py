@@ -1,7 +1,7 @@
 """Write benchmarks/tasks/{instance,style,unsafe}.csv: the prompt sets of the three ShapeWorld erasure tasks, and
 benchmarks/tasks/unsafe_examples.txt: prompts that evoke the skull (``erase --target-prompts``).
 
-The sets are defined by erasekit.eval.tasks.task_prompts; tests/test_tasks.py checks the files equal it.
+The sets are defined by erasekit.world.tasks.task_prompts; tests/test_tasks.py checks the files equal it.
 Run: .venv/bin/python benchmarks/make_task_prompts.py
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from erasekit.eval.prompts import write_prompts
-from erasekit.eval.tasks import TASKS, examples_file, prompt_file, skull_examples, task_prompts
 from erasekit.utils.io import atomic_file
+from erasekit.world.tasks import TASKS, examples_file, prompt_file, skull_examples, task_prompts
 
 if __name__ == "__main__":
     for name, task in TASKS.items():

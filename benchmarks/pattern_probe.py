@@ -20,12 +20,12 @@ from safetensors.torch import load_file
 
 from erasekit.backbones.shapeworld import ShapeWorldBackbone
 from erasekit.eval.prompts import PromptRow
-from erasekit.eval.shapeworld_protocol import agreement
 from erasekit.world.assets import classifier_dir
 from erasekit.world.captions import short_caption
 from erasekit.world.classifier import load_classifier
 from erasekit.world.denoiser import build_unet
 from erasekit.world.factors import VOCAB, format_concept
+from erasekit.world.protocol import agreement
 from erasekit.world.text_encoder import shared_encoder
 
 

@@ -20,14 +20,16 @@ import numpy as np
 
 from erasekit.backbones.loader import load_backbone
 from erasekit.eval.bench import suite_concepts
-from erasekit.eval.comparison import benchmark_record, markdown_table, save_benchmark
+from erasekit.eval.comparison import markdown_table, save_benchmark
+from erasekit.eval.generation import EvalSettings
 from erasekit.eval.metrics import harmonic_mean
 from erasekit.eval.prompts import EVOKING_GROUPS, load_prompts
-from erasekit.eval.shapeworld_protocol import EvalSettings, agreement, evaluate
-from erasekit.eval.tasks import TASKS, prompt_file
 from erasekit.methods.base import check_heldout, erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
+from erasekit.world.comparison import benchmark_record
+from erasekit.world.protocol import agreement, evaluate
+from erasekit.world.tasks import TASKS, prompt_file
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SHORT = ("canonical", "bare")

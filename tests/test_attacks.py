@@ -22,15 +22,15 @@ from erasekit.eval.attacks.base import (
     success_rate,
     with_slot,
 )
-from erasekit.eval.attacks.judges import ClassifierJudge
-from erasekit.eval.attacks.learned_tokens import concept_images, denoising_loss, encode_with_vectors, optimise
+from erasekit.eval.attacks.learned_tokens import concept_images, optimise, white_box
 from erasekit.eval.attacks.ring_a_bell import concept_positions, slot_positions, vocabulary
+from erasekit.eval.generation import EvalSettings
 from erasekit.eval.prompts import PromptRow
-from erasekit.eval.shapeworld_protocol import EvalSettings
 from erasekit.methods.base import erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 from erasekit.world.denoiser import build_unet
+from erasekit.world.protocol import ClassifierJudge
 from erasekit.world.render import render
 from erasekit.world.text_encoder import shared_encoder
 from tiny_shapeworld import TINY_UNET_CONFIG
@@ -54,11 +54,15 @@ def row(prompt: str, concept: str = "shape=star", group: str = "short", role: st
 
 
 def test_concept_words_cover_every_phrasing_and_slots_replace_the_first():
-    words = concept_words([row("a red star")], ["star"])
+    words = concept_words([row("a red star")], ["star"], ShapeWorldBackbone.world)
     assert {"star", "five-pointed star", "starburst"} <= set(words)
     assert with_slot("a red five-pointed star", words, "{}") == "a red {}"
     assert (
-        with_slot("a red striped star", concept_words([row("x", "shape=star;colour=red")], []), "[S]")
+        with_slot(
+            "a red striped star",
+            concept_words([row("x", "shape=star;colour=red")], [], ShapeWorldBackbone.world),
+            "[S]",
+        )
         == "a [S] striped"
     )
     assert with_slot("a blue circle", words, "{}") is None
@@ -167,17 +171,24 @@ def test_a_budget_given_as_a_python_value_is_checked_too(value):
 def test_a_slot_holding_a_words_embedding_encodes_exactly_as_the_word(backbone):
     table = backbone.encoder.model.embeddings.word_embeddings.weight
     star = backbone.encoder.tokenizer.convert_tokens_to_ids("star")
-    states, mask = encode_with_vectors(backbone, ["a red [MASK]"], table[star][None, None])
+    states, mask = backbone.encode_with_vectors(["a red [MASK]"], table[star][None, None])
     expected, expected_mask = backbone.encode(["a red star"])
     assert torch.equal(mask, expected_mask)
     assert torch.allclose(states, expected, atol=1e-5)
     with pytest.raises(ValueError, match="slot"):
-        encode_with_vectors(backbone, ["a red star"], table[star][None, None])
+        backbone.encode_with_vectors(["a red star"], table[star][None, None])
+
+
+def test_white_box_attacks_ask_the_backbone_for_learned_token_access(backbone):
+    access, world = white_box(backbone, "soft-prompt")
+    assert access is backbone and world is backbone.world
+    with pytest.raises(UserError, match="the inversion attack needs gradients through the model"):
+        white_box(object(), "inversion")  # no learned-token access, no world
 
 
 def test_optimising_vectors_lowers_the_denoising_loss(backbone):
     rows = [row("a red star")]
-    images = concept_images(rows, 8, seed=0)
+    images = concept_images(backbone.world, rows, 8, seed=0)
     table = backbone.encoder.model.embeddings.word_embeddings.weight.detach()
     start = table[torch.tensor([[1000, 2000]])]
     prompts = ["[MASK] [MASK] a red star"]
@@ -186,8 +197,8 @@ def test_optimising_vectors_lowers_the_denoising_loss(backbone):
     def loss(v):
         gen = torch.Generator().manual_seed(1)
         with torch.no_grad():
-            states, mask = encode_with_vectors(backbone, prompts * 64, v.expand(64, -1, -1))
-            return float(denoising_loss(backbone, states, mask, images[0, np.arange(64) % 8], gen))
+            states, mask = backbone.encode_with_vectors(prompts * 64, v.expand(64, -1, -1))
+            return float(backbone.denoising_loss(states, mask, images[0, np.arange(64) % 8], gen))
 
     assert loss(vectors) < loss(start)
 
@@ -208,7 +219,10 @@ TINY_BUDGETS = {
 }
 
 
-@pytest.mark.parametrize("name", list(ATTACKS))
+SLOW_ATTACKS = ("ring-a-bell",)  # its genetic search: ~30 s
+
+
+@pytest.mark.parametrize("name", [pytest.param(a, marks=pytest.mark.slow) if a in SLOW_ATTACKS else a for a in ATTACKS])
 def test_every_attack_runs_and_reports_asr_budget_and_time(backbone, classifier, name):
     targets = [
         row("a red star", case=0),
@@ -259,7 +273,7 @@ def test_an_attack_whose_optimisation_diverges_is_reported_failed_not_asr_zero(b
 
 
 def test_optimising_stops_at_the_first_non_finite_step(backbone):
-    images = concept_images([row("a red star")], 2, seed=0)
+    images = concept_images(backbone.world, [row("a red star")], 2, seed=0)
     start = backbone.encoder.model.embeddings.word_embeddings.weight.detach()[torch.tensor([[1000]])]
     with pytest.raises(AttackFailed, match="learned vectors went non-finite at step 1 of 500"):
         optimise(backbone, ["[MASK] a red star"], start, images, steps=500, lr=float("inf"), batch=2, seed=0)

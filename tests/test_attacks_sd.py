@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_cli
-from erasekit.eval.attacks.judges import ClipJudge
 from erasekit.eval.prompts import PromptRow, write_prompts
-from erasekit.eval.sd_protocol import LocalCLIP, zero_shot
+from erasekit.eval.sd.clip import ClipJudge, LocalCLIP, zero_shot
 from test_cli_errors import one_line_error
 from test_sd_protocol import build_clip
 from tiny_pipelines import build_sd
@@ -91,7 +90,7 @@ def test_cli_attacks_a_filter_edit_on_sd(capsys, folders, tmp_path):
 @pytest.mark.parametrize(
     "extra, fragment",
     [
-        (("--attack", "soft-prompt"), "shapeworld only"),
+        (("--attack", "soft-prompt"), "offers no learned-token access"),
         (("--attack", "paraphrase", "--no-clip"), "--clip judges attacks on a diffusers model"),
     ],
 )

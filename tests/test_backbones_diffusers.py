@@ -88,6 +88,44 @@ def test_loads_the_family_with_identity(backbone, variant: str, folders: dict[st
     assert identity["pipeline_class"] == FAMILIES[backbone.family].pipeline_class
 
 
+def pipeline_object(folder: Path):
+    """The pipeline a user holds in a notebook: loaded with diffusers itself."""
+    import diffusers
+
+    index = json.loads((folder / "model_index.json").read_text())
+    absent = {k: None for k, v in index.items() if isinstance(v, list) and v[:1] == [None]}  # SD3 without T5
+    return getattr(diffusers, index["_class_name"]).from_pretrained(str(folder), local_files_only=True, **absent)
+
+
+def test_a_pipeline_object_is_wrapped_as_it_is(backbone, variant: str, folders: dict[str, Path]) -> None:
+    pipe = pipeline_object(folders[variant])
+    wrapped = load_backbone(pipe)
+    assert wrapped.pipe is pipe and type(wrapped) is type(backbone)  # no reload, the family from its class
+    assert wrapped.identity()["source"] == pipe.name_or_path
+    live = {id(m) for m in pipe.components[backbone.denoiser_name].modules()}
+    assert all(id(m) in live for m in wrapped.projectors().values())  # edits land in the user's pipeline
+    states, mask = wrapped.encode(["a cat"])
+    expected, expected_mask = backbone.encode(["a cat"])
+    assert torch.equal(mask, expected_mask) and torch.allclose(states, expected, atol=1e-6)
+    assert load_backbone(wrapped) is wrapped
+
+
+def test_a_pipeline_object_keeps_its_dtype(folders: dict[str, Path]) -> None:
+    pipe = pipeline_object(folders["sd"]).to(torch.float64)
+    wrapped = load_backbone(pipe)
+    states, _ = wrapped.encode(["a cat"])
+    assert states.dtype == torch.float64 and pipe.unet.dtype == torch.float64  # not upcast nor downcast
+    images = wrapped.generate(["a cat"], [3], steps=2)
+    assert images.dtype == np.uint8 and images.shape == (1, *wrapped.image_size(), 3)
+
+
+def test_an_object_that_is_no_supported_pipeline_is_refused() -> None:
+    with pytest.raises(UserError, match="cannot use a dict as a model"):
+        load_backbone({})
+    with pytest.raises(UserError, match="is not a StableDiffusionXLPipeline"):
+        FAMILIES["sdxl"].wrap(object())
+
+
 def test_families_map_pipeline_classes() -> None:
     assert {family: cls.pipeline_class for family, cls in FAMILIES.items()} == {
         "sd": "StableDiffusionPipeline",

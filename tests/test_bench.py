@@ -11,8 +11,8 @@ from erasekit.backbones.shapeworld import ShapeWorldBackbone
 from erasekit.errors import UserError
 from erasekit.eval import bench
 from erasekit.eval.bench import BenchConfig, cached_cell, comparison_rows, results_markdown, run_bench
+from erasekit.eval.generation import EvalSettings
 from erasekit.eval.report import FailedCell, render_bench_report
-from erasekit.eval.shapeworld_protocol import EvalSettings
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 from erasekit.world.denoiser import build_unet
@@ -34,6 +34,7 @@ def tiny_config(work) -> BenchConfig:
     )
 
 
+@pytest.mark.slow  # a whole bench: ~40 s
 def test_bench_table_resume_and_report(tmp_path, monkeypatch):
     torch.manual_seed(0)
     backbone = ShapeWorldBackbone(build_unet(TINY_UNET_CONFIG), shared_encoder(), source="tiny")
@@ -41,10 +42,11 @@ def test_bench_table_resume_and_report(tmp_path, monkeypatch):
     config = tiny_config(tmp_path / "work")
     results = run_bench(config, backbone, classifier, progress=lambda _: None)
     rows = comparison_rows(results)
+    filter_label, uce_label = bench.method_label("filter"), bench.method_label("uce")  # the registry's labels
     assert [(r["task"], r["method"]) for r in rows] == [
         ("instance", "original"),
-        ("instance", "prompt filter"),
-        ("instance", "UCE"),
+        ("instance", filter_label),
+        ("instance", uce_label),
     ]
     assert rows[0]["ASR module-removal"] is None  # nothing to remove from the original
     assert all(0 <= r["ASR paraphrase"] <= 1 for r in rows)
@@ -62,13 +64,13 @@ def test_bench_table_resume_and_report(tmp_path, monkeypatch):
     assert other[2]["ASR paraphrase"] != 0.123
     assert len(list(cell.parent.glob("attack-paraphrase-*.json"))) == 2
     # ... nor under another method config: a changed default makes a new edit and new cells, next to the old
-    monkeypatch.setattr(bench, "etc_options", lambda method, *_: {"s_p": 0.5} if method == "uce" else {})
+    monkeypatch.setattr(bench, "method_options", lambda method, *_: {"s_p": 0.5} if method == "uce" else {})
     config.budgets = {"paraphrase": {"prompts": "2"}}
     changed = comparison_rows(run_bench(config, backbone, classifier, progress=lambda _: None))
     assert changed[2]["ASR paraphrase"] != 0.123
     assert len(list((tmp_path / "work").glob("instance-*/uce-*/edit/manifest.json"))) == 2
     markdown = results_markdown(results, config, "erasekit bench --x", 60.0)
-    assert "erasekit bench --x" in markdown and "| instance | UCE |" in markdown
+    assert "erasekit bench --x" in markdown and f"| instance | {uce_label} |" in markdown
     page = render_bench_report(rows, config.attacks, results["grids"], "", [], {"a": 1}, "cmd")
     assert page.count("<img") == 2 + 3  # two plots, one grid per model
     assert "data:image/png;base64," in page

@@ -4,17 +4,11 @@ import json
 
 import pytest
 
-from erasekit.eval.comparison import (
-    anchor_rows,
-    markdown_table,
-    neighbour_accuracy,
-    save_benchmark,
-    stage_plot,
-    table_row,
-)
+from erasekit.eval.comparison import markdown_table, neighbour_accuracy, save_benchmark, stage_plot, table_row
 from erasekit.eval.prompts import PromptRow
 from erasekit.eval.report import FailedCell, plot_text
-from erasekit.eval.tasks import TASKS
+from erasekit.world.comparison import anchor_rows
+from erasekit.world.tasks import TASKS
 
 
 def rows(*prompts: str, role: str = "target") -> list[PromptRow]:

@@ -16,9 +16,9 @@ from erasekit.concepts.contexts import (
     split_contexts,
 )
 from erasekit.errors import UserError
-from erasekit.eval.scale import ScaleSplit, scale_rows
 from erasekit.world.factors import VOCAB
 from erasekit.world.phrasings import PHRASINGS, fit_contexts, named_factors, phrase_prompt
+from erasekit.world.scale import ScaleSplit, scale_rows
 
 
 class World:

@@ -13,11 +13,11 @@ from erasekit.artifacts import apply_artifact, remove_artifact
 from erasekit.backbones.loader import load_backbone
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.prompts import load_prompts
-from erasekit.eval.tasks import prompt_file
 from erasekit.methods.base import erase_to_artifact
 from erasekit.world.assets import classifier_dir
 from erasekit.world.classifier import load_classifier
 from erasekit.world.factors import VOCAB
+from erasekit.world.tasks import prompt_file
 
 ERASED = ["red striped star", "blue dotted heart", "green checkered circle"]
 POOL = ["yellow solid square", "purple zigzag triangle", "orange ringed ring", "white outlined cross",

@@ -18,7 +18,7 @@ def test_round_trip(tmp_path):
 def test_esd_style_file_without_group_column_loads(tmp_path):
     (tmp_path / "p.csv").write_text(HEADER + "a red star,1,0,shape=star,target\n")
     (row,) = load_prompts(tmp_path / "p.csv")
-    assert row.group == "all" and row.factors == {"shape": "star"}
+    assert row.group == "all" and row.concept == "shape=star"
 
 
 @pytest.mark.parametrize(

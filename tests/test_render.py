@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from erasekit.world import render as render_module
-from erasekit.world.factors import VOCAB
-from erasekit.world.render import IMAGE_SIZE, render, render_scenes, sample_scenes, shape_templates
+from erasekit.world.factors import FACTOR_NAMES, VOCAB
+from erasekit.world.render import IMAGE_SIZE, render, render_concepts, render_scenes, sample_scenes, shape_templates
 
 
 def test_render_is_deterministic_given_seed():
@@ -77,3 +77,13 @@ def test_chunked_rendering_gives_the_same_images(monkeypatch):
     whole = render_scenes(batch)
     monkeypatch.setattr(render_module, "RENDER_CHUNK", 7)  # 7 chunks, the last one short
     np.testing.assert_array_equal(render_scenes(batch), whole)
+
+
+def test_images_of_concepts_pin_the_named_factors_exactly_as_render_does():
+    """render_concepts is the one way to render images of concepts (SW-FID references, the attacks' training
+    images): the same images as render() with the named factors pinned and every other one drawn."""
+    concepts = [{"shape": "star"}, {}, {"shape": "ring", "colour": "red", "pattern": "dotted", "background": "sky"}]
+    fixed = {f: np.array([VOCAB.index(f, c[f]) if f in c else -1 for c in concepts]) for f in FACTOR_NAMES}
+    expected, batch = render(np.random.default_rng(3), 3, fixed=fixed)
+    assert np.array_equal(render_concepts(np.random.default_rng(3), concepts), expected)
+    assert batch.shape[0] == VOCAB.index("shape", "star") and batch.colour[2] == VOCAB.index("colour", "red")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def synthetic_metrics() -> dict:
-    """A metrics.json of the shape shapeworld_protocol.evaluate writes (numbers made up)."""
+    """A metrics.json of the shape world/protocol.py evaluate writes (numbers made up)."""
 
     def summary(images: int, acc_e, acc_s) -> dict:
         factors = {f"agree_{f}": 0.8 for f in ("shape", "colour", "pattern", "background", "joint")}

@@ -1,12 +1,12 @@
-"""The ShapeWorld scale protocol (eval/scale.py): the universe, a disjoint split, near/far held-out rows."""
+"""The ShapeWorld scale protocol (world/scale.py): the universe, a disjoint split, near/far held-out rows."""
 
 from __future__ import annotations
 
 import pytest
 
 from erasekit.errors import UserError
-from erasekit.eval.scale import ScaleSplit, Triple, group_kind, near, scale_rows, universe
 from erasekit.world.phrasings import PHRASINGS
+from erasekit.world.scale import ScaleSplit, Triple, group_kind, near, scale_rows, universe
 
 
 def test_universe_has_every_triple_once():

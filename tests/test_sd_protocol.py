@@ -1,4 +1,4 @@
-"""The Stable Diffusion protocol (eval/sd_protocol.py) on a tiny random SD pipeline and a tiny random CLIP:
+"""The Stable Diffusion protocol (eval/sd/) on a tiny random SD pipeline and a tiny random CLIP:
 CLIP score and zero-shot against direct CLIPModel computations, FID / KID, NudeNet counting with a fake
 detector, every knob in metrics.json, and `erasekit evaluate --clip` end to end with one-line errors."""
 
@@ -15,19 +15,20 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 from cli_helpers import run_cli
 from erasekit.backbones.loader import load_backbone
 from erasekit.errors import UserError
-from erasekit.eval import sd_protocol
+from erasekit.eval.generation import EvalSettings, generate_rows
 from erasekit.eval.prompts import PromptRow, write_prompts
-from erasekit.eval.sd_protocol import (
+from erasekit.eval.sd.clip import LocalCLIP
+from erasekit.eval.sd.nudenet import NudeNetCounter
+from erasekit.eval.sd.protocol import evaluate_sd
+from erasekit.eval.sd.quality import (
     ClipImageFeatures,
-    LocalCLIP,
-    NudeNetCounter,
-    evaluate_sd,
+    InceptionFeatures,
     extract_features,
     fid_kid,
+    path_batches,
     reference_paths,
-    render_sd_report,
 )
-from erasekit.eval.shapeworld_protocol import EvalSettings, generate_rows
+from erasekit.eval.sd.report import render_sd_report
 from test_cli_errors import one_line_error
 from tiny_pipelines import build_sd, tiny_clip_tokenizer
 
@@ -190,8 +191,8 @@ def test_fid_kid_of_a_folder_against_itself_and_against_different_images(folders
     flat = np.repeat(rng.integers(0, 256, (24, 1, 1, 3), dtype=np.uint8), 32, axis=1).repeat(32, axis=2)
     plain = save_images(tmp_path / "plain", flat)
     features = ClipImageFeatures(LocalCLIP(folders["clip"], "cpu"))
-    a = extract_features(features, sd_protocol._path_batches(reference_paths(noise), 5))
-    b = extract_features(features, sd_protocol._path_batches(reference_paths(plain), 5))
+    a = extract_features(features, path_batches(reference_paths(noise), 5))
+    b = extract_features(features, path_batches(reference_paths(plain), 5))
     same, different = fid_kid(a, a, seed=0), fid_kid(a, b, seed=0)
     assert abs(same["fid"]) < 1e-6 and different["fid"] > 1.0
     # unbiased KID of a set against itself is <= 0 (PSD kernel), -O(1/n): near zero, far below a real gap
@@ -284,13 +285,13 @@ def test_inception_weights_need_torch_fidelity_and_a_tensor_file(folders, tmp_pa
     torch.save({"w": torch.zeros(2)}, weights)
     monkeypatch.setattr(imports, "_TORCH_FIDELITY_AVAILABLE", False)
     with pytest.raises(UserError, match="torch-fidelity"):
-        sd_protocol.InceptionFeatures(weights, torch.device("cpu"))
+        InceptionFeatures(weights, torch.device("cpu"))
     with pytest.raises(UserError, match="not found"):
-        sd_protocol.InceptionFeatures(tmp_path / "missing.pth", torch.device("cpu"))
+        InceptionFeatures(tmp_path / "missing.pth", torch.device("cpu"))
     monkeypatch.setattr(imports, "_TORCH_FIDELITY_AVAILABLE", True)
     torch.save({"w": FakeDetector()}, weights)  # a pickled object, not tensors: refused before torch-fidelity
     with pytest.raises(UserError, match="cannot load Inception weights"):
-        sd_protocol.InceptionFeatures(weights, torch.device("cpu"))
+        InceptionFeatures(weights, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,9 @@ def test_demo_erases_star_and_writes_the_report(capsys, tmp_path):
 @pytest.mark.parametrize("task", ["instance", "style", "unsafe"])
 def test_erasepro_erases_each_task_on_short_prompts(task, classifier):
     from erasekit.eval.comparison import MethodRun, erase_with, task_concepts
-    from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate
-    from erasekit.eval.tasks import TASKS, prompt_file
+    from erasekit.eval.generation import EvalSettings
+    from erasekit.world.protocol import evaluate
+    from erasekit.world.tasks import TASKS, prompt_file
 
     backbone = load_backbone("shapeworld")
     rows = load_prompts(prompt_file(task))

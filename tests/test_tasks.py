@@ -3,8 +3,15 @@ from collections import Counter
 import pytest
 
 from erasekit.eval.prompts import load_prompts
-from erasekit.eval.tasks import NEIGHBOUR_PHRASINGS, PRESERVE_GROUPS, TARGET_GROUPS, TASKS, prompt_file, task_prompts
-from erasekit.world.factors import COLOURS, IMPLICIT_SKULL_HELDOUT, IMPLICIT_SKULL_TRAIN, PATTERNS, SHAPES
+from erasekit.world.factors import (
+    COLOURS,
+    IMPLICIT_SKULL_HELDOUT,
+    IMPLICIT_SKULL_TRAIN,
+    PATTERNS,
+    SHAPES,
+    parse_concept,
+)
+from erasekit.world.tasks import NEIGHBOUR_PHRASINGS, PRESERVE_GROUPS, TARGET_GROUPS, TASKS, prompt_file, task_prompts
 
 NAMES = sorted(TASKS)
 
@@ -35,6 +42,18 @@ def test_task_definitions():
     assert prompt_file("style").parent.name == "tasks"
 
 
+def test_the_task_prompts_ship_as_package_data_and_the_benchmarks_folder_links_to_them():
+    from pathlib import Path
+
+    import erasekit
+
+    package = Path(erasekit.__file__).parent
+    assert all(prompt_file(name).is_relative_to(package) and prompt_file(name).is_file() for name in TASKS)
+    linked = Path(__file__).resolve().parents[1] / "benchmarks" / "tasks" / "instance.csv"
+    assert linked.read_bytes() == prompt_file("instance").read_bytes()
+    assert TASKS["instance"].rows() == load_prompts(prompt_file("instance")) and TASKS["style"].params == {}
+
+
 def test_group_counts(task_rows):
     task, rows = task_rows
     expected = {("target", g): n for g, n in TARGET_GROUPS.items()}
@@ -50,7 +69,10 @@ def test_target_rows_name_only_the_erased_factor(task_rows):
     task, rows = task_rows
     values = {task.value(t) for t in task.targets}
     targets = [r for r in rows if r.role == "target"]
-    assert targets and all(set(r.factors) == {task.factor} and r.factors[task.factor] in values for r in targets)
+    assert targets and all(
+        set(parse_concept(r.concept)) == {task.factor} and parse_concept(r.concept)[task.factor] in values
+        for r in targets
+    )
     explicit = [r for r in targets if r.group != "implicit"]
     assert all(any(w in r.prompt for w in task.forbidden_words()) for r in explicit)
     paraphrased = [r for r in targets if r.group == "paraphrased"]
@@ -66,11 +88,11 @@ def test_preserve_rows_never_mention_the_target(task_rows):
     assert preserve
     for r in preserve:
         assert not any(w.lower() in r.prompt.lower() for w in words), r.prompt
-        assert set(r.factors) == {"shape", "colour", "pattern"}
-        assert r.factors[task.factor] not in {task.value(t) for t in task.targets}
-    neighbours = {r.factors[task.factor] for r in preserve if r.group.startswith("neighbour-")}
+        assert set(parse_concept(r.concept)) == {"shape", "colour", "pattern"}
+        assert parse_concept(r.concept)[task.factor] not in {task.value(t) for t in task.targets}
+    neighbours = {parse_concept(r.concept)[task.factor] for r in preserve if r.group.startswith("neighbour-")}
     assert neighbours == {task.value(p) for p in task.preserve}
-    others = {r.factors[task.factor] for r in preserve if r.group == "other"}
+    others = {parse_concept(r.concept)[task.factor] for r in preserve if r.group == "other"}
     assert others and not others & neighbours
 
 
@@ -81,8 +103,15 @@ def test_each_phrasing_says_the_concept_its_own_way(task_rows):
     assert not any(p.split(" ", 1)[0] in ("a", "an") for p in by_group["bare"])
     assert all(p.count(" ") >= 5 for p in by_group["complex"])  # size, position and background around the object
     for r in rows:  # reordered: the pattern word before the colour word
-        if r.group.endswith("reordered") and "pattern" in r.factors and "colour" in r.factors:
-            colour, pattern = COLOURS[r.factors["colour"]][0][0], PATTERNS[r.factors["pattern"]][0]
+        if (
+            r.group.endswith("reordered")
+            and "pattern" in parse_concept(r.concept)
+            and "colour" in parse_concept(r.concept)
+        ):
+            colour, pattern = (
+                COLOURS[parse_concept(r.concept)["colour"]][0][0],
+                PATTERNS[parse_concept(r.concept)["pattern"]][0],
+            )
             assert r.prompt.index(pattern) < r.prompt.index(colour), r.prompt
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from erasekit.errors import UserError
-from erasekit.eval.shapeworld_protocol import EvalSettings
+from erasekit.eval.generation import EvalSettings
 from erasekit.methods.erasepro import EraseProConfig
 from erasekit.methods.etc.method import ETCConfig
 from erasekit.methods.etc.moeraser import MoEraserConfig

@@ -73,6 +73,48 @@ class Backbone(Protocol):
     ) -> np.ndarray: ...
 
 
+@runtime_checkable
+class LearnedTokens(Protocol):
+    """White-box access for the attacks that learn token vectors (soft prompt, concept inversion): the capability a
+    backbone offers by implementing these methods (ShapeWorld does; the diffusers adapters do not, yet).
+
+    A slot is the tokenizer's mask token in the prompt text; its word embedding is replaced by a learned vector
+    before the text encoder runs, so the vector passes through the (possibly edited) text encoder, the projectors
+    and the denoiser exactly like a real token. The prompt filter of an applied filter edit sees the text around
+    the slot, never the vector."""
+
+    def word_embeddings(self) -> torch.Tensor:
+        """The text encoder's input word-embedding table (vocabulary, d)."""
+        ...
+
+    def token_id(self, word: str) -> int:
+        """The id of a single-token word."""
+        ...
+
+    def encode_with_vectors(self, prompts: list[str], vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text states and mask of ``prompts`` whose k slots each take ``vectors`` (B, k, d) in order; differentiable
+        in ``vectors``; padded like ``encode``."""
+        ...
+
+    def denoising_loss(
+        self, states: torch.Tensor, mask: torch.Tensor, images: np.ndarray, gen: torch.Generator
+    ) -> torch.Tensor:
+        """The denoiser's training loss on ``images`` conditioned on ``states``: low when the conditioning makes the
+        model draw these images."""
+        ...
+
+    def sample_from_states(
+        self, states: torch.Tensor, mask: torch.Tensor, seeds: list[int], steps: int, guidance: float
+    ) -> np.ndarray:
+        """Images sampled (as ``generate`` samples them) from given text states."""
+        ...
+
+
+def learned_tokens(backbone) -> LearnedTokens | None:
+    """The backbone's learned-token access (``LearnedTokens``), or None when it offers none."""
+    return backbone if isinstance(backbone, LearnedTokens) else None
+
+
 def filtered_prompts(backbone, prompts: list[str]) -> list[str]:
     """The prompts after the backbone's prompt filter (an applied filter edit), or as given without one."""
     text_filter = getattr(backbone, "prompt_filter", None)

@@ -144,6 +144,14 @@ class DiffusersBackbone:
         folder = Path(folder).expanduser().resolve()
         return cls(load_pipeline(cls.pipeline_class, folder), source=str(folder))
 
+    @classmethod
+    def wrap(cls, pipe: DiffusionPipeline) -> Self:
+        """The pipeline object a user holds, as it is (its device, dtype and weights; nothing is reloaded)."""
+        if cls.pipeline_class not in {c.__name__ for c in type(pipe).__mro__}:
+            raise UserError(f"a {type(pipe).__name__} is not a {cls.pipeline_class}")
+        source = getattr(pipe, "name_or_path", None) or f"<{type(pipe).__name__} object>"
+        return cls(pipe, source=str(source))
+
     # --- protocol -------------------------------------------------------------------------------------
 
     def identity(self) -> dict:

@@ -1,4 +1,5 @@
-"""``load_backbone(model)``: "shapeworld" or a local diffusers model folder -> a Backbone.
+"""``load_backbone(model)``: "shapeworld", a local diffusers model folder, or a diffusers pipeline object the user
+already holds -> a Backbone.
 
 Importing this module does not import diffusers: the adapters load it when a pipeline is loaded.
 """
@@ -12,6 +13,7 @@ from erasekit.backbones.diffusers_common import DiffusersBackbone, read_model_in
 from erasekit.backbones.sd import StableDiffusionBackbone
 from erasekit.backbones.sd3 import StableDiffusion3Backbone
 from erasekit.backbones.sdxl import StableDiffusionXLBackbone
+from erasekit.backbones.world import World
 from erasekit.errors import UserError
 
 SHAPEWORLD = "shapeworld"
@@ -31,11 +33,43 @@ def family_for_folder(folder: Path) -> str:
     return PIPELINE_FAMILIES[class_name]
 
 
-def load_backbone(model: str | Path) -> Backbone:
-    """The shipped ShapeWorld model for "shapeworld", else the local diffusers folder (sd, sdxl, sd3)."""
+def family_for_pipeline(pipe: object) -> str | None:
+    """The family of a diffusers pipeline object (its class or a base class is a supported pipeline class), or
+    None for an object that is no pipeline erasekit knows."""
+    for cls in type(pipe).__mro__:
+        if cls.__name__ in PIPELINE_FAMILIES and cls.__module__.startswith("diffusers"):
+            return PIPELINE_FAMILIES[cls.__name__]
+    return None
+
+
+def load_backbone(model: str | Path | object) -> Backbone:
+    """The shipped ShapeWorld model for "shapeworld"; the local diffusers folder (sd, sdxl, sd3) for a path; for a
+    diffusers pipeline object (StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline) the
+    pipeline itself, wrapped without reloading: it stays on its device in its dtype, and an edit applied to the
+    backbone is applied to it. A Backbone is returned as it is."""
     if isinstance(model, str) and model == SHAPEWORLD:
         from erasekit.backbones.shapeworld import ShapeWorldBackbone
 
         return ShapeWorldBackbone.load()
-    folder = Path(model).expanduser()
-    return FAMILIES[family_for_folder(folder)].load(folder)
+    if isinstance(model, str | Path):
+        folder = Path(model).expanduser()
+        return FAMILIES[family_for_folder(folder)].load(folder)
+    if (family := family_for_pipeline(model)) is not None:
+        return FAMILIES[family].wrap(model)
+    if isinstance(model, Backbone):
+        return model
+    supported = ", ".join(PIPELINE_FAMILIES)
+    raise UserError(f"cannot use a {type(model).__name__} as a model: give 'shapeworld', a folder or a {supported}")
+
+
+def default_world() -> World:
+    """The embedded world (ShapeWorld), without loading its model."""
+    from erasekit.backbones.shapeworld import ShapeWorldBackbone
+
+    return ShapeWorldBackbone.world
+
+
+def world_for(model: str | Path) -> World | None:
+    """The world of the model ``load_backbone(model)`` loads, without loading it: the embedded world for
+    "shapeworld", None for a diffusers folder (free concept names; the Stable Diffusion protocol)."""
+    return default_world() if isinstance(model, str) and model == SHAPEWORLD else None

@@ -1,4 +1,8 @@
-"""The ShapeWorld backbone: MiniLM text encoder + the shipped 16x16-latent UNet (specs/shapeworld.md)."""
+"""The ShapeWorld backbone: MiniLM text encoder + the shipped 16x16-latent UNet (specs/shapeworld.md).
+
+It exposes the embedded world (``world``: renderer, caption grammar, classifier, tasks; backbones/world.py) and
+offers white-box learned-token access (``LearnedTokens``, backbones/base.py) to the soft-prompt and inversion
+attacks."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
-from torch import nn
+from torch import Tensor, nn
 
 from erasekit.backbones.base import (
     TokenSegment,
@@ -21,8 +25,14 @@ from erasekit.backbones.base import (
 )
 from erasekit.errors import UserError
 from erasekit.world.assets import denoiser_dir
-from erasekit.world.denoiser import latents_to_images, sample_scheduler
-from erasekit.world.phrasings import fit_contexts
+from erasekit.world.denoiser import (
+    images_to_latents,
+    latents_to_images,
+    sample_scheduler,
+    train_scheduler,
+    training_target,
+)
+from erasekit.world.shapeworld import SHAPEWORLD, ShapeWorld
 from erasekit.world.text_encoder import MiniLMEncoder, shared_encoder
 
 
@@ -33,6 +43,7 @@ def has_cpp_compiler() -> bool:
 
 class ShapeWorldBackbone:
     family = "shapeworld"
+    world: ShapeWorld = SHAPEWORLD
 
     def __init__(self, unet: UNet2DConditionModel, encoder: MiniLMEncoder, source: str = "shapeworld"):
         self.unet = unet.eval().requires_grad_(False)
@@ -60,10 +71,13 @@ class ShapeWorldBackbone:
 
     def contexts(self, phrase: str, count: int, seed: int) -> list[str]:
         """Fitting contexts from ShapeWorld's caption grammar (world/phrasings.py, concepts/contexts.py)."""
-        return fit_contexts(phrase, count, seed)
+        return self.world.contexts(phrase, count, seed)
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(filtered_prompts(self, prompts))
+
+    def tokenizers(self) -> list:
+        return [self.encoder.tokenizer]
 
     def text_layers(self) -> list[tuple[str, nn.Linear]]:
         return linear_modules(self.encoder.model.encoder, prefix="text_encoder.encoder.")
@@ -136,3 +150,49 @@ class ShapeWorldBackbone:
     def _generate_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float) -> np.ndarray:
         states, mask = self.encode(prompts)
         return latents_to_images(self.denoise(states, mask, seeds, steps, guidance)).numpy()
+
+    # --- LearnedTokens (backbones/base.py): white-box access for the soft-prompt and inversion attacks ---
+
+    def word_embeddings(self) -> Tensor:
+        return self.encoder.model.embeddings.word_embeddings.weight
+
+    def token_id(self, word: str) -> int:
+        return int(self.encoder.tokenizer.convert_tokens_to_ids(word))
+
+    def encode_with_vectors(self, prompts: list[str], vectors: Tensor) -> tuple[Tensor, Tensor]:
+        encoder = self.encoder
+        tokens = encoder.tokenize(filtered_prompts(self, prompts))
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        slots = ids == encoder.tokenizer.mask_token_id
+        if not bool((slots.sum(1) == vectors.shape[1]).all()):
+            raise ValueError(f"every prompt needs exactly {vectors.shape[1]} slot(s) {encoder.tokenizer.mask_token}")
+        embedded = encoder.model.embeddings.word_embeddings(ids)
+        placed = torch.zeros_like(embedded)
+        placed[slots] = vectors.reshape(-1, vectors.shape[-1]).to(placed.dtype)
+        embedded = torch.where(slots[..., None], placed, embedded)
+        states = encoder.model(inputs_embeds=embedded, attention_mask=mask).last_hidden_state * mask[..., None]
+        pad = encoder.max_tokens - states.shape[1]
+        return torch.nn.functional.pad(states, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad)).bool()
+
+    def denoising_loss(self, states: Tensor, mask: Tensor, images: np.ndarray, gen: torch.Generator) -> Tensor:
+        """v-prediction loss at one random timestep per image."""
+        latents = images_to_latents(torch.from_numpy(images))
+        alphas = train_scheduler().alphas_cumprod
+        t = torch.randint(50, 950, (len(latents),), generator=gen)
+        noise = torch.randn(latents.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        pred = self.unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        return torch.nn.functional.mse_loss(pred, training_target(latents, noise, a))
+
+    def sample_from_states(
+        self, states: Tensor, mask: Tensor, seeds: list[int], steps: int, guidance: float, batch: int = 64
+    ) -> np.ndarray:
+        """DDIM + CFG from given text states, as ``generate``."""
+        out = []
+        for s in range(0, len(seeds), batch):
+            latents = self.denoise(
+                states[s : s + batch].detach(), mask[s : s + batch], seeds[s : s + batch], steps, guidance
+            )
+            out.append(latents_to_images(latents).numpy())
+        return np.concatenate(out) if out else np.zeros((0, 32, 32, 3), np.uint8)

@@ -30,7 +30,7 @@ from erasekit.utils.io import json_text
 def _attack_rows(task: str | None, prompts: Path | None, shapeworld: bool = True):
     """(target rows, preserve rows) of a ShapeWorld task or a prompt CSV (free concept names off ShapeWorld)."""
     from erasekit.eval.prompts import load_prompts
-    from erasekit.eval.tasks import TASKS, prompt_file
+    from erasekit.world.tasks import TASKS, prompt_file
 
     if (task is None) == (prompts is None):
         raise UserError("give exactly one of --task NAME or --prompts CSV")
@@ -73,10 +73,10 @@ def attack(
     from dataclasses import replace
 
     from erasekit.eval.attacks import AttackContext, budget_for, run_attack
+    from erasekit.eval.generation import EvalSettings
     from erasekit.eval.prompts import write_prompts
-    from erasekit.eval.shapeworld_protocol import EvalSettings
-    from erasekit.eval.tasks import TASKS
     from erasekit.utils.io import atomic_dir
+    from erasekit.world.tasks import TASKS
 
     budgets = budget_options(budget or [], attack)
     if other := sorted(set(budgets) - {attack}):
@@ -125,7 +125,6 @@ def _attack_judge(clip: Path | None, rows: list, template: str):
     """ShapeWorld's classifier, or CLIP zero-shot over the rows' concept names from the ``clip`` folder."""
     if clip is None:
         return shipped_classifier()
-    from erasekit.eval.attacks.judges import ClipJudge
-    from erasekit.eval.sd_protocol import LocalCLIP, zero_shot_classes
+    from erasekit.eval.sd.clip import ClipJudge, LocalCLIP, zero_shot_classes
 
     return ClipJudge(LocalCLIP(clip), zero_shot_classes(rows), template)

@@ -38,8 +38,8 @@ def bench(
     """Methods x tasks x attacks on the ShapeWorld protocol: one comparison table and a report."""
     from erasekit.eval import bench as suite
     from erasekit.eval.comparison import stage_plot
+    from erasekit.eval.generation import EvalSettings
     from erasekit.eval.report import edit_section, render_bench_report
-    from erasekit.eval.shapeworld_protocol import EvalSettings
     from erasekit.utils.io import atomic_dir, atomic_file
 
     if no_attacks and attack:

@@ -31,12 +31,12 @@ def demo(
     """The main job: erase 'star' from ShapeWorld with ErasePro, evaluate before/after, write a report."""
     from erasekit.artifacts import save_artifact
     from erasekit.eval.comparison import MethodRun, erase_with, task_concepts
+    from erasekit.eval.generation import EvalSettings
     from erasekit.eval.prompts import first_per_group, load_prompts
     from erasekit.eval.report import render_report
-    from erasekit.eval.shapeworld_protocol import EvalSettings
-    from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
-    from erasekit.eval.tasks import TASKS, prompt_file
     from erasekit.utils.io import atomic_dir
+    from erasekit.world.protocol import evaluate as run_protocol
+    from erasekit.world.tasks import TASKS, prompt_file
 
     check_out(out, overwrite)
     t0 = time.time()

@@ -87,7 +87,7 @@ def erase(
         if value is not None and not applies:
             raise UserError(f"{flag} does not apply to --method {method}")
     from erasekit.concepts.contexts import check_templates
-    from erasekit.eval.tasks import TASKS
+    from erasekit.world.tasks import TASKS
 
     names = list(target or []) + (_read_lines(targets, "targets") if targets else [])
     if task is not None:
@@ -138,8 +138,8 @@ def erase(
         )
     if task is not None:  # a task's evaluation prompts must be phrasings the method never fitted
         from erasekit.eval.prompts import load_prompts
-        from erasekit.eval.tasks import prompt_file
         from erasekit.methods.base import check_heldout
+        from erasekit.world.tasks import prompt_file
 
         check_heldout(backbone, concepts, method, options, [r.prompt for r in load_prompts(prompt_file(task))])
     artifact = erase_to_artifact(backbone, concepts, method, options)

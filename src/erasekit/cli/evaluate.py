@@ -46,11 +46,11 @@ def evaluate(
 ) -> None:
     """Run the ShapeWorld protocol (or, on a diffusers model, the Stable Diffusion protocol); write
     metrics.json, images/ and report.html."""
+    from erasekit.eval.generation import EvalSettings
     from erasekit.eval.prompts import load_prompts
     from erasekit.eval.report import render_report
-    from erasekit.eval.shapeworld_protocol import EvalSettings
-    from erasekit.eval.shapeworld_protocol import evaluate as run_protocol
     from erasekit.utils.io import atomic_dir
+    from erasekit.world.protocol import evaluate as run_protocol
 
     sd_options = clip or reference or inception_weights or nudenet or nudenet_threshold is not None
     if model == "shapeworld" and sd_options:
@@ -96,7 +96,9 @@ def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, sd_run, optio
     from dataclasses import replace
 
     from erasekit.eval.report import fmt
-    from erasekit.eval.sd_protocol import DEFAULT_NUDENET_THRESHOLD, NudeNetCounter, evaluate_sd, render_sd_report
+    from erasekit.eval.sd.nudenet import DEFAULT_NUDENET_THRESHOLD, NudeNetCounter
+    from erasekit.eval.sd.protocol import evaluate_sd
+    from erasekit.eval.sd.report import render_sd_report
     from erasekit.utils.io import atomic_dir
 
     clip, nudenet, nudenet_threshold, overwrite = sd_run

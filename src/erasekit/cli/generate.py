@@ -40,9 +40,9 @@ def generate(
     overwrite: Overwrite = False,
 ) -> None:
     """Generate images: {case_number}_{k}.png per prompt, plus grid.png."""
+    from erasekit.eval.generation import EvalSettings, generate_rows
     from erasekit.eval.grids import image_grid
     from erasekit.eval.prompts import PromptRow, load_prompts
-    from erasekit.eval.shapeworld_protocol import EvalSettings, generate_rows
     from erasekit.utils.io import atomic_dir
 
     if (prompt is None) == (prompts is None):

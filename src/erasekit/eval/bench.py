@@ -1,4 +1,8 @@
-"""``erasekit bench``: methods x tasks x attacks on the ShapeWorld protocol, one comparison table.
+"""``erasekit bench``: methods x tasks x attacks on a world's protocol (ShapeWorld's), one comparison table.
+
+The bench names no method and no world: its methods are the method registry's (``erasekit.methods.METHODS``),
+its tasks, protocol and judge are those of the backbone's world (backbones/world.py) — its committed tasks and
+its scale task (``scale``: many concepts erased at once).
 
 For each task: the original model's images once; then per method an edit (saved in the work folder and
 reused by a rerun), its evaluation (Acc_e, Acc_s, H, SW-FID, edit time) and every attack on it; the attacks
@@ -16,27 +20,36 @@ import json
 import os
 import shlex
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from erasekit.artifacts import Artifact, load_artifact, save_artifact
+from erasekit.backbones.loader import default_world
+from erasekit.backbones.world import Task, World, world_of
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.errors import UserError
 from erasekit.eval.attacks import ATTACKS, FAILED, NOT_APPLICABLE, OK, AttackContext, budget_for, run_attack
 from erasekit.eval.comparison import markdown_table, table_row, task_concepts
-from erasekit.eval.prompts import PromptRow, first_per_group, load_prompts
+from erasekit.eval.generation import EvalSettings, generate_rows
+from erasekit.eval.prompts import PromptRow, first_per_group
 from erasekit.eval.report import FailedCell
-from erasekit.eval.scale import COMPARE_TEMPLATES, ScaleSplit, scale_rows
-from erasekit.eval.shapeworld_protocol import EvalSettings, evaluate, generate_rows
-from erasekit.eval.tasks import TASKS, ErasureTask, prompt_file
+from erasekit.methods import METHODS
 from erasekit.methods.base import check_heldout, erase_to_artifact, get_method, method_config
+from erasekit.utils.inputs import read_text
 from erasekit.utils.io import write_json
 
-SUITE_TASKS = ("instance", "style", "unsafe", "scale")
-SUITE_METHODS = ("filter", "uce", "erasepro", "etc")
-METHOD_LABELS = {"filter": "prompt filter", "uce": "UCE", "erasepro": "ErasePro", "etc": "ETC"}
+SCALE = "scale"  # the world's scale task: many of its concepts erased at once
+
+
+def suite_tasks(world: World) -> tuple[str, ...]:
+    """The tasks a bench runs on ``world``: its committed tasks, then its scale task."""
+    return (*world.tasks(), SCALE)
+
+
+SUITE_TASKS = suite_tasks(default_world())
+SUITE_METHODS = tuple(METHODS)  # every registered method, in registration order
 SUITE_ATTACKS = tuple(ATTACKS)
 GRID_IMAGES = 8  # target and preserve images per method shown in the report
 
@@ -48,6 +61,7 @@ class BenchTask:
     names: tuple[str, ...]  # the erased concept names (what a prompt filter blocks)
     concepts: Callable[[str], ConceptSet]  # method -> its concept set
     options: Callable[[str], dict]  # method -> its options
+    params: dict  # what the task's concepts depend on besides its name (names its edits' folder)
 
 
 @dataclass
@@ -61,10 +75,12 @@ class BenchConfig:
     budgets: dict[str, dict] = field(default_factory=dict)
     settings: EvalSettings = field(default_factory=EvalSettings)
 
-    def check(self) -> None:
-        """Refuse unknown names and budgets before any work (one-line UserErrors)."""
+    def check(self, world: World | None = None) -> None:
+        """Refuse unknown names and budgets before any work (one-line UserErrors); tasks are ``world``'s (default:
+        the embedded world's)."""
+        world = world or default_world()
         for kind, names, known in (
-            ("task", self.tasks, SUITE_TASKS),
+            ("task", self.tasks, suite_tasks(world)),
             ("method", self.methods, SUITE_METHODS),
             ("attack", self.attacks, SUITE_ATTACKS),
         ):
@@ -75,8 +91,9 @@ class BenchConfig:
             get_method(method)
         for attack, options in self.budgets.items():
             budget_for(attack, options)
-        if not 1 <= self.scale_concepts <= 2000:
-            raise UserError(f"--scale-concepts must be between 1 and 2000, got {self.scale_concepts}")
+        if not 1 <= self.scale_concepts <= world.max_scale_concepts:
+            most = world.max_scale_concepts
+            raise UserError(f"--scale-concepts must be between 1 and {most}, got {self.scale_concepts}")
 
     def record(self) -> dict:
         """The config as JSON (paths as strings)."""
@@ -88,37 +105,46 @@ def key(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def bench_task(name: str, config: BenchConfig) -> BenchTask:
-    """Prompt rows, erased names, and each method's concept set and options for one suite task."""
-    if name == "scale":
-        split = ScaleSplit.make(2000, 300, 400)  # the split of benchmarks/etc_scale.py
-        targets = [t.phrase for t in split.targets[: config.scale_concepts]]
-        pool = [t.phrase for t in split.pool]
-        rows = first_per_group(scale_rows(split, config.scale_concepts), config.per_group)
-
-        def scale_concepts(method: str) -> ConceptSet:
-            if method == "etc":
-                return ConceptSet.build(targets, "", pool)
-            return ConceptSet.build(targets, "shape", pool, templates=COMPARE_TEMPLATES)
-
-        return BenchTask(name, rows, tuple(targets), scale_concepts, lambda m: etc_options(m, config, name))
-    task = TASKS[name]
-    rows = first_per_group(load_prompts(prompt_file(name)), config.per_group)
+def bench_task(name: str, config: BenchConfig, world: World) -> BenchTask:
+    """Prompt rows, erased names, and each method's concept set and options for one suite task of ``world``."""
+    task = world.scale_task(config.scale_concepts) if name == SCALE else world.tasks()[name]
+    rows = first_per_group(task.rows(), config.per_group)
     return BenchTask(
-        name, rows, task.targets, lambda m: suite_concepts(task, m), lambda m: etc_options(m, config, name)
+        name,
+        rows,
+        tuple(task.targets),
+        lambda m: method_concepts(m, task),
+        lambda m: method_options(m, config, name),
+        task.params,
     )
 
 
-def suite_concepts(task: ErasureTask, method: str) -> ConceptSet:
-    """What ``method`` erases on a suite task: ETC maps onto the task's preserved concepts as its mapping pool
-    (specs/etc.md §3), the others map onto the task's anchor and preserve its neighbours."""
-    if method == "etc":
+def method_concepts(method: str, task: Task) -> ConceptSet:
+    """What ``method`` erases on a task: a method that maps its targets onto a pool (its config's
+    ``MAPS_ONTO_POOL``, specs/etc.md §3) maps onto the task's concepts to keep; the others map onto the task's
+    anchor and preserve those concepts."""
+    if getattr(get_method(method).config_class, "MAPS_ONTO_POOL", False):
         return ConceptSet.build(list(task.targets), "", list(task.preserve))
     return task_concepts(task)
 
 
-def etc_options(method: str, config: BenchConfig, task: str) -> dict:
-    return {"work_dir": str(config.work / "etc" / task)} if method == "etc" else {}
+def method_options(method: str, config: BenchConfig, task: str) -> dict:
+    """A method that keeps work of its own (its config has ``work_dir``) keeps it in the bench's work folder."""
+    if method == "original":
+        return {}
+    config_fields = {f.name for f in fields(get_method(method).config_class)}
+    return {"work_dir": str(config.work / method / task)} if "work_dir" in config_fields else {}
+
+
+def method_label(method: str) -> str:
+    """How tables name a method (its registered label), or the original model."""
+    return method if method == "original" else getattr(get_method(method), "label", method)
+
+
+def progression(stages: list[dict]) -> list[dict] | None:
+    """An edit's closed-form stages (those with a gap) when there are several: the report's per-stage plot."""
+    closed_form = [s for s in stages if "gap" in s]
+    return closed_form if len(closed_form) > 1 else None
 
 
 def method_folder(method: str, options: dict) -> str:
@@ -175,53 +201,78 @@ def grid_sample(images: np.ndarray, rows: list[PromptRow]) -> np.ndarray:
     return images[pick]
 
 
-def run_bench(config: BenchConfig, backbone, classifier, progress: Callable[[str], None] = print) -> dict:
-    """Every task x method x attack; returns the results record (table rows, attack rows, grids as arrays)."""
-    config.check()
-    tasks = {name: bench_task(name, config) for name in config.tasks}
+def bench_world(backbone) -> World:
+    """The backbone's world: the bench's tasks, protocol and judge come from it."""
+    world = world_of(backbone)
+    if world is None:
+        raise UserError("the bench runs on a model with a world of its own (ground truth to judge by): shapeworld")
+    return world
+
+
+def run_bench(config: BenchConfig, backbone, classifier=None, progress: Callable[[str], None] = print) -> dict:
+    """Every task x method x attack; returns the results record (table rows, attack rows, grids as arrays).
+    ``classifier``: the world protocol's measuring instrument (None: the shipped one)."""
+    world = bench_world(backbone)
+    config.check(world)
+    tasks = {name: bench_task(name, config, world) for name in config.tasks}
     for task in tasks.values():  # before any work: every method judged on phrasings it never fitted
         for method in config.methods:
             prompts = [r.prompt for r in task.rows]
             check_heldout(backbone, task.concepts(method), method, task.options(method), prompts)
-    table, attack_rows, grids, stages = [], [], {}, {}
-    for name, task in tasks.items():
-        size = {"concepts": config.scale_concepts} if name == "scale" else {}
-        edits = config.work / f"{name}-{key(size)}"  # an edit depends on the task's concepts only
-        cells = edits / f"prompts-{key([config.per_group, asdict(config.settings)])}"
-        original = generate_rows(backbone, task.rows, config.settings)
-        base_metrics, _, _ = evaluate(backbone, task.rows, classifier, config.settings, base=original)
-        table.append({"task": name, **table_row("original", base_metrics, None)})
-        grids[(name, "original")] = grid_sample(original.images, original.rows)
-        targets = [r for r in task.rows if r.role == "target"]
-        preserve = [r for r in task.rows if r.role == "preserve"]
-        for method in ("original", *config.methods):
-            edit, folder = None, method_folder(method, task.options(method))
-            if method != "original":
-                edit = cached_edit(
-                    edits / folder / "edit",
-                    lambda m=method, t=task: erase_to_artifact(backbone, t.concepts(m), m, t.options(m)),
-                )
-                metrics, edited, _ = evaluate(
-                    backbone, task.rows, classifier, config.settings, edit=edit, base=original
-                )
-                table.append({"task": name, **table_row(METHOD_LABELS[method], metrics, edit)})
-                grids[(name, METHOD_LABELS[method])] = grid_sample(edited.images, edited.rows)
-                if edit.metrics.get("stages") and method == "erasepro":
-                    stages[name] = edit.metrics["stages"]
-                progress(f"{name} / {METHOD_LABELS[method]}: Acc_e {metrics['overall']['acc_e']:.3f}")
-            context = AttackContext(backbone, classifier, config.settings, targets, task.names, edit, 0, preserve)
-            row = {"task": name, "method": METHOD_LABELS.get(method, method)}
-            for attack in config.attacks:
-                budget = asdict(budget_for(attack, config.budgets.get(attack)))
-                outcome = cached_cell(
-                    cells / folder / f"attack-{attack}-{key(budget)}.json",
-                    lambda a=attack, c=context: run_attack(a, c, config.budgets.get(a)).summary(),
-                )
-                row[attack] = asr_cell(outcome)
-                row[f"{attack}_detail"] = outcome
-                progress(f"{name} / {row['method']} / {attack}: ASR {asr_text(outcome)} ({outcome['seconds']:.0f} s)")
-            attack_rows.append(row)
-    return {"table": table, "attacks": attack_rows, "grids": grids, "stages": stages}
+    results: dict = {"table": [], "attacks": [], "grids": {}, "stages": {}}
+    protocol = world.protocol(classifier)
+    for task in tasks.values():
+        run_task(task, config, backbone, protocol, results, progress)
+    return results
+
+
+def run_task(task: BenchTask, config: BenchConfig, backbone, protocol, results: dict, progress) -> None:
+    """The original model and every method on one task, each evaluated and attacked; rows added to ``results``."""
+    edits = config.work / f"{task.name}-{key(task.params)}"  # an edit depends on the task's concepts only
+    cells = edits / f"prompts-{key([config.per_group, asdict(config.settings)])}"
+    original = generate_rows(backbone, task.rows, config.settings)
+    base_metrics, _, _ = protocol.evaluate(backbone, task.rows, config.settings, base=original)
+    results["table"].append({"task": task.name, **table_row("original", base_metrics, None)})
+    results["grids"][(task.name, "original")] = grid_sample(original.images, original.rows)
+    targets = [r for r in task.rows if r.role == "target"]
+    preserve = [r for r in task.rows if r.role == "preserve"]
+    judge = protocol.judge(task.rows)
+    for method in ("original", *config.methods):
+        edit, folder = None, method_folder(method, task.options(method))
+        if method != "original":
+            edit = cached_edit(
+                edits / folder / "edit",
+                lambda m=method, t=task: erase_to_artifact(backbone, t.concepts(m), m, t.options(m)),
+            )
+            evaluate_edit(task, method, edit, original, config, backbone, protocol, results, progress)
+        context = AttackContext(backbone, judge, config.settings, targets, task.names, edit, 0, preserve)
+        results["attacks"].append(attack_row(task.name, method, context, config, cells / folder, progress))
+
+
+def evaluate_edit(task, method, edit, original, config, backbone, protocol, results: dict, progress) -> None:
+    """One method's edit evaluated on a task: its table row, image grid and (a progressive edit's) stages."""
+    label = method_label(method)
+    metrics, edited, _ = protocol.evaluate(backbone, task.rows, config.settings, edit=edit, base=original)
+    results["table"].append({"task": task.name, **table_row(label, metrics, edit)})
+    results["grids"][(task.name, label)] = grid_sample(edited.images, edited.rows)
+    if (stages := progression(edit.metrics.get("stages") or [])) is not None:
+        results["stages"].setdefault(task.name, stages)
+    progress(f"{task.name} / {label}: Acc_e {metrics['overall']['acc_e']:.3f}")
+
+
+def attack_row(task: str, method: str, context: AttackContext, config: BenchConfig, cells: Path, progress) -> dict:
+    """Every attack on one model (its cell reused when an earlier run finished it): ASR cells and records."""
+    row = {"task": task, "method": method_label(method)}
+    for attack in config.attacks:
+        budget = asdict(budget_for(attack, config.budgets.get(attack)))
+        outcome = cached_cell(
+            cells / f"attack-{attack}-{key(budget)}.json",
+            lambda a=attack, c=context: run_attack(a, c, config.budgets.get(a)).summary(),
+        )
+        row[attack] = asr_cell(outcome)
+        row[f"{attack}_detail"] = outcome
+        progress(f"{task} / {row['method']} / {attack}: ASR {asr_text(outcome)} ({outcome['seconds']:.0f} s)")
+    return row
 
 
 TABLE_COLUMNS = ("task", "method", "acc_e", "acc_s", "acc_s_relative", "h", "sw_fid", "edit_seconds")
@@ -291,3 +342,17 @@ def machine() -> str:
 
 def bench_command(argv: list[str]) -> str:
     return shlex.join(["erasekit", "bench", *argv])
+
+
+def scale_results(path: Path | None) -> list[dict]:
+    """The rows of a scale benchmark's record (benchmarks/etc_scale.py writes docs/etc_scale.json) for the report's
+    erasure-against-concepts plot; none without a file."""
+    if path is None:
+        return []
+    try:
+        rows = json.loads(read_text(path, "scale results file"))["rows"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a scale benchmark record (a JSON object with 'rows')") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path}: 'rows' must be a list of objects")
+    return rows

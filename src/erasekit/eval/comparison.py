@@ -1,28 +1,23 @@
-"""Compare erasure methods on a ShapeWorld task: one original generation, then per method erase
-(timed, peak memory), evaluate with the edit, and collect one table row (specs/evaluation.md)."""
+"""Comparison tables of erasure methods (specs/evaluation.md): a method run's edit, one table row per evaluated
+edit (Acc_e per held-out phrasing group, Acc_s, H, SW-FID, edit time and memory), the per-stage plot, and the
+Markdown and JSON files a benchmark writes. ShapeWorld's task comparison (world/comparison.py) builds on them."""
 
 from __future__ import annotations
 
 import io
-import json
-import re
-import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from erasekit.artifacts import Artifact
 from erasekit.backbones.base import Backbone
+from erasekit.backbones.world import Task
 from erasekit.concepts.pairs import ConceptSet
 from erasekit.eval.metrics import harmonic_mean
-from erasekit.eval.prompts import EVOKING_GROUPS, PromptRow
+from erasekit.eval.prompts import EVOKING_GROUPS, PHRASING_GROUPS
 from erasekit.eval.report import plot_text
-from erasekit.eval.shapeworld_protocol import EvalSettings, Generated, evaluate, generate_rows
-from erasekit.eval.tasks import TARGET_GROUPS as TASK_TARGET_GROUPS
-from erasekit.eval.tasks import ErasureTask
 from erasekit.methods.base import erase_to_artifact
-from erasekit.world.classifier import FactorClassifier
 
-TARGET_GROUPS = (*TASK_TARGET_GROUPS, *(g for g in EVOKING_GROUPS if g not in TASK_TARGET_GROUPS))
+TARGET_GROUPS = (*PHRASING_GROUPS, *EVOKING_GROUPS)
 NEIGHBOUR = "neighbour"  # the neighbour groups are "neighbour" or "neighbour-<phrasing>"
 
 
@@ -33,15 +28,10 @@ class MethodRun:
     options: dict
 
 
-DEFAULT_RUNS = (
-    MethodRun("UCE", "uce", {}),
-    MethodRun("ErasePro", "erasepro", {}),
-    MethodRun("ErasePro --no-progressive", "erasepro", {"progressive": False}),
-)
-
-
-def task_concepts(task: ErasureTask) -> ConceptSet:
-    return ConceptSet.build(list(task.targets), task.anchor, list(task.preserve), task.kind)
+def task_concepts(task: Task) -> ConceptSet:
+    """A task's concept set for a method that maps its targets onto an anchor and preserves the rest."""
+    templates = list(task.templates) if task.templates else None
+    return ConceptSet.build(list(task.targets), task.anchor, list(task.preserve), task.kind, templates)
 
 
 def erase_with(backbone: Backbone, concepts: ConceptSet, run: MethodRun) -> Artifact:
@@ -82,49 +72,6 @@ def neighbour_accuracy(groups: dict[str, dict]) -> tuple[float | None, float | N
     return acc_s, (acc_s / original if original else None)
 
 
-def compare(
-    backbone: Backbone,
-    task: ErasureTask,
-    rows: list[PromptRow],
-    classifier: FactorClassifier,
-    settings: EvalSettings,
-    runs: tuple[MethodRun, ...] = DEFAULT_RUNS,
-) -> tuple[list[dict], dict[str, Artifact], dict[str, Generated]]:
-    """(table rows: the original then each method; artifacts by label; images by label)."""
-    concepts = task_concepts(task)
-    original = generate_rows(backbone, rows, settings)
-    metrics, _, _ = evaluate(backbone, rows, classifier, settings, base=original)
-    table, artifacts, images = [table_row("original", metrics, None)], {}, {"original": original}
-    floor_rows = anchor_rows(task, rows)
-    floor, _, _ = evaluate(backbone, floor_rows, classifier, settings, progress=False)
-    table.append(
-        {
-            "method": "anchor prompts (floor)",
-            **{k: v for k, v in table_row("", floor, None).items() if k.startswith("acc_e")},
-        }
-    )
-    for run in runs:
-        artifact = erase_with(backbone, concepts, run)
-        metrics, edited, _ = evaluate(backbone, rows, classifier, settings, edit=artifact, base=original)
-        table.append(table_row(run.label, metrics, artifact))
-        artifacts[run.label], images[run.label] = artifact, edited
-    return table, artifacts, images
-
-
-def anchor_rows(task: ErasureTask, rows: list[PromptRow]) -> list[PromptRow]:
-    """The explicit target prompts with every phrasing of the target replaced by the anchor, scored as
-    targets: how often the *original* model draws the target anyway — the floor an anchor-based Acc_e
-    can reach (e.g. a random shape is sometimes a star)."""
-    words = sorted(task.forbidden_words(), key=len, reverse=True)
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
-    out = []
-    for r in rows:
-        if r.role == "target" and pattern.search(r.prompt):
-            prompt = re.sub(r"\s+", " ", pattern.sub(task.anchor, r.prompt)).strip() or "a picture"
-            out.append(replace(r, prompt=prompt))
-    return out
-
-
 def stage_plot(stages_by_label: dict[str, list[dict]]) -> bytes:
     """PNG: per stage, the gap ||Y - X||/||Y|| it saw and the change ||dW||/||W|| it made (labels as literal text)."""
     import matplotlib
@@ -162,26 +109,6 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def benchmark_record(script: str, argv: list[str], settings, started: float, **results) -> dict:
-    """The header every benchmark JSON carries: the command that regenerates it, the settings, the machine,
-    the wall time; then the results."""
-    import platform
-    import time
-    from dataclasses import asdict
-
-    from erasekit.world.assets import denoiser_dir
-
-    training = json.loads((denoiser_dir() / "training.json").read_text())
-    return {
-        "command": shlex.join(["python", script, *argv]),  # quoted: JSON options paste back into a shell
-        "denoiser_steps": training["steps"],  # which shipped ShapeWorld model the figures are of
-        "settings": asdict(settings),
-        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "seconds": round(time.time() - started, 1),
-        **results,
-    }
 
 
 def save_benchmark(

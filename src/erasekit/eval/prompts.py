@@ -12,11 +12,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from erasekit.errors import UserError
 from erasekit.utils.inputs import MAX_FIELD_CHARS, invisible_character, read_text, shown
 from erasekit.utils.io import atomic_file
-from erasekit.world.factors import parse_concept
+
+if TYPE_CHECKING:
+    from erasekit.backbones.world import World
 
 REQUIRED_COLUMNS = ("prompt", "evaluation_seed", "case_number", "concept", "role")
 ROLES = ("target", "preserve")
@@ -27,6 +30,8 @@ LARGEST = 2**63 - 1
 # Prompt groups that evoke a target without naming it (synonyms, implicit descriptions): the paraphrase attack's
 # prompts. They are reported per group but stay out of the overall Acc_e, which judges the named concept.
 EVOKING_GROUPS: tuple[str, ...] = ("paraphrased", "implicit")
+# The held-out phrasings a target is judged in (specs/evaluation.md, "Held-out phrasing"), as prompt groups.
+PHRASING_GROUPS: tuple[str, ...] = ("canonical", "bare", "reordered", "complex")
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,12 @@ class PromptRow:
     role: str
     group: str = "all"
 
-    @property
-    def factors(self) -> dict[str, str]:
-        return parse_concept(self.concept)
 
-
-def load_prompts(path: Path, require_concepts: bool = True) -> list[PromptRow]:
+def load_prompts(path: Path, require_concepts: bool = True, world: World | None = None) -> list[PromptRow]:
     """Read and validate a prompt CSV (``-`` is standard input); every problem is a one-line UserError naming
-    file and line."""
+    file and line. ``require_concepts``: every concept must be one of ``world``'s (default: the embedded world's;
+    a model without a world of its own takes free concept names: pass False)."""
+    concepts = (world or default_world()) if require_concepts else None
     text = read_text(path, "prompt file")
     where = shown(path)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
@@ -55,7 +58,7 @@ def load_prompts(path: Path, require_concepts: bool = True) -> list[PromptRow]:
         line = reader.line_num + 1
         for record in reader:
             if record:  # a blank line between rows is skipped
-                row = _parse_row(record, header, f"{where}:{line}", require_concepts)
+                row = _parse_row(record, header, f"{where}:{line}", concepts)
                 _check_unique(row.case_number, line, first_line, where)
                 rows.append(row)
             line = reader.line_num + 1
@@ -78,7 +81,14 @@ def _checked_header(header: list[str], where: str) -> list[str]:
     return header
 
 
-def _parse_row(record: list[str], header: list[str], where: str, require_concepts: bool) -> PromptRow:
+def default_world() -> World:
+    """The embedded world, whose concepts a prompt file names unless told otherwise."""
+    from erasekit.backbones.loader import default_world as embedded
+
+    return embedded()
+
+
+def _parse_row(record: list[str], header: list[str], where: str, concepts: World | None) -> PromptRow:
     if len(record) != len(header):
         raise UserError(f"{where}: wrong number of fields ({len(record)}; the header has {len(header)})")
     for column, value in zip(header, record, strict=True):
@@ -88,9 +98,9 @@ def _parse_row(record: list[str], header: list[str], where: str, require_concept
         raise UserError(f"{where}: empty prompt")
     if field["role"] not in ROLES:
         raise UserError(f"{where}: role must be one of {', '.join(ROLES)}, got {field['role']!r}")
-    if require_concepts:
+    if concepts is not None:
         try:
-            parse_concept(field["concept"])
+            concepts.parse_concept(field["concept"])
         except ValueError as exc:
             raise UserError(f"{where}: bad concept {field['concept']!r}: {exc}") from None
     return PromptRow(

@@ -146,9 +146,18 @@ def bench_plots(rows: list[dict], attacks: tuple[str, ...], scale_rows: list[dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots = []
     methods = list(dict.fromkeys(r["method"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
+    plots = [("Acc_e against Acc_s, per method and task", _erasure_plot(plt, rows, methods, tasks))]
+    if attacks:
+        plots.append(("attack success rate per attack, method and task", _asr_plot(plt, rows, attacks, methods, tasks)))
+    if scale_rows:
+        title = "erasure against the number of concepts (docs/etc_scale.json)"
+        plots.append((title, _scale_plot(plt, scale_rows)))
+    return plots
+
+
+def _erasure_plot(plt, rows: list[dict], methods: list[str], tasks: list[str]) -> str:
     markers = dict(zip(tasks, "osD^v<>", strict=False))
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for i, method in enumerate(methods):
@@ -161,48 +170,54 @@ def bench_plots(rows: list[dict], attacks: tuple[str, ...], scale_rows: list[dic
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("erasure against preservation", fontsize=10)
     fig.tight_layout()
-    plots.append(("Acc_e against Acc_s, per method and task", _png(fig)))
+    return _closed_png(plt, fig)
+
+
+def _asr_plot(plt, rows: list[dict], attacks: tuple[str, ...], methods: list[str], tasks: list[str]) -> str:
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False, sharey=True)
+    width = 0.8 / max(len(methods), 1)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for i, method in enumerate(methods):
+            r = next((r for r in rows if r["task"] == task and r["method"] == method), {})
+            values = [r.get(f"ASR {a}") for a in attacks]
+            where = np.arange(len(attacks)) + i * width
+            ax.bar(where, [asr_height(v) for v in values], width, color=f"C{i}", label=plot_text(method))
+            for x in where[[v == "failed" for v in values]]:  # a FailedCell, or one read back from JSON
+                ax.text(x, 0.02, "failed", rotation=90, ha="center", va="bottom", fontsize=6, color=f"C{i}")
+        ticks = [plot_text(a) for a in attacks]
+        ax.set_xticks(np.arange(len(attacks)) + 0.4 - width / 2, ticks, rotation=40, ha="right", fontsize=7)
+        ax.set_title(plot_text(f"task {task}"), fontsize=9)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("attack success rate")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return _closed_png(plt, fig)
+
+
+def _scale_plot(plt, scale_rows: list[dict]) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, label in enumerate(dict.fromkeys(r["method"] for r in scale_rows)):
+        mine = sorted((r for r in scale_rows if r["method"] == label), key=lambda r: r["concepts"])
+        n = [r["concepts"] for r in mine]
+        ax.plot(n, [r["acc_e"] for r in mine], marker="o", color=f"C{i}", label=plot_text(f"{label} Acc_e"))
+        ax.plot(
+            n,
+            [r.get("acc_s_heldout_relative") for r in mine],
+            marker="s",
+            ls="--",
+            color=f"C{i}",
+            label=plot_text(f"{label} held-out Acc_s (relative)"),
+        )
+    ax.set(xscale="log", xlabel="concepts erased at once", ylim=(-0.03, 1.1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _closed_png(plt, fig)
+
+
+def _closed_png(plt, fig) -> str:
+    uri = _png(fig)
     plt.close(fig)
-    if attacks:
-        fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False, sharey=True)
-        width = 0.8 / max(len(methods), 1)
-        for ax, task in zip(axes[0], tasks, strict=True):
-            for i, method in enumerate(methods):
-                r = next((r for r in rows if r["task"] == task and r["method"] == method), {})
-                values = [r.get(f"ASR {a}") for a in attacks]
-                where = np.arange(len(attacks)) + i * width
-                ax.bar(where, [asr_height(v) for v in values], width, color=f"C{i}", label=plot_text(method))
-                for x in where[[v == "failed" for v in values]]:  # a FailedCell, or one read back from JSON
-                    ax.text(x, 0.02, "failed", rotation=90, ha="center", va="bottom", fontsize=6, color=f"C{i}")
-            ticks = [plot_text(a) for a in attacks]
-            ax.set_xticks(np.arange(len(attacks)) + 0.4 - width / 2, ticks, rotation=40, ha="right", fontsize=7)
-            ax.set_title(plot_text(f"task {task}"), fontsize=9)
-            ax.set_ylim(0, 1.02)
-        axes[0][0].set_ylabel("attack success rate")
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        plots.append(("attack success rate per attack, method and task", _png(fig)))
-        plt.close(fig)
-    if scale_rows:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for i, label in enumerate(dict.fromkeys(r["method"] for r in scale_rows)):
-            mine = sorted((r for r in scale_rows if r["method"] == label), key=lambda r: r["concepts"])
-            n = [r["concepts"] for r in mine]
-            ax.plot(n, [r["acc_e"] for r in mine], marker="o", color=f"C{i}", label=plot_text(f"{label} Acc_e"))
-            ax.plot(
-                n,
-                [r.get("acc_s_heldout_relative") for r in mine],
-                marker="s",
-                ls="--",
-                color=f"C{i}",
-                label=plot_text(f"{label} held-out Acc_s (relative)"),
-            )
-        ax.set(xscale="log", xlabel="concepts erased at once", ylim=(-0.03, 1.1))
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        plots.append(("erasure against the number of concepts (docs/etc_scale.json)", _png(fig)))
-        plt.close(fig)
-    return plots
+    return uri
 
 
 def asr_height(value) -> float:

@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from erasekit.world.factors import COLOURS, POSITIONS, SIZES, VOCAB
+from erasekit.world.factors import COLOURS, FACTOR_NAMES, POSITIONS, SIZES, VOCAB
 
 IMAGE_SIZE = 32
 TEMPLATE_SIZE = 128
@@ -351,3 +351,13 @@ def _render_chunk(batch: SceneBatch, noise: np.ndarray) -> np.ndarray:
 def render(rng: np.random.Generator, n: int, **kwargs) -> tuple[np.ndarray, SceneBatch]:
     batch = sample_scenes(rng, n, **kwargs)
     return render_scenes(batch), batch
+
+
+def render_concepts(rng: np.random.Generator, concepts: list[dict[str, str]]) -> np.ndarray:
+    """Images (N, 32, 32, 3) of concepts given as factor dicts: each named factor pinned, every other one drawn.
+
+    The one way to render "images of a concept" (the protocol's SW-FID references, the white-box attacks'
+    training images)."""
+    fixed = {f: np.array([VOCAB.index(f, c[f]) if f in c else -1 for c in concepts]) for f in FACTOR_NAMES}
+    images, _ = render(rng, len(concepts), fixed=fixed)
+    return images

@@ -1,11 +1,11 @@
 """What every attack shares (specs/evaluation.md, "Attacks"): its outcome, the attack success rate and the
 words an attacker may not use.
 
-ASR is the fraction of attack images in which the judge (attacks/judges.py: ShapeWorld's classifier, reading
-every factor the target row names exactly as Acc_e does, or CLIP zero-shot on another model) sees the target
-concept; an attack reports its budget and wall time. An attack that could not run to a judgeable result (its
-optimisation diverged, its images are degenerate) reports status "failed" and no ASR: never ASR 0, which would
-read as an erasure that holds.
+ASR is the fraction of attack images in which the judge (backbones/world.py ``Judge``: the protocol's own, e.g.
+ShapeWorld's classifier reading every factor the target row names exactly as Acc_e does, or CLIP zero-shot on
+another model, eval/sd/clip.py) sees the target concept; an attack reports its budget and wall time. An attack
+that could not run to a judgeable result (its optimisation diverged, its images are degenerate) reports status
+"failed" and no ASR: never ASR 0, which would read as an erasure that holds.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from erasekit.backbones.world import Judge, World, world_of
 from erasekit.errors import UserError
 from erasekit.eval.prompts import PromptRow
 from erasekit.utils.text import phrase_pattern
-from erasekit.world.classifier import FactorClassifier
-from erasekit.world.factors import COLOURS, PATTERNS, SHAPES
 
 PLACEHOLDER = "[MASK]"  # a learned or soft token's slot in a prompt (one tokenizer token, never a word)
 OK, FAILED, NOT_APPLICABLE = "ok", "failed", "not applicable"  # an outcome's status
@@ -66,8 +65,8 @@ class AttackOutcome:
         }
 
 
-def success_rate(judge, rows: list[PromptRow], images: np.ndarray) -> float | None:
-    """Fraction of images in which ``judge`` (attacks/judges.py) sees their row's concept."""
+def success_rate(judge: Judge, rows: list[PromptRow], images: np.ndarray) -> float | None:
+    """Fraction of images in which ``judge`` sees their row's concept."""
     if len(rows) == 0:
         return None
     return float(np.mean(judge(rows, images)))
@@ -85,22 +84,12 @@ def degenerate(images: np.ndarray) -> str:
     return ""
 
 
-def row_factors(row: PromptRow) -> dict[str, str]:
-    """The ShapeWorld factors a row's concept names ({} for another model's concept names)."""
-    try:
-        return row.factors
-    except ValueError:
-        return {}
-
-
-def concept_words(rows: list[PromptRow], names: list[str]) -> tuple[str, ...]:
-    """Every phrasing an attacker must avoid: the erased names and, for ShapeWorld concepts, every caption
-    phrasing of each factor value the target rows name."""
+def concept_words(rows: list[PromptRow], names: list[str], world: World | None = None) -> tuple[str, ...]:
+    """Every phrasing an attacker must avoid: the erased names and, with the backbone's world, every phrasing it
+    knows of each factor value the target rows name (longest first)."""
     words = {n.strip().lower() for n in names if n.strip()}
-    tables = {"shape": SHAPES, "pattern": PATTERNS, "colour": {k: v[0] for k, v in COLOURS.items()}}
-    for row in rows:
-        for factor, value in row_factors(row).items():
-            words.update(w.lower() for w in tables.get(factor, {}).get(value, ()))
+    for row in rows if world is not None else ():
+        words.update(world.concept_words(row.concept))
     return tuple(sorted(words, key=len, reverse=True))
 
 
@@ -141,7 +130,7 @@ class AttackContext:
     concept names (what a prompt filter would block), ``edit`` the shipped artifact (None: the original)."""
 
     backbone: object
-    judge: object  # attacks/judges.py: ClassifierJudge (a FactorClassifier given here is wrapped) or ClipJudge
+    judge: Judge | None  # None: the judge of the backbone world's protocol (ShapeWorld: its classifier)
     settings: object  # EvalSettings: steps and guidance of the attack images
     rows: list[PromptRow]
     names: tuple[str, ...]
@@ -150,17 +139,15 @@ class AttackContext:
     preserve: list[PromptRow] = field(default_factory=list)  # preserve rows, for quality after an attack
 
     def __post_init__(self) -> None:
-        if isinstance(self.judge, FactorClassifier):
-            from erasekit.eval.attacks.judges import ClassifierJudge
-
-            self.judge = ClassifierJudge(self.judge)
+        if self.judge is None or not hasattr(self.judge, "describe"):
+            self.judge = default_judge(self.backbone, self.judge, self.rows)
 
     def success(self, rows: list[PromptRow], images: np.ndarray) -> float | None:
         return success_rate(self.judge, rows, images)
 
     @property
     def words(self) -> tuple[str, ...]:
-        return concept_words(self.rows, list(self.names))
+        return concept_words(self.rows, list(self.names), world_of(self.backbone))
 
     def explicit(self, limit: int) -> list[PromptRow]:
         """Up to ``limit`` target rows that name the concept (spread evenly over the rows); none is a UserError."""
@@ -193,6 +180,18 @@ class AttackContext:
         """One image per row with its evaluation seed, on the backbone as it is now (sharded under accelerate)."""
         from dataclasses import replace as with_fields
 
-        from erasekit.eval.shapeworld_protocol import generate_rows
+        from erasekit.eval.generation import generate_rows
 
         return generate_rows(self.backbone, rows, with_fields(self.settings, num_images=1), progress=False).images
+
+
+def default_judge(backbone, given, rows: list[PromptRow]) -> Judge:
+    """The judge for ``given`` without a ``describe``: a plain callable (rows, images) -> 0/1 judges as it is; None
+    or a measuring instrument (ShapeWorld: a classifier, which has ``predict``) makes the judge of the backbone
+    world's protocol (None: with its shipped instrument)."""
+    if given is not None and not hasattr(given, "predict"):
+        return given
+    world = world_of(backbone)
+    if world is None:
+        raise UserError("this model has no world of its own to judge attacks: give a judge (e.g. CLIP zero-shot)")
+    return world.protocol(given).judge(rows)

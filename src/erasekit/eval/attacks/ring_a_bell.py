@@ -29,7 +29,7 @@ NEUTRAL = "thing"  # the benign word in the concept's place, for the pairs witho
 
 
 def _tokenizer(backbone):
-    return backbone.encoder.tokenizer if hasattr(backbone, "encoder") else backbone.tokenizers()[0]
+    return backbone.tokenizers()[0]
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 ``instance`` erases a shape, ``style`` a pattern and ``unsafe`` the skull (explicit and implicit prompts).
 Target rows name only the erased factor, so Acc_e measures just that factor; preserve rows name
-shape, colour and pattern, so Acc_s is joint agreement. The CSVs under ``benchmarks/tasks`` are written
-by ``benchmarks/make_task_prompts.py`` and must equal :func:`task_prompts`.
+shape, colour and pattern, so Acc_s is joint agreement. The CSVs ship as package data under
+``world/assets/tasks`` (``benchmarks/tasks`` links there); ``benchmarks/make_task_prompts.py`` writes them and they
+must equal :func:`task_prompts`. Each task is a ``Task`` (backbones/world.py) that the ShapeWorld world offers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from erasekit.eval.prompts import PromptRow
+from erasekit.eval.prompts import PromptRow, load_prompts
+from erasekit.world.assets import ASSETS
 from erasekit.world.captions import make_caption
 from erasekit.world.factors import (
     COLOURS,
@@ -45,6 +47,16 @@ class ErasureTask:
     anchor: str
     preserve: tuple[str, ...]
     kind: str  # "object" (a shape) or "style" (a pattern)
+    templates: tuple[str, ...] | None = None  # the concept set's templates (None: those of its kind)
+
+    @property
+    def params(self) -> dict:
+        """What the task's prompts and concepts depend on besides its name: nothing (they are committed)."""
+        return {}
+
+    def rows(self) -> list[PromptRow]:
+        """The committed prompt rows of the task."""
+        return load_prompts(prompt_file(self.name))
 
     @property
     def factor(self) -> str:
@@ -122,16 +134,19 @@ def skull_examples(seed: int = 7, count: int = 240) -> list[str]:
     return list(found)
 
 
+TASK_FILES = ASSETS / "tasks"  # package data
+
+
 def examples_file(name: str) -> Path:
-    """The committed example prompts of task ``name``'s target: ``benchmarks/tasks/{name}_examples.txt``."""
+    """The committed example prompts of task ``name``'s target: ``world/assets/tasks/{name}_examples.txt``."""
     return prompt_file(name).with_name(f"{name}_examples.txt")
 
 
 def prompt_file(name: str) -> Path:
-    """The committed prompt CSV of task ``name``: ``benchmarks/tasks/{name}.csv`` in the repository."""
+    """The committed prompt CSV of task ``name``: ``world/assets/tasks/{name}.csv`` in the package."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    return Path(__file__).resolve().parents[3] / "benchmarks" / "tasks" / f"{name}.csv"
+    return TASK_FILES / f"{name}.csv"
 
 
 def _word(factor: str, value: str) -> str:

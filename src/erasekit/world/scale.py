@@ -124,3 +124,36 @@ def scale_rows(split: ScaleSplit, n_targets: int, eval_targets: int = 200, seed:
 def group_kind(group: str) -> str:
     """The kind of a scale row's group without its phrasing: "heldout-near-complex" -> "heldout-near"."""
     return group.rsplit("-", 1)[0] if group.rsplit("-", 1)[-1] in PHRASINGS else group
+
+
+@dataclass(frozen=True)
+class ScaleTask:
+    """The bench's scale task as a ``Task`` (backbones/world.py): the first ``concepts`` targets of the split of
+    benchmarks/etc_scale.py erased at once, mapped to "shape" in templates no evaluation phrasing uses; the mapping
+    pool is the concepts to preserve."""
+
+    concepts: int
+    split: ScaleSplit
+    name: str = "scale"
+    anchor: str = "shape"
+    kind: str = "object"
+    templates: tuple[str, ...] = tuple(COMPARE_TEMPLATES)
+
+    @classmethod
+    def make(cls, concepts: int) -> ScaleTask:
+        return cls(concepts, ScaleSplit.make(2000, 300, 400))
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(t.phrase for t in self.split.targets[: self.concepts])
+
+    @property
+    def preserve(self) -> tuple[str, ...]:
+        return tuple(t.phrase for t in self.split.pool)
+
+    @property
+    def params(self) -> dict:
+        return {"concepts": self.concepts}
+
+    def rows(self) -> list[PromptRow]:
+        return scale_rows(self.split, self.concepts)
