@@ -15,9 +15,8 @@ from erasekit.cli.common import (
     console,
     load_model,
     on_main,
-    summary_table,
 )
-from erasekit.cli.tables import print_etc, print_stages
+from erasekit.cli.tables import print_erase_summary
 from erasekit.errors import UserError
 
 
@@ -143,35 +142,10 @@ def erase(
 
         check_heldout(backbone, concepts, method, options, [r.prompt for r in load_prompts(prompt_file(task))])
     artifact = erase_to_artifact(backbone, concepts, method, options)
-    summary = artifact.metrics
     if not on_main():
         return
     save_artifact(artifact, out, overwrite)
-    if not artifact.prompt_filter and not any("gap" in row for row in summary.get("stages", [])):
-        print_etc(summary, out)  # a trained or keyed edit: its stage timings and checks
-        return
-    if artifact.prompt_filter:
-        words = ", ".join(concepts.targets[:5]) + (" …" if len(concepts.targets) > 5 else "")
-        console.print(
-            summary_table(
-                f"erase ({method}) → {out}", [("blocked names", words), ("replaced by", repr(concepts.anchors[0]))]
-            )
-        )
-        return
-    print_stages(summary["stages"])
-    console.print(
-        summary_table(
-            f"erase ({method}) → {out}",
-            [
-                ("targets", ", ".join(concepts.targets[:5]) + (" …" if len(concepts.targets) > 5 else "")),
-                ("anchor", repr(concepts.anchors[0])),
-                ("maps edited", str(len(artifact.weights))),
-                ("constraint columns", str(summary["columns"])),
-                ("edit seconds", f"{summary['seconds']:.2f}"),
-                ("peak memory (MiB)", f"{summary['peak_mib']:.0f}"),
-            ],
-        )
-    )
+    print_erase_summary(chosen, artifact, out)
 
 
 def _settings(chosen, config: Path | None, items: list[str]) -> dict:

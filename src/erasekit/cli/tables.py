@@ -20,48 +20,40 @@ def edit_html(artifact) -> str:
     return edit_section(closed_form, stage_plot({artifact.method: closed_form})) if closed_form else ""
 
 
-ETC_ANCHOR_LABELS = {
-    "boundary": "boundary-anchor",
-    "off_plane": "off-plane-anchor",
-    "mapping": "mapping-sample",
-    "context": "context-token",
-}
+def _listed(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (" …" if len(names) > shown else "")
 
 
-def print_etc(summary: dict, out: Path) -> None:
-    table = Table(title="ETC stages")
+def default_rows(artifact) -> list[tuple[str, str]]:
+    """An edit's summary rows when its method registers no ``describe``: what it erased onto what, what it edited."""
+    metrics, concepts = artifact.metrics, artifact.concepts
+    rows = [("targets", _listed(concepts["targets"])), ("anchor", repr(concepts["anchors"][0]))]
+    rows += [("maps edited", str(len(artifact.weights)))] if artifact.weights else []
+    rows += [("plug-ins", str(artifact.plugins))] if artifact.plugins else []
+    rows += [("constraint columns", str(metrics["columns"]))] if "columns" in metrics else []
+    rows += [("edit seconds", f"{metrics['seconds']:.2f}"), ("peak memory (MiB)", f"{metrics['peak_mib']:.0f}")]
+    return rows
+
+
+def print_timings(stages: list[dict]) -> None:
+    """The stages of an edit that reports time and memory per stage."""
+    table = Table(title="stages")
     for col in ("stage", "seconds", "peak MiB"):
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for row in summary["stages"]:
+    for row in stages:
         table.add_row(row["stage"], f"{row['seconds']:.1f}", f"{row['peak_mib']:.0f}")
     console.print(table)
-    rows = [
-        ("targets", str(summary["targets"])),
-        ("mapping pool", str(summary["pool"])),
-        *(
-            (("keys", str(summary["keys"])), ("rewrite radius θ (held-out contexts)", f"{summary['threshold']:.3f}"))
-            if "keys" in summary
-            else ()
-        ),
-        *(
-            (label, f"{summary[key]:.3f}")
-            for key, label in (
-                ("heldout_target_rewritten", "held-out target tokens rewritten"),
-                ("heldout_pool_rewritten", "held-out mapping-pool tokens rewritten"),
-            )
-            if key in summary
-        ),
-        *((("erase error (worst layer)", f"{summary['erase_error']:.3f}"),) if "erase_error" in summary else ()),
-        *(
-            (f"{label} change (worst layer)", f"{summary[f'{kind}_change']:.3f}")
-            for kind, label in ETC_ANCHOR_LABELS.items()
-            if f"{kind}_change" in summary
-        ),
-        ("NIR restore error (worst layer)", f"{summary['restore_error']:.3f}" if "restore_error" in summary else "off"),
-        ("total seconds", f"{summary['seconds']:.1f}"),
-        ("peak memory (MiB)", f"{summary['peak_mib']:.0f}"),
-    ]
-    console.print(summary_table(f"erase (etc) → {out}", rows))
+
+
+def print_erase_summary(method, artifact, out: Path) -> None:
+    """After ``erase``: the per-stage table (closed-form residuals, or timings) and the method's summary rows."""
+    stages = artifact.metrics.get("stages") or []
+    if any("gap" in row for row in stages):
+        print_stages(stages)
+    elif stages:
+        print_timings(stages)
+    rows = method.describe(artifact.metrics) if method.describe else default_rows(artifact)
+    console.print(summary_table(f"erase ({method.name}) → {out}", rows))
 
 
 def print_stages(stages: list[dict]) -> None:
