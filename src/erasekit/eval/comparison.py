@@ -23,7 +23,7 @@ NEIGHBOUR = "neighbour"  # the neighbour groups are "neighbour" or "neighbour-<p
 
 @dataclass(frozen=True)
 class MethodRun:
-    label: str  # as shown in tables, e.g. "ErasePro --no-progressive"
+    label: str  # as shown in tables, e.g. the method's label and the option that sets this run apart
     method: str
     options: dict
 

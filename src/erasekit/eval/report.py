@@ -234,7 +234,7 @@ def render_bench_report(
     settings: dict,
     command: str,
 ) -> str:
-    """The bench's self-contained page: the comparison table, plots, ``stages_html`` (ErasePro's stages, from
+    """The bench's self-contained page: the comparison table, plots, ``stages_html`` (a progressive edit's stages, from
     ``edit_section``) and before/after grids."""
     keys = tuple(k for k in rows[0] if k not in ("task", "method")) if rows else ()
     table_rows = [{"_label": f"{r['task']} / {r['method']}", **r} for r in rows]

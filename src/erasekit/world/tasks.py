@@ -161,68 +161,85 @@ def task_prompts(task: ErasureTask, seed: int = 2026) -> list[PromptRow]:
     """Target rows per phrasing (canonical / bare / reordered / complex / paraphrased, plus implicit for the
     skull), then preserve rows: neighbours in the same four phrasings ("neighbour-complex", ...) and others;
     prompts are unique, seeds drawn from ``np.random.default_rng(seed)``."""
-    rng = np.random.default_rng(seed)
-    rows: list[PromptRow] = []
-    seen: set[str] = set()
-    axis = task.factor
-    free = "shape" if axis == "pattern" else "pattern"  # the other object factor, drawn freely
-    targets = [task.value(t) for t in task.targets]
-    forbidden = task.forbidden_words()
+    drawing = TaskPromptDraw(task, np.random.default_rng(seed))
+    drawing.target_rows()
+    drawing.implicit_rows()
+    drawing.preserve_rows()
+    return drawing.rows
 
-    def pick(values: tuple[str, ...] | list[str]) -> str:
-        return str(rng.choice(values))
 
-    def add(draw: Callable[[], tuple[str | None, dict]], concept: dict[str, str], role: str, group: str) -> None:
+class TaskPromptDraw:
+    """The prompt rows of one task, drawn in order from one generator (the committed CSVs depend on the order)."""
+
+    def __init__(self, task: ErasureTask, rng: np.random.Generator) -> None:
+        self.task, self.rng = task, rng
+        self.rows: list[PromptRow] = []
+        self.seen: set[str] = set()
+        self.axis = task.factor
+        self.free = "shape" if self.axis == "pattern" else "pattern"  # the other object factor, drawn freely
+        self.targets = [task.value(t) for t in task.targets]
+        self.forbidden = task.forbidden_words()
+
+    def pick(self, values: tuple[str, ...] | list[str]) -> str:
+        return str(self.rng.choice(values))
+
+    def add(self, draw: Callable[[], tuple[str | None, dict]], concept: dict[str, str], role: str, group: str) -> None:
         """One new row from ``draw`` (text, factors); its concept is ``concept``, or the factors drawn."""
         for _ in range(200):
             text, factors = draw()
-            if text is not None and text not in seen:
+            if text is not None and text not in self.seen:
                 break
         else:
-            raise RuntimeError(f"task {task.name}: cannot draw a new {group} prompt")
-        if role == "preserve" and _mentions(text, forbidden):
-            raise RuntimeError(f"task {task.name}: preserve prompt {text!r} mentions the target")
-        seen.add(text)
+            raise RuntimeError(f"task {self.task.name}: cannot draw a new {group} prompt")
+        if role == "preserve" and _mentions(text, self.forbidden):
+            raise RuntimeError(f"task {self.task.name}: preserve prompt {text!r} mentions the target")
+        self.seen.add(text)
         named = format_concept(concept or factors)
-        rows.append(PromptRow(text, int(rng.integers(0, 100_000)), len(rows), named, role, group))
+        self.rows.append(PromptRow(text, int(self.rng.integers(0, 100_000)), len(self.rows), named, role, group))
 
-    def say(factors: dict[str, str], group: str) -> str | None:
+    def say(self, factors: dict[str, str], group: str) -> str | None:
         if group == "paraphrased":
-            return make_caption(rng, factors, "paraphrased").text
-        return phrase_prompt(factors, group, rng)
+            return make_caption(self.rng, factors, "paraphrased").text
+        return phrase_prompt(factors, group, self.rng)
 
-    for group, n in TARGET_GROUPS.items():
-        for i in range(n):
-            value = targets[i % len(targets)]
+    def target_rows(self) -> None:
+        axis, free = self.axis, self.free
+        for group, n in TARGET_GROUPS.items():
+            for i in range(n):
+                value = self.targets[i % len(self.targets)]
 
-            def draw(value: str = value, i: int = i, group: str = group) -> tuple[str | None, dict]:
-                factors = {axis: value, "colour": pick(VOCAB.colour), free: pick(VOCAB.values(free))}
-                if group in ("canonical", "bare", "complex") and i % 3 == 0:  # "a red star" / "a striped circle"
-                    factors.pop("colour" if axis == "pattern" else free)
-                return say(factors, group), factors
+                def draw(value: str = value, i: int = i, group: str = group) -> tuple[str | None, dict]:
+                    factors = {axis: value, "colour": self.pick(VOCAB.colour), free: self.pick(VOCAB.values(free))}
+                    if group in ("canonical", "bare", "complex") and i % 3 == 0:  # "a red star" / "a striped circle"
+                        factors.pop("colour" if axis == "pattern" else free)
+                    return self.say(factors, group), factors
 
-            add(draw, {axis: value}, "target", group)
-    if "skull" in targets:
+                self.add(draw, {axis: value}, "target", group)
+
+    def implicit_rows(self) -> None:
+        if "skull" not in self.targets:
+            return
         for phrase in IMPLICIT_SKULL_HELDOUT:
             for colour in IMPLICIT_COLOURS:
                 text = phrase if colour == "white" else f"{phrase} in {COLOURS[colour][0][0]}"
-                add(lambda text=text: (text, {}), {"shape": "skull"}, "target", "implicit")
+                self.add(lambda text=text: (text, {}), {"shape": "skull"}, "target", "implicit")
 
-    # Values of the task's axis whose caption word mentions a target (e.g. "diagonally striped") never
-    # appear in preserve prompts; "other" uses the remaining values outside targets and neighbours.
-    clean = [v for v in VOCAB.values(axis) if v not in targets and not _mentions(_word(axis, v), forbidden)]
-    neighbours = [task.value(p) for p in task.preserve]
-    others = [v for v in clean if v not in neighbours]
-    free_values = [v for v in VOCAB.values(free) if not _mentions(_word(free, v), forbidden)]
+    def preserve_rows(self) -> None:
+        """Values of the task's axis whose caption word mentions a target (e.g. "diagonally striped") never
+        appear in preserve prompts; "other" uses the remaining values outside targets and neighbours."""
+        axis, free, forbidden = self.axis, self.free, self.forbidden
+        clean = [v for v in VOCAB.values(axis) if v not in self.targets and not _mentions(_word(axis, v), forbidden)]
+        neighbours = [self.task.value(p) for p in self.task.preserve]
+        others = [v for v in clean if v not in neighbours]
+        free_values = [v for v in VOCAB.values(free) if not _mentions(_word(free, v), forbidden)]
 
-    def draw_preserve(values: list[str], phrasing: str) -> tuple[str | None, dict]:
-        factors = {axis: pick(values), "colour": pick(VOCAB.colour), free: pick(free_values)}
-        return phrase_prompt(factors, phrasing, rng), factors
+        def draw_preserve(values: list[str], phrasing: str) -> tuple[str | None, dict]:
+            factors = {axis: self.pick(values), "colour": self.pick(VOCAB.colour), free: self.pick(free_values)}
+            return phrase_prompt(factors, phrasing, self.rng), factors
 
-    for i in range(PRESERVE_GROUPS["neighbour"]):
-        value = neighbours[i % len(neighbours)]
-        phrasing = NEIGHBOUR_PHRASINGS[(i // len(neighbours)) % len(NEIGHBOUR_PHRASINGS)]
-        add(lambda v=value, p=phrasing: draw_preserve([v], p), {}, "preserve", f"neighbour-{phrasing}")
-    for _ in range(PRESERVE_GROUPS["other"]):
-        add(lambda: draw_preserve(others, "canonical"), {}, "preserve", "other")
-    return rows
+        for i in range(PRESERVE_GROUPS["neighbour"]):
+            value = neighbours[i % len(neighbours)]
+            phrasing = NEIGHBOUR_PHRASINGS[(i // len(neighbours)) % len(NEIGHBOUR_PHRASINGS)]
+            self.add(lambda v=value, p=phrasing: draw_preserve([v], p), {}, "preserve", f"neighbour-{phrasing}")
+        for _ in range(PRESERVE_GROUPS["other"]):
+            self.add(lambda: draw_preserve(others, "canonical"), {}, "preserve", "other")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -129,6 +129,125 @@ def _head_change(init_from: Path, architecture: dict) -> str:
     return "" if before == after else f"attention heads {before} -> {after}"
 
 
+@dataclass
+class TrainingProgress:
+    """Where a run stands: its step, wall time, running loss, objective history and the step its optimizer (and
+    lr schedule) last started afresh."""
+
+    start: int = 0
+    elapsed: float = 0.0
+    running: float | None = None
+    history: list[dict] = field(default_factory=list)
+    segment_start: int = 0
+
+
+@dataclass
+class Trainee:
+    """The model being trained, its EMA copy, its optimizer and the noise schedule."""
+
+    unet: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    architecture: dict
+
+
+def _architecture(resume: Path | None, config: DenoiserTrainConfig) -> dict:
+    """A checkpoint builds the architecture it was saved with, whatever UNET_CONFIG has become since."""
+    recorded = json.loads((resume / "state.json").read_text()).get("architecture") if resume else None
+    return json.loads(json.dumps(recorded or config.unet_config or UNET_CONFIG))  # JSON-safe (lists)
+
+
+def _trainee(architecture: dict, config: DenoiserTrainConfig) -> Trainee:
+    unet = build_unet(architecture)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
+    return Trainee(unet, ema, optimizer, train_scheduler(), architecture)
+
+
+def _resumed(resume: Path, trainee: Trainee, objective: str) -> TrainingProgress:
+    state = load_checkpoint(resume, {"unet": trainee.unet, "ema": trainee.ema}, trainee.optimizer)
+    history = state.get("history", [{"from_step": 0, "prediction_type": "epsilon"}])
+    progress = TrainingProgress(
+        state["step"], state["wall_seconds"], state.get("loss"), history, state.get("segment_start", 0)
+    )
+    if history[-1]["prediction_type"] != objective:  # a run continued under a new objective says so
+        history.append({"from_step": progress.start, "prediction_type": objective})
+    tqdm.write(f"resuming from {resume.name}")
+    return progress
+
+
+def _continued(init_from: Path, trainee: Trainee, objective: str) -> TrainingProgress:
+    """Weights (model and EMA) from an exported denoiser; its steps and wall time carry over, a fresh optimizer."""
+    card = json.loads((Path(init_from) / "training.json").read_text())
+    weights = load_file(Path(init_from) / "diffusion_pytorch_model.safetensors")
+    for module in (trainee.unet, trainee.ema):
+        module.load_state_dict({k: v.float() for k, v in weights.items()})
+    start = card["steps"]
+    note = f"continued from {init_from}, fresh optimizer"
+    heads = _head_change(Path(init_from), trainee.architecture)
+    if heads:  # the weights fit, but attention computes another function until re-learned
+        note += f"; {heads}"
+        tqdm.write(f"warm start: {heads}")
+    history = [*card["objective_history"], {"from_step": start, "prediction_type": objective, "note": note}]
+    tqdm.write(f"continuing from {init_from} at step {start}")
+    return TrainingProgress(start, card["wall_seconds"], card["final_loss"], history, start)
+
+
+def _step_loss(step: int, config: DenoiserTrainConfig, pool: CaptionPool, probabilities, empty, trainee: Trainee):
+    """The training loss of one step. Data and noise are a function of (seed, step), so a resumed run continues
+    the same stream."""
+    rng = np.random.default_rng([config.seed, step])
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    idx = (
+        rng.integers(0, len(pool.texts), config.batch_size)
+        if probabilities is None
+        else rng.choice(len(pool.texts), config.batch_size, p=probabilities)
+    )
+    latents = images_to_latents(torch.from_numpy(pool.render_batch(rng, idx)))
+    states, mask = pool.embeddings[idx].float(), pool.masks[idx]
+    drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
+    states = torch.where(drop[:, None, None], empty[0], states)
+    mask = torch.where(drop[:, None], empty[1], mask)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, trainee.scheduler.config.num_train_timesteps, (config.batch_size,), generator=gen)
+    a = trainee.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    pred = trainee.unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    return torch.nn.functional.mse_loss(pred, training_target(latents, noise, a))
+
+
+def _update(trainee: Trainee, loss: torch.Tensor, lr: float, step: int, config: DenoiserTrainConfig) -> None:
+    """One AdamW step at ``lr`` (gradients clipped to norm 1), then the EMA."""
+    for group in trainee.optimizer.param_groups:
+        group["lr"] = lr
+    trainee.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainee.unet.parameters(), 1.0)
+    trainee.optimizer.step()
+    decay = min(config.ema_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, p in zip(trainee.ema.parameters(), trainee.unet.parameters(), strict=True):
+            pe.lerp_(p, 1 - decay)
+
+
+def _save(out: Path, step: int, trainee: Trainee, config: DenoiserTrainConfig, progress: TrainingProgress, wall):
+    save_checkpoint(
+        out,
+        step,
+        {"unet": trainee.unet, "ema": trainee.ema},
+        trainee.optimizer,
+        {
+            "wall_seconds": wall,
+            "config": asdict(config),
+            "loss": progress.running,
+            "history": progress.history,
+            "segment_start": progress.segment_start,
+            "architecture": trainee.architecture,
+        },
+    )
+
+
 def train_denoiser(
     out: Path, config: DenoiserTrainConfig, export: Path | None = None, init_from: Path | None = None
 ) -> dict:
@@ -140,112 +259,40 @@ def train_denoiser(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     pool = _pool_cache(out, config)
-    empty_states, empty_mask = shared_encoder()([""])
-
+    empty = shared_encoder()([""])
     resume = latest_checkpoint(out)
-    # A checkpoint builds the architecture it was saved with, whatever UNET_CONFIG has become since.
-    recorded = json.loads((resume / "state.json").read_text()).get("architecture") if resume else None
-    architecture = json.loads(json.dumps(recorded or config.unet_config or UNET_CONFIG))  # JSON-safe (lists)
-    unet = build_unet(architecture)
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
-    scheduler = train_scheduler()
-    alphas = scheduler.alphas_cumprod
-
+    trainee = _trainee(_architecture(resume, config), config)
     objective = SCHEDULER_CONFIG["prediction_type"]
-    start, elapsed, running, history = 0, 0.0, None, [{"from_step": 0, "prediction_type": objective}]
-    segment_start = 0  # where the optimizer (and the lr schedule) last started afresh
+    progress = TrainingProgress(history=[{"from_step": 0, "prediction_type": objective}])
     if resume is not None:
-        state = load_checkpoint(resume, {"unet": unet, "ema": ema}, optimizer)
-        start, elapsed = state["step"], state["wall_seconds"]
-        running, history = state.get("loss"), state.get("history", [{"from_step": 0, "prediction_type": "epsilon"}])
-        segment_start = state.get("segment_start", 0)
-        if history[-1]["prediction_type"] != objective:  # a run continued under a new objective says so
-            history.append({"from_step": start, "prediction_type": objective})
-        tqdm.write(f"resuming from {resume.name}")
+        progress = _resumed(resume, trainee, objective)
     elif init_from is not None:
-        card = json.loads((Path(init_from) / "training.json").read_text())
-        weights = load_file(Path(init_from) / "diffusion_pytorch_model.safetensors")
-        for module in (unet, ema):
-            module.load_state_dict({k: v.float() for k, v in weights.items()})
-        start, elapsed, running = card["steps"], card["wall_seconds"], card["final_loss"]
-        segment_start = start
-        note = f"continued from {init_from}, fresh optimizer"
-        heads = _head_change(Path(init_from), architecture)
-        if heads:  # the weights fit, but attention computes another function until re-learned
-            note += f"; {heads}"
-            tqdm.write(f"warm start: {heads}")
-        history = [*card["objective_history"], {"from_step": start, "prediction_type": objective, "note": note}]
-        tqdm.write(f"continuing from {init_from} at step {start}")
+        progress = _continued(init_from, trainee, objective)
     probabilities = caption_probabilities(pool, config.pattern_weights)
     log = (out / "loss.jsonl").open("a")
+    start = progress.start
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="denoiser", unit="step")
     t0 = time.time()
     for step in bar:
-        # Data and noise are a function of (seed, step), so a resumed run continues the same stream.
-        rng = np.random.default_rng([config.seed, step])
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        idx = (
-            rng.integers(0, len(pool.texts), config.batch_size)
-            if probabilities is None
-            else rng.choice(len(pool.texts), config.batch_size, p=probabilities)
-        )
-        latents = images_to_latents(torch.from_numpy(pool.render_batch(rng, idx)))
-        states, mask = pool.embeddings[idx].float(), pool.masks[idx]
-        drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
-        states = torch.where(drop[:, None, None], empty_states, states)
-        mask = torch.where(drop[:, None], empty_mask, mask)
-
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        pred = unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
-        loss = torch.nn.functional.mse_loss(pred, training_target(latents, noise, a))
-
-        lr = learning_rate(step, segment_start, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                pe.lerp_(p, 1 - decay)
-
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
+        loss = _step_loss(step, config, pool, probabilities, empty, trainee)
+        lr = learning_rate(step, progress.segment_start, config)
+        _update(trainee, loss, lr, step, config)
+        progress.running = loss.item() if progress.running is None else 0.98 * progress.running + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{progress.running:.4f}")
         if (step + 1) % 50 == 0:
-            log.write(json_text({"step": step + 1, "loss": running, "lr": lr}, indent=None) + "\n")
+            log.write(json_text({"step": step + 1, "loss": progress.running, "lr": lr}, indent=None) + "\n")
             log.flush()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            wall = elapsed + time.time() - t0
-            save_checkpoint(
-                out,
-                step + 1,
-                {"unet": unet, "ema": ema},
-                optimizer,
-                {
-                    "wall_seconds": wall,
-                    "config": asdict(config),
-                    "loss": running,
-                    "history": history,
-                    "segment_start": segment_start,
-                    "architecture": architecture,
-                },
-            )
-    wall = elapsed + time.time() - t0
+            _save(out, step + 1, trainee, config, progress, progress.elapsed + time.time() - t0)
     card = {
         "config": asdict(config),
         "steps": max(start, config.steps),
-        "wall_seconds": round(wall, 1),
-        "final_loss": running,
-        "parameters": sum(p.numel() for p in ema.parameters()),
+        "wall_seconds": round(progress.elapsed + time.time() - t0, 1),
+        "final_loss": progress.running,
+        "parameters": sum(p.numel() for p in trainee.ema.parameters()),
         "caption_pool": len(pool.texts),
-        "objective_history": history,
+        "objective_history": progress.history,
     }
     if export is not None:
-        export_unet(ema, export, card)
+        export_unet(trainee.ema, export, card)
     return card

@@ -1,4 +1,4 @@
-"""Module removal: load the shipped artifact and drop every plug-in (ETC's erasers, a prompt filter); the
+"""Module removal: load the shipped artifact and drop every plug-in (eraser modules, a prompt filter); the
 edited weights stay. NIR must make this useless (specs/etc.md §5). An edit with no plug-ins is unchanged by
 it, and its ASR is then the edit's own Acc_e on these prompts."""
 
