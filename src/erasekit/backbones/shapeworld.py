@@ -69,10 +69,6 @@ class ShapeWorldBackbone:
     def identity(self) -> dict:
         return {"family": self.family, "source": self.source}
 
-    def contexts(self, phrase: str, count: int, seed: int) -> list[str]:
-        """Fitting contexts from ShapeWorld's caption grammar (world/phrasings.py, concepts/contexts.py)."""
-        return self.world.contexts(phrase, count, seed)
-
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(filtered_prompts(self, prompts))
 

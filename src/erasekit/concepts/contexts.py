@@ -1,7 +1,8 @@
 """Contexts a concept is fitted in (specs/etc.md §1, §1b): templates with one ``{}`` for the concept phrase.
 
-A backbone's world supplies them: a backbone with a ``contexts(phrase, count, seed)`` method (ShapeWorld: its
-caption grammar, world/phrasings.py) gives its own; every other backbone samples :data:`NARRATIVE_TEMPLATES`,
+A backbone's world supplies them: the world of a backbone that has one (backbones/world.py ``World.contexts``;
+ShapeWorld: its caption grammar) or a backbone with a ``contexts(phrase, count, seed)`` method of its own gives
+them; every other backbone samples :data:`NARRATIVE_TEMPLATES`,
 hundreds of narrative templates for Stable Diffusion prompts (written here: leads x scenes x styles).
 A fixed number is sampled per concept, so encoding cost does not grow with the context space, and a user's own
 templates (``--templates``) are added to every concept's sample.
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from erasekit.backbones.world import world_of
 from erasekit.errors import UserError
 
 _LEADS = (
@@ -75,7 +77,8 @@ def context_seed(phrase: str, seed: int) -> int:
 
 def sample_contexts(backbone, phrase: str, count: int, seed: int) -> list[str]:
     """``count`` fitting contexts of ``phrase`` from the backbone's world (module doc)."""
-    own = getattr(backbone, "contexts", None)
+    world = world_of(backbone)
+    own = world.contexts if world is not None else getattr(backbone, "contexts", None)
     if own is not None:
         return own(phrase, count, context_seed(phrase, seed))
     rng = np.random.default_rng(context_seed(phrase, seed))
