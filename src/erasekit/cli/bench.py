@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from erasekit.cli.common import Overwrite, app, budget_options, console, load_model, on_main, shipped_classifier
+from erasekit.cli.common import Overwrite, app, budget_options, console, load_model, on_main
 from erasekit.errors import UserError
 from erasekit.utils.io import json_text
 
@@ -19,8 +18,8 @@ from erasekit.utils.io import json_text
 @app.command()
 def bench(
     out: Annotated[Path, typer.Option(help="output folder: results.md, results.json, report.html (atomic)")],
-    task: Annotated[list[str] | None, typer.Option(help="instance | style | unsafe | scale (repeatable; all)")] = None,
-    method: Annotated[list[str] | None, typer.Option(help="filter | uce | erasepro | etc (repeatable; all)")] = None,
+    task: Annotated[list[str] | None, typer.Option(help="a task of the world (repeatable; default all)")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="a registered method (repeatable; default all)")] = None,
     attack: Annotated[list[str] | None, typer.Option(help="an attack (repeatable; default all)")] = None,
     no_attacks: Annotated[bool, typer.Option("--no-attacks", help="run no attack")] = False,
     per_group: Annotated[int, typer.Option(min=1, help="prompts per prompt group of each task")] = 16,
@@ -33,6 +32,9 @@ def bench(
         Path | None, typer.Option(help="also write the Markdown table here (e.g. docs/results.md)")
     ] = None,
     steps: Annotated[int, typer.Option(min=1)] = 25,
+    scale_results: Annotated[
+        Path | None, typer.Option(help="a scale benchmark's record (docs/etc_scale.json) to plot in the report")
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Methods x tasks x attacks on the ShapeWorld protocol: one comparison table and a report."""
@@ -46,7 +48,7 @@ def bench(
         raise UserError("give --attack or --no-attacks, not both")
     from erasekit.utils.io import check_output
 
-    check_output(out, overwrite, (work,))
+    check_output(out, overwrite, (work, scale_results))
     if results is not None:
         check_output(results, overwrite, (out, work), flag="--results")
     started = time.time()
@@ -62,15 +64,14 @@ def bench(
         settings=EvalSettings(steps=steps),
     )
     config.check()
-    outcome = suite.run_bench(config, load_model("shapeworld"), shipped_classifier(), progress=console.print)
+    outcome = suite.run_bench(config, load_model("shapeworld"), progress=console.print)
     if not on_main():
         return
     command = suite.bench_command(argv)
     rows = suite.comparison_rows(outcome)
     markdown = suite.results_markdown(outcome, config, command, time.time() - started)
-    scale_json = Path(__file__).resolve().parents[3] / "docs" / "etc_scale.json"
-    scale_rows = json.loads(scale_json.read_text())["rows"] if scale_json.is_file() else []
-    stages = next(iter(outcome["stages"].values()), None)
+    scale_rows = suite.scale_results(scale_results)
+    progressive = next(iter(outcome["stages"].values()), None)  # the first edit with several closed-form stages
     settings = {"command": command, "config": config.record(), "seconds": round(time.time() - started, 1)}
     with atomic_dir(out, overwrite) as tmp:
         (tmp / "results.md").write_text(markdown)
@@ -80,7 +81,9 @@ def bench(
             rows,
             config.attacks,
             outcome["grids"],
-            edit_section(stages, stage_plot({"ErasePro": stages})) if stages else "",
+            edit_section(progressive["stages"], stage_plot({progressive["method"]: progressive["stages"]}))
+            if progressive
+            else "",
             scale_rows,
             settings,
             command,

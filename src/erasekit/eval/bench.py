@@ -138,7 +138,7 @@ def method_options(method: str, config: BenchConfig, task: str) -> dict:
 
 def method_label(method: str) -> str:
     """How tables name a method (its registered label), or the original model."""
-    return method if method == "original" else getattr(get_method(method), "label", method)
+    return method if method == "original" else get_method(method).label
 
 
 def progression(stages: list[dict]) -> list[dict] | None:
@@ -256,7 +256,7 @@ def evaluate_edit(task, method, edit, original, config, backbone, protocol, resu
     results["table"].append({"task": task.name, **table_row(label, metrics, edit)})
     results["grids"][(task.name, label)] = grid_sample(edited.images, edited.rows)
     if (stages := progression(edit.metrics.get("stages") or [])) is not None:
-        results["stages"].setdefault(task.name, stages)
+        results["stages"].setdefault(task.name, {"method": label, "stages": stages})
     progress(f"{task.name} / {label}: Acc_e {metrics['overall']['acc_e']:.3f}")
 
 

@@ -4,12 +4,14 @@ A method package registers its config and erase function (``register``) and its 
 (``erasekit.artifacts.plugins``) when it is imported: adding a method is its folder and one import line here.
 """
 
-from erasekit.methods import (
-    erasepro,  # noqa: F401  (registers)
-    etc,  # noqa: F401  (registers)
-    prompt_filter,  # noqa: F401  (registers)
-    uce,  # noqa: F401  (registers)
-)
+# registration order is the order of tables: the baseline first, then the methods by year
+# isort: off
+from erasekit.methods import prompt_filter  # noqa: F401  (registers)
+from erasekit.methods import uce  # noqa: F401  (registers)
+from erasekit.methods import erasepro  # noqa: F401  (registers)
+from erasekit.methods import etc  # noqa: F401  (registers)
+
+# isort: on
 from erasekit.methods.base import METHODS, EraseResult, Method, get_method, register
 
 __all__ = ["METHODS", "EraseResult", "Method", "get_method", "register"]

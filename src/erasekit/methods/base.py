@@ -46,6 +46,11 @@ class Method:
     # the (label, value) rows the CLI prints after an erase, from the artifact's metrics (the method's summary with
     # "stages", "seconds" and "peak_mib"); None: the method has no rows of its own
     describe: Callable[[dict], list[tuple[str, str]]] | None = None
+    label: str = ""  # how tables and reports name the method ("UCE"); its name when empty
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
 
 METHODS: dict[str, Method] = {}
@@ -57,9 +62,10 @@ def register(
     description: str,
     fitted=template_prompts,
     describe: Callable[[dict], list[tuple[str, str]]] | None = None,
+    label: str = "",
 ):
     def wrap(fn):
-        METHODS[name] = Method(name, config_class, fn, description, fitted, describe)
+        METHODS[name] = Method(name, config_class, fn, description, fitted, describe, label)
         return fn
 
     return wrap

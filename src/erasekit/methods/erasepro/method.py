@@ -73,7 +73,12 @@ class EraseProConfig:
             raise UserError(f"unknown chain {self.chain!r}; choose one of {', '.join(CHAIN_PATTERNS)}")
 
 
-@register("erasepro", EraseProConfig, "ErasePro: zero-residual constraint, progressive shallow-to-deep alignment")
+@register(
+    "erasepro",
+    EraseProConfig,
+    "ErasePro: zero-residual constraint, progressive shallow-to-deep alignment",
+    label="ErasePro",
+)
 def erase(backbone: Backbone, concepts: ConceptSet, config: EraseProConfig) -> EraseResult:
     pairs = PairFeatures(backbone, concepts)
     chain = chain_layers(backbone, config.chain, config.chain_layers) if config.progressive else []

@@ -57,6 +57,7 @@ __all__ = [
     "ETC: tMM concept distributions, affine transport, MoEraser, noise injection-restore",
     fitted=fitted_prompts,
     describe=describe,
+    label="ETC",
 )
 def erase(backbone: Backbone, concepts: ConceptSet, config: ETCConfig) -> EraseResult:
     check_concepts(concepts, config)

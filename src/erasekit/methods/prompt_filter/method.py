@@ -22,6 +22,7 @@ class FilterConfig:
     FilterConfig,
     "Prompt filter (baseline): replace the target names in the prompt by their anchors",
     fitted=lambda backbone, concepts, config: [],  # it fits on no prompts: it matches names
+    label="prompt filter",
 )
 def erase(backbone: Backbone, concepts: ConceptSet, config: FilterConfig) -> EraseResult:
     text_filter = PromptFilter(tuple(concepts.targets), tuple(concepts.anchors))

@@ -26,7 +26,7 @@ class UCEConfig:
         check_numbers(self, "UCE")
 
 
-@register("uce", UCEConfig, "Unified Concept Editing: ridge-regularised closed form on the projectors")
+@register("uce", UCEConfig, "Unified Concept Editing: ridge-regularised closed form on the projectors", label="UCE")
 def erase(backbone: Backbone, concepts: ConceptSet, config: UCEConfig) -> EraseResult:
     pairs = PairFeatures(backbone, concepts)
     states, _ = capture(backbone, pairs.targets + pairs.anchors + pairs.preserve, batch_size=config.batch_size)
