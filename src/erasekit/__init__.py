@@ -15,7 +15,13 @@ SDXL or SD3 object, on its own device and in its own dtype) or a local diffusers
 
 ``edit.save(folder)`` writes the artifact, ``erasekit.load_artifact(folder)`` reads it back, ``edit.apply(pipe)`` /
 ``edit.remove(pipe)`` edit a pipeline in place and back, and ``erasekit.evaluate`` measures an edit with the
-backbone's own protocol.
+backbone's own protocol (ShapeWorld's classifier here; CLIP, FID / KID and NudeNet on a diffusers model):
+
+>>> held_out = [("red star on snow", "shape=star", "target"), ("blue heart on snow", "shape=heart", "preserve")]
+>>> rows = erasekit.prompt_rows(held_out)  # phrasings the edit never fitted
+>>> metrics = erasekit.evaluate(model, rows, edit, steps=2)
+>>> sorted(k for k in metrics["overall"] if k in ("acc_e", "acc_s", "h"))
+['acc_e', 'acc_s', 'h']
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
     from erasekit.artifacts import Artifact
     from erasekit.backbones.base import Backbone
 
-__all__ = ["erase", "load_artifact", "load_model"]
+__all__ = ["erase", "evaluate", "load_artifact", "load_model", "prompt_rows"]
 
 
 def load_model(model: str | Path | Any) -> Backbone:
@@ -76,3 +82,47 @@ def load_artifact(path: str | Path) -> Artifact:
     from erasekit.artifacts import load_artifact as read
 
     return read(Path(path))
+
+
+def prompt_rows(prompts: Sequence[tuple[str, str, str]], seed: int = 0) -> list:
+    """Prompt rows from (prompt, concept, role) triples, ``role`` "target" or "preserve", seeded ``seed`` onwards:
+    what a prompt CSV holds, without the file."""
+    from erasekit.eval.prompts import PromptRow
+
+    return [PromptRow(text, seed + k, k, concept, role) for k, (text, concept, role) in enumerate(prompts)]
+
+
+def evaluate(
+    model: str | Path | Any,
+    prompts: str | Path | Sequence,
+    edit: Artifact | None = None,
+    *,
+    clip: str | Path | None = None,
+    num_images: int = 1,
+    steps: int = 25,
+    guidance: float = 5.0,
+    **protocol_options: Any,
+) -> dict:
+    """Generate ``prompts`` (a prompt CSV, or ``prompt_rows``) with and without ``edit`` on the same seeds and measure
+    them with the backbone's protocol; returns its metrics (``metrics["overall"]``: Acc_e, Acc_s, H, ...). A diffusers
+    model needs ``clip`` (a local CLIP folder) and takes the Stable Diffusion protocol's options (``reference_dir``,
+    ``nudenet``, ``template``, ``inception_weights``). An edit is judged only on prompts it was not fitted on."""
+    from erasekit.backbones.world import world_of
+    from erasekit.eval.generation import EvalSettings
+    from erasekit.eval.prompts import load_prompts
+    from erasekit.eval.protocols import protocol_for
+    from erasekit.methods.base import check_edit_heldout
+
+    settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
+    backbone = load_model(model)
+    world = world_of(backbone)
+    rows = (
+        load_prompts(Path(prompts), require_concepts=world is not None, world=world)
+        if isinstance(prompts, str | Path)
+        else list(prompts)
+    )
+    protocol = protocol_for(backbone, clip, **protocol_options)
+    if edit is not None:
+        check_edit_heldout(backbone, edit, [r.prompt for r in rows])
+    metrics, _, _ = protocol.evaluate(backbone, rows, settings, edit=edit, progress=False)
+    return metrics
