@@ -184,3 +184,28 @@ def test_the_artifact_api_undoes_on_error_and_refuses_what_it_cannot_undo(backbo
     assert_base(backbone, base_weights, base_probe)
     with pytest.raises(TypeError, match="not a path"):
         artifact.apply(tmp_path)
+
+
+@pytest.mark.slow  # the shipped model, four commands: ~30 s
+def test_a_method_defined_in_a_test_runs_through_the_cli(half_method: str, tmp_path: Path, capsys) -> None:
+    """erase, generate --edit, evaluate --edit and bench take the new method by its name, nothing else changed."""
+    from cli_helpers import run_cli
+
+    edit = tmp_path / "edit"
+    steps = ("--steps", "2")
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("prompt,evaluation_seed,case_number,concept,role\nred star on snow,0,0,shape=star,target\n")
+    commands = [
+        ("erase", "--method", half_method, "--target", "star", "--anchor", "shape", "--set", "factor=0.9",
+         "--out", edit),
+        ("generate", "--edit", edit, "--prompt", "red star on snow", "--num-images", "1", *steps,
+         "--out", tmp_path / "g"),
+        ("evaluate", "--edit", edit, "--prompts", prompts, *steps, "--out", tmp_path / "e"),
+        ("bench", "--method", half_method, "--task", "instance", "--no-attacks", "--per-group", "1", *steps,
+         "--out", tmp_path / "b"),
+    ]  # fmt: skip
+    for command in commands:
+        code, _, err = run_cli(capsys, *command)
+        assert code == 0, (command[0], err)
+    assert json.loads((edit / "manifest.json").read_text())["config"] == {"factor": 0.9}
+    assert "half" in (tmp_path / "b" / "results.md").read_text()

@@ -56,7 +56,7 @@ def bench(
     config = suite.BenchConfig(
         work=work or out.with_name(out.name + ".work"),
         tasks=tuple(task or suite.SUITE_TASKS),
-        methods=tuple(method or suite.SUITE_METHODS),
+        methods=tuple(method or suite.suite_methods()),
         attacks=() if no_attacks else tuple(attack or suite.SUITE_ATTACKS),
         per_group=per_group,
         scale_concepts=scale_concepts,

@@ -49,7 +49,11 @@ def suite_tasks(world: World) -> tuple[str, ...]:
 
 
 SUITE_TASKS = suite_tasks(default_world())
-SUITE_METHODS = tuple(METHODS)  # every registered method, in registration order
+def suite_methods() -> tuple[str, ...]:
+    """Every registered method, in registration order (one registered later included)."""
+    return tuple(METHODS)
+
+
 SUITE_ATTACKS = tuple(ATTACKS)
 GRID_IMAGES = 8  # target and preserve images per method shown in the report
 
@@ -68,7 +72,7 @@ class BenchTask:
 class BenchConfig:
     work: Path
     tasks: tuple[str, ...] = SUITE_TASKS
-    methods: tuple[str, ...] = SUITE_METHODS
+    methods: tuple[str, ...] = field(default_factory=suite_methods)
     attacks: tuple[str, ...] = SUITE_ATTACKS
     per_group: int = 16
     scale_concepts: int = 2000
@@ -81,7 +85,7 @@ class BenchConfig:
         world = world or default_world()
         for kind, names, known in (
             ("task", self.tasks, suite_tasks(world)),
-            ("method", self.methods, SUITE_METHODS),
+            ("method", self.methods, suite_methods()),
             ("attack", self.attacks, SUITE_ATTACKS),
         ):
             unknown = [n for n in names if n not in known]
