@@ -4,14 +4,12 @@ seeded ``evaluation_seed + k`` and saved as ``{case_number}_{k}.png`` (specs/eva
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from erasekit.artifacts import Artifact, apply_artifact, remove_artifact
+from erasekit.artifacts import Artifact, artifact_applied
 from erasekit.backbones.base import Backbone
 from erasekit.eval.prompts import PromptRow
 from erasekit.utils.distributed import map_batches
@@ -72,23 +70,11 @@ def generate_rows(
     return Generated(image_rows, np.concatenate(parts), names)
 
 
-@contextmanager
-def applied(backbone: Backbone, edit: Artifact | None, modules: bool = True) -> Iterator[Backbone]:
-    """The backbone with ``edit`` applied for the block (``modules=False``: its plug-ins dropped, as the
-    module-removal attack does), removed again however the block ends; no edit: the backbone as it is."""
-    patch = apply_artifact(backbone, edit, modules=modules) if edit is not None else None
-    try:
-        yield backbone
-    finally:
-        if patch is not None:
-            remove_artifact(backbone, patch)
-
-
 def generate_edited(
     backbone: Backbone, rows: list[PromptRow], settings: EvalSettings, edit: Artifact | None, progress: bool = True
 ) -> tuple[Generated, float]:
     """The images of ``rows`` with ``edit`` applied (removed again afterwards) and the seconds they took."""
-    with applied(backbone, edit):
+    with artifact_applied(backbone, edit):
         started = time.time()
         generated = generate_rows(backbone, rows, settings, progress)
     return generated, time.time() - started

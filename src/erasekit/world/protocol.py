@@ -13,9 +13,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from erasekit.artifacts import Artifact
+from erasekit.artifacts import Artifact, artifact_applied
 from erasekit.backbones.base import Backbone
-from erasekit.eval.generation import EvalSettings, Generated, applied, generate_rows
+from erasekit.eval.generation import EvalSettings, Generated, generate_rows
 from erasekit.eval.metrics import (
     fidelity,
     frechet_distance,
@@ -109,7 +109,7 @@ def edited_and_original(
         base = generate_rows(backbone, rows, settings, progress)
     if edit is None and base is not None:  # given images of the unedited model are the images to measure
         return base, base, 0.0
-    with applied(backbone, edit, modules):
+    with artifact_applied(backbone, edit, modules):
         started = time.time()
         edited = generate_rows(backbone, rows, settings, progress)
     return edited, base, time.time() - started

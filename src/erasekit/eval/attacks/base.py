@@ -161,14 +161,10 @@ class AttackContext:
     @contextmanager
     def attacked(self, modules: bool = True):
         """The backbone with the edit applied (``modules=False``: its plug-ins dropped) for the block."""
-        from erasekit.artifacts import apply_artifact, remove_artifact
+        from erasekit.artifacts import artifact_applied
 
-        applied = apply_artifact(self.backbone, self.edit, modules=modules) if self.edit is not None else None
-        try:
+        with artifact_applied(self.backbone, self.edit, modules=modules):
             yield self.backbone
-        finally:
-            if applied is not None:
-                remove_artifact(self.backbone, applied)
 
     def verdict(self, rows: list[PromptRow], images: np.ndarray, **details) -> AttackOutcome:
         """The judge's ASR on ``images``, or a failed outcome when they are degenerate."""
