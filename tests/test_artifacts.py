@@ -691,7 +691,7 @@ def test_a_non_finite_erasure_is_not_saved(sd, sd_artifact: Artifact, tmp_path: 
     key = next(iter(sd_artifact.weights))
     name, nan_weight = key.removesuffix(".weight"), sd_artifact.weights[key].clone()
     nan_weight[0, 0] = math.nan
-    message = rf"non-finite weights \(maps: {re.escape(name)}\); nothing was saved — check --ridge"
+    message = rf"non-finite weights \(maps: {re.escape(name)}\); nothing was saved — check the method's settings"
     with pytest.raises(UserError, match=message):
         build_artifact(sd, "test", {}, CONCEPTS, {name: nan_weight}, {})
     with pytest.raises(UserError, match=message):

@@ -61,5 +61,5 @@ def refuse_non_finite(tensors: dict[str, torch.Tensor]) -> None:
     bad = sorted({_map_name(key) for key, t in tensors.items() if not bool(torch.isfinite(t.detach()).all())})
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        hint = "check --ridge / --s-e / --s-p"
+        hint = "check the method's settings (--set)"
         raise UserError(f"the erasure produced non-finite weights (maps: {shown}); nothing was saved — {hint}")
