@@ -62,6 +62,18 @@ def test_bad_erase_requests(capsys, tmp_path, args, fragment):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("erase",), ("attack", "--attack", "paraphrase", "--clip", "{clip}")],
+)
+def test_a_task_on_a_model_without_a_world_is_refused(capsys, sd_folders, tmp_path, command):
+    out = tmp_path / "out"
+    args = [a.format(clip=sd_folders["other"]) for a in command]
+    code, _, err = run_cli(capsys, *args, "--model", sd_folders["sd"], "--task", "instance", "--out", out)
+    one_line_error(code, err, "a diffusers model has no tasks")
+    assert not out.exists()
+
+
 def test_targets_file_with_a_blank_line(capsys, tmp_path):
     targets = tmp_path / "targets.txt"
     targets.write_text("star\n\nheart\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,29 +20,33 @@ from erasekit.cli.common import (
     load_model,
     on_main,
     save_images,
-    shipped_classifier,
     summary_table,
+    world_task,
 )
 from erasekit.errors import UserError
 from erasekit.utils.io import json_text
 
+if TYPE_CHECKING:
+    from erasekit.backbones.world import Task, World
 
-def _attack_rows(task: str | None, prompts: Path | None, shapeworld: bool = True):
-    """(target rows, preserve rows) of a ShapeWorld task or a prompt CSV (free concept names off ShapeWorld)."""
+
+def _attack_rows(world: World | None, task: Task | None, prompts: Path | None) -> tuple[list, list]:
+    """(target rows, preserve rows) of a task of the model's world or of a prompt CSV (free concept names on a
+    model without a world of its own)."""
     from erasekit.eval.prompts import load_prompts
-    from erasekit.world.tasks import TASKS, prompt_file
 
-    if (task is None) == (prompts is None):
-        raise UserError("give exactly one of --task NAME or --prompts CSV")
-    if task is not None and task not in TASKS:
-        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    rows = (
-        load_prompts(prompts, require_concepts=shapeworld) if prompts is not None else load_prompts(prompt_file(task))
-    )
+    rows = load_prompts(prompts, require_concepts=world is not None, world=world) if task is None else task.rows()
     targets = [r for r in rows if r.role == "target"]
     if not targets:
         raise UserError("the prompt set has no target rows to attack")
     return targets, [r for r in rows if r.role == "preserve"]
+
+
+def _attacked_task(world: World | None, task: str | None, prompts: Path | None) -> Task | None:
+    """The task whose target prompts are attacked (None: a prompt CSV's are); exactly one of the two is given."""
+    if (task is None) == (prompts is None):
+        raise UserError("give exactly one of --task NAME or --prompts CSV")
+    return world_task(world, task) if task is not None else None
 
 
 @app.command()
@@ -72,25 +76,26 @@ def attack(
     concept names (--clip). The white-box attacks (soft-prompt, inversion) run on ShapeWorld only."""
     from dataclasses import replace
 
+    from erasekit.backbones.loader import world_for
     from erasekit.eval.attacks import AttackContext, budget_for, run_attack
     from erasekit.eval.generation import EvalSettings
     from erasekit.eval.prompts import write_prompts
     from erasekit.utils.io import atomic_dir
-    from erasekit.world.tasks import TASKS
 
     budgets = budget_options(budget or [], attack)
     if other := sorted(set(budgets) - {attack}):
         raise UserError(f"--budget for {other[0]}, but this runs the {attack} attack")
     options = budgets.get(attack, {})
     budget_for(attack, options)  # unknown attack or budget: refused before any work
-    shapeworld = model == "shapeworld"
-    if shapeworld == (clip is not None):
+    world = world_for(model)
+    if (world is None) == (clip is None):
         raise UserError("--clip judges attacks on a diffusers model (and only there: ShapeWorld has its classifier)")
     check_out(out, overwrite, model, edit, prompts, clip)
     settings = EvalSettings(steps=steps, guidance=guidance)
     artifact = load_edit(edit)
-    targets, preserve = _attack_rows(task, prompts, shapeworld)
-    names = tuple(target or (artifact.concepts["targets"] if artifact else TASKS[task].targets if task else ()))
+    attacked = _attacked_task(world, task, prompts)
+    targets, preserve = _attack_rows(world, attacked, prompts)
+    names = tuple(target or (artifact.concepts["targets"] if artifact else attacked.targets if attacked else ()))
     if not names:
         raise UserError("name the erased concept(s) with --target (no edit or task gives them)")
     backbone = load_model(model)
@@ -122,9 +127,10 @@ def attack(
 
 
 def _attack_judge(clip: Path | None, rows: list, template: str):
-    """ShapeWorld's classifier, or CLIP zero-shot over the rows' concept names from the ``clip`` folder."""
+    """CLIP zero-shot over the rows' concept names from the ``clip`` folder; None without one: the attack then
+    takes the judge of the backbone world's protocol (ShapeWorld: its classifier)."""
     if clip is None:
-        return shipped_classifier()
+        return None
     from erasekit.eval.sd.clip import ClipJudge, LocalCLIP, zero_shot_classes
 
     return ClipJudge(LocalCLIP(clip), zero_shot_classes(rows), template)

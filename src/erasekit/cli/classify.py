@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from erasekit.cli.common import app, shipped_classifier
+from erasekit.cli.common import app
 from erasekit.errors import UserError
 from erasekit.utils.io import json_text
 
@@ -22,6 +22,7 @@ def classify(images: Annotated[list[Path], typer.Argument(help="image files")]) 
     from PIL import Image, UnidentifiedImageError
 
     from erasekit.world.factors import FACTOR_NAMES, VOCAB
+    from erasekit.world.shapeworld import shipped_classifier
 
     arrays = []
     for path in images:

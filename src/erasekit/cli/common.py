@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -11,6 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from erasekit.errors import UserError
+
+if TYPE_CHECKING:
+    from erasekit.backbones.world import Task, World
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Erase concepts from text-to-image models.")
 
@@ -47,13 +50,15 @@ def load_edit(edit: Path | None):
     return load_artifact(edit) if edit is not None else None
 
 
-def shipped_classifier():
-    from erasekit.world.assets import classifier_dir
-    from erasekit.world.classifier import load_classifier
-
-    if not (classifier_dir() / "classifier.safetensors").exists():
-        raise UserError("the shipped classifier is missing; run 'erasekit world train-classifier --ship'")
-    return load_classifier(classifier_dir())
+def world_task(world: World | None, name: str) -> Task:
+    """The task ``name`` of the model's world; a model without a world (a diffusers folder) has no tasks, and an
+    unknown name is refused with the world's task names (one-line UserErrors, before any work)."""
+    if world is None:
+        raise UserError(f"--task {name}: a diffusers model has no tasks (tasks belong to a world, as shapeworld's)")
+    tasks = world.tasks()
+    if name not in tasks:
+        raise UserError(f"unknown task {name!r}; choose one of {', '.join(tasks)}")
+    return tasks[name]
 
 
 def load_model(model: str, compile_denoiser: bool = False):

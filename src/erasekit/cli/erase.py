@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,9 +16,13 @@ from erasekit.cli.common import (
     console,
     load_model,
     on_main,
+    world_task,
 )
 from erasekit.cli.tables import print_erase_summary
 from erasekit.errors import UserError
+
+if TYPE_CHECKING:
+    from erasekit.backbones.world import Task
 
 
 def _read_prompts(path: Path) -> list[str]:
@@ -54,7 +59,9 @@ def erase(
     target_prompts: Annotated[
         Path | None, typer.Option(help="example prompts that describe the one target concept, one per line (ETC)")
     ] = None,
-    task: Annotated[str | None, typer.Option(help="a ShapeWorld task: instance | style | unsafe")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="a task of the model's world (shapeworld: instance | style | unsafe)")
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="object | style (picks the prompt templates)")] = None,
     templates: Annotated[
         Path | None, typer.Option(help="file of prompt templates, one per line, '{}' = concept")
@@ -66,59 +73,125 @@ def erase(
 ) -> None:
     """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
     from erasekit.artifacts import save_artifact
-    from erasekit.concepts.pairs import ConceptSet
+    from erasekit.backbones.loader import world_for
     from erasekit.methods.base import erase_to_artifact, get_method, method_config
 
     chosen = get_method(method)  # an unknown method is refused before any work
     check_out(out, overwrite, model, targets, templates, mapping_pool, target_prompts, config)
-    options = _settings(chosen, config, setting or [])
-    method_config(method, options)  # every setting checked (finite, in range) before any file is read
+    options = _checked_settings(chosen, config, setting or [], out)
+    _check_file_options(chosen, mapping_pool, target_prompts)
+    names = list(target or []) + (_read_lines(targets, "targets") if targets else [])
+    erased = world_task(world_for(model), task) if task is not None else None
+    request = ConceptRequest(names, anchor, preserve, kind, templates, mapping_pool, target_prompts).with_task(erased)
+    if _maps_onto_pool(chosen):
+        concepts = _pooled_concepts(method, request, erased, options, out)
+    else:
+        concepts = _anchored_concepts(request)
+    method_config(method, options)  # with the files read in, before the model loads
+    backbone = load_model(model)
+    _warn_about_targets(concepts, backbone)
+    if erased is not None:  # a task's evaluation prompts must be phrasings the method never fitted
+        from erasekit.methods.base import check_heldout
+
+        check_heldout(backbone, concepts, method, options, [r.prompt for r in erased.rows()])
+    artifact = erase_to_artifact(backbone, concepts, method, options)
+    if not on_main():
+        return
+    save_artifact(artifact, out, overwrite)
+    print_erase_summary(chosen, artifact, out)
+
+
+@dataclass(frozen=True)
+class ConceptRequest:
+    """The concepts as the command line names them; a task fills in what they leave out."""
+
+    names: list[str]
+    anchor: str | None
+    preserve: list[str] | None
+    kind: str | None
+    templates: Path | None
+    mapping_pool: Path | None
+    target_prompts: Path | None
+
+    def with_task(self, task: Task | None) -> ConceptRequest:
+        if task is None:
+            return self
+        return replace(
+            self,
+            names=self.names or list(task.targets),
+            anchor=task.anchor if self.anchor is None else self.anchor,
+            preserve=self.preserve or list(task.preserve),
+            kind=self.kind or task.kind,
+        )
+
+    def template_lines(self) -> list[str] | None:
+        return _read_lines(self.templates, "templates") if self.templates else None
+
+
+def _checked_settings(chosen, config: Path | None, items: list[str], out: Path) -> dict:
+    """The method's settings, every one checked (finite, in range, applicable) before any file is read; a
+    ``work_dir`` setting must be a usable folder apart from ``out``."""
+    from erasekit.methods.base import method_config
+
+    options = _settings(chosen, config, items)
+    method_config(chosen.name, options)
     _check_applicable(chosen.config_class, options)
     if "work_dir" in options:
         from erasekit.utils.io import check_output
 
         check_output(Path(options["work_dir"]), overwrite=True, inputs=(out,), flag="--set work_dir")
-    pooled = getattr(chosen.config_class, "MAPS_ONTO_POOL", False)  # the method maps targets onto a pool
+    return options
+
+
+def _check_file_options(chosen, mapping_pool: Path | None, target_prompts: Path | None) -> None:
+    """--mapping-pool and --target-prompts only for a method that takes them."""
     for flag, value, applies in (
-        ("--mapping-pool", mapping_pool, pooled),
+        ("--mapping-pool", mapping_pool, _maps_onto_pool(chosen)),
         ("--target-prompts", target_prompts, _has_setting(chosen, "target_prompts")),
     ):
         if value is not None and not applies:
-            raise UserError(f"{flag} does not apply to --method {method}")
-    from erasekit.concepts.contexts import check_templates
-    from erasekit.world.tasks import TASKS
+            raise UserError(f"{flag} does not apply to --method {chosen.name}")
 
-    names = list(target or []) + (_read_lines(targets, "targets") if targets else [])
+
+def _maps_onto_pool(chosen) -> bool:
+    """The method maps the targets onto a pool of concepts (ETC), not onto an anchor."""
+    return getattr(chosen.config_class, "MAPS_ONTO_POOL", False)
+
+
+def _anchored_concepts(request: ConceptRequest):
+    """Targets mapped onto an anchor, with concepts to preserve."""
+    from erasekit.concepts.pairs import ConceptSet
+
+    kind = request.kind or "object"
+    return ConceptSet.build(request.names, request.anchor or "", request.preserve, kind, request.template_lines())
+
+
+def _pooled_concepts(method: str, request: ConceptRequest, task: Task | None, options: dict, out: Path):
+    """Targets mapped onto the mapping pool (a task's: its concepts to keep, specs/etc.md §3); ``options`` gain the
+    work folder, the templates and the example prompts."""
+    from erasekit.concepts.contexts import check_templates
+
+    pool = _read_lines(request.mapping_pool, "mapping pool") if request.mapping_pool else None
+    anchor, preserve = request.anchor, request.preserve
     if task is not None:
-        if task not in TASKS:
-            raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-        spec = TASKS[task]
-        names = names or list(spec.targets)
-        anchor = spec.anchor if anchor is None else anchor
-        preserve = preserve or list(spec.preserve)
-        kind = kind or spec.kind
-    if pooled:
-        pool = _read_lines(mapping_pool, "mapping pool") if mapping_pool else None
-        if task is not None:  # the task's concepts to keep are its mapping pool (specs/etc.md §3)
-            anchor, preserve, pool = None, None, pool or list(TASKS[task].preserve)
-        if anchor is not None or preserve:
-            raise UserError(f"{method} takes no --anchor or --preserve: it maps targets onto the --mapping-pool")
-        examples = _read_prompts(target_prompts) if target_prompts else ()
-        if examples and not names:
-            names = [target_prompts.stem]
-        concepts = _pool_concepts(method, names, pool)
-        options.setdefault("work_dir", str(out.with_name(out.name + ".work")))
-        chosen_files = (
-            ("templates", tuple(check_templates(_read_lines(templates, "templates"))) if templates else None),
-            ("target_prompts", tuple(examples) or None),
-        )
-        options |= {k: v for k, v in chosen_files if v is not None}
-    else:
-        concepts = ConceptSet.build(
-            names, anchor or "", preserve, kind or "object", _read_lines(templates, "templates") if templates else None
-        )
-    method_config(method, options)  # with the files read in, before the model loads
-    backbone = load_model(model)
+        anchor, preserve, pool = None, None, pool or list(task.preserve)
+    if anchor is not None or preserve:
+        raise UserError(f"{method} takes no --anchor or --preserve: it maps targets onto the --mapping-pool")
+    examples = _read_prompts(request.target_prompts) if request.target_prompts else ()
+    names = request.names or ([request.target_prompts.stem] if examples else [])
+    concepts = _pool_concepts(method, names, pool)
+    options.setdefault("work_dir", str(out.with_name(out.name + ".work")))
+    templates = request.template_lines()
+    chosen_files = (
+        ("templates", tuple(check_templates(templates)) if templates else None),
+        ("target_prompts", tuple(examples) or None),
+    )
+    options |= {k: v for k, v in chosen_files if v is not None}
+    return concepts
+
+
+def _warn_about_targets(concepts, backbone) -> None:
+    """Targets the model's tokenizer cannot spell, or cannot tell apart: warnings, the edit still runs."""
     from erasekit.concepts.pairs import casing_duplicates, unknown_token_names
 
     for name in unknown_token_names(concepts.targets, backbone):
@@ -135,17 +208,6 @@ def erase(
             highlight=False,
             soft_wrap=True,
         )
-    if task is not None:  # a task's evaluation prompts must be phrasings the method never fitted
-        from erasekit.eval.prompts import load_prompts
-        from erasekit.methods.base import check_heldout
-        from erasekit.world.tasks import prompt_file
-
-        check_heldout(backbone, concepts, method, options, [r.prompt for r in load_prompts(prompt_file(task))])
-    artifact = erase_to_artifact(backbone, concepts, method, options)
-    if not on_main():
-        return
-    save_artifact(artifact, out, overwrite)
-    print_erase_summary(chosen, artifact, out)
 
 
 def _settings(chosen, config: Path | None, items: list[str]) -> dict:
