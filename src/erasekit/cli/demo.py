@@ -15,11 +15,12 @@ from erasekit.cli.common import (
     console,
     load_model,
     on_main,
-    shipped_classifier,
     summary_table,
 )
 from erasekit.cli.tables import edit_html
 from erasekit.utils.io import json_text
+
+DEMO_MODEL, DEMO_TASK = "shapeworld", "instance"  # the demo erases the instance task's 'star' from ShapeWorld
 
 
 @app.command()
@@ -30,21 +31,22 @@ def demo(
 ) -> None:
     """The main job: erase 'star' from ShapeWorld with ErasePro, evaluate before/after, write a report."""
     from erasekit.artifacts import save_artifact
+    from erasekit.backbones.loader import default_world
     from erasekit.eval.comparison import MethodRun, erase_with, task_concepts
     from erasekit.eval.generation import EvalSettings
-    from erasekit.eval.prompts import first_per_group, load_prompts
+    from erasekit.eval.prompts import first_per_group
+    from erasekit.eval.protocols import protocol_for
     from erasekit.eval.report import render_report
     from erasekit.utils.io import atomic_dir
-    from erasekit.world.protocol import evaluate as run_protocol
-    from erasekit.world.tasks import TASKS, prompt_file
 
     check_out(out, overwrite)
     t0 = time.time()
-    task = TASKS["instance"]
-    rows = first_per_group(load_prompts(prompt_file("instance")), per_group)
-    backbone = load_model("shapeworld")
+    task = default_world().tasks()[DEMO_TASK]  # the embedded world: DEMO_MODEL's
+    rows = first_per_group(task.rows(), per_group)
+    backbone = load_model(DEMO_MODEL)
     artifact = erase_with(backbone, task_concepts(task), MethodRun("ErasePro", "erasepro", {}))
-    metrics, edited, original = run_protocol(backbone, rows, shipped_classifier(), EvalSettings(), edit=artifact)
+    protocol = protocol_for(backbone)
+    metrics, edited, original = protocol.evaluate(backbone, rows, EvalSettings(), edit=artifact)
     stages = artifact.metrics["stages"]
     grids = []
     for role, title in (("target", "target prompts (star)"), ("preserve", "neighbour and other prompts")):

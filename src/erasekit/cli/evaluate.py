@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from erasekit.backbones.world import World, world_of
 from erasekit.cli.common import (
     COMPILE_HELP,
     EVAL_MODEL_HELP,
@@ -19,7 +20,6 @@ from erasekit.cli.common import (
     load_model,
     on_main,
     save_images,
-    shipped_classifier,
 )
 from erasekit.cli.tables import edit_html, group_table, print_metrics
 from erasekit.errors import UserError
@@ -46,66 +46,28 @@ def evaluate(
 ) -> None:
     """Run the ShapeWorld protocol (or, on a diffusers model, the Stable Diffusion protocol); write
     metrics.json, images/ and report.html."""
+    from dataclasses import replace
+
+    from erasekit.backbones.loader import world_for
     from erasekit.eval.generation import EvalSettings
     from erasekit.eval.prompts import load_prompts
-    from erasekit.eval.report import render_report
     from erasekit.utils.io import atomic_dir
-    from erasekit.world.protocol import evaluate as run_protocol
 
-    sd_options = clip or reference or inception_weights or nudenet or nudenet_threshold is not None
-    if model == "shapeworld" and sd_options:
-        raise UserError("--clip, --reference, --inception-weights, --nudenet*: diffusers models only, not shapeworld")
-    if model != "shapeworld" and clip is None:
-        raise UserError("the Stable Diffusion protocol needs a local CLIP folder: --clip DIR")
-    if nudenet_threshold is not None and not nudenet:
-        raise UserError("--nudenet-threshold applies with --nudenet")
+    world = world_for(model)
+    sd_options = {"reference_dir": reference, "inception_weights": inception_weights, "template": zero_shot_template}
+    _check_protocol_options(world, clip, sd_options, nudenet, nudenet_threshold)
     check_out(out, overwrite, model, prompts, edit, clip, reference, inception_weights)
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     artifact = load_edit(edit)
-    rows = load_prompts(prompts, require_concepts=model == "shapeworld")
+    rows = load_prompts(prompts, require_concepts=world is not None, world=world)
     backbone = load_model(model, compile_denoiser)
     if artifact is not None:  # an edit is judged on prompts it never fitted (an in-sample figure is not erasure)
         from erasekit.methods.base import check_edit_heldout
 
         check_edit_heldout(backbone, artifact, [r.prompt for r in rows])
-    if backbone.family != "shapeworld":
-        options = {"reference_dir": reference, "inception_weights": inception_weights, "template": zero_shot_template}
-        sd_run = (clip, nudenet, nudenet_threshold, overwrite)
-        _evaluate_sd(backbone, rows, prompts, out, artifact, settings, sd_run, options)
-        return
-    metrics, edited, _ = run_protocol(backbone, rows, shipped_classifier(), settings, edit=artifact)
-    metrics["settings"]["prompts"] = str(prompts)
-    if not on_main():
-        return
-    grids = []
-    for group in metrics["groups"]:
-        idx = [i for i, r in enumerate(edited.rows) if r.group == group]
-        grids.append((f"group: {group}", edited.images[idx], [edited.rows[i].prompt for i in idx]))
-    with atomic_dir(out, overwrite) as tmp:
-        (tmp / "images").mkdir()
-        save_images(tmp / "images", edited.images, edited.names)
-        (tmp / "metrics.json").write_text(json_text(metrics))
-        (tmp / "report.html").write_text(render_report(metrics, grids, extra=edit_html(artifact)))
-    print_metrics(metrics, out)
-
-
-def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, sd_run, options) -> None:
-    """The Stable Diffusion protocol (eval/sd_protocol.py): metrics.json, images/, report.html; ``sd_run`` is
-    (clip, nudenet, nudenet_threshold, overwrite); ``options`` go to ``evaluate_sd`` (reference_dir,
-    inception_weights, template)."""
-    from dataclasses import replace
-
-    from erasekit.eval.report import fmt
-    from erasekit.eval.sd.nudenet import DEFAULT_NUDENET_THRESHOLD, NudeNetCounter
-    from erasekit.eval.sd.protocol import evaluate_sd
-    from erasekit.eval.sd.report import render_sd_report
-    from erasekit.utils.io import atomic_dir
-
-    clip, nudenet, nudenet_threshold, overwrite = sd_run
-    threshold = DEFAULT_NUDENET_THRESHOLD if nudenet_threshold is None else nudenet_threshold
-    counter = NudeNetCounter.load(threshold) if nudenet else None
+    protocol = _protocol(backbone, clip, sd_options, nudenet, nudenet_threshold)
     settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", settings.batch_size))
-    metrics, generated = evaluate_sd(backbone, rows, settings, clip, nudenet=counter, edit=artifact, **options)
+    metrics, generated, _ = protocol.evaluate(backbone, rows, settings, edit=artifact)
     metrics["settings"]["prompts"] = str(prompts)
     if not on_main():
         return
@@ -113,7 +75,47 @@ def _evaluate_sd(backbone, rows, prompts, out, artifact, settings, sd_run, optio
         (tmp / "images").mkdir()
         save_images(tmp / "images", generated.images, generated.names)
         (tmp / "metrics.json").write_text(json_text(metrics))
-        (tmp / "report.html").write_text(render_sd_report(metrics, generated, extra=edit_html(artifact)))
+        (tmp / "report.html").write_text(protocol.report(metrics, generated, edit_html(artifact)))
+    if world_of(backbone) is None:
+        _print_sd_metrics(metrics, out)
+    else:
+        print_metrics(metrics, out)
+
+
+def _check_protocol_options(
+    world: World | None, clip: Path | None, sd_options: dict, nudenet: bool, nudenet_threshold: float | None
+) -> None:
+    """The Stable Diffusion protocol's options only on a model without a world of its own, and --clip always
+    there: refused before any work."""
+    given = clip or sd_options["reference_dir"] or sd_options["inception_weights"] or nudenet
+    if world is not None and (given or nudenet_threshold is not None):
+        raise UserError(
+            f"--clip, --reference, --inception-weights, --nudenet*: diffusers models only, not {world.name}"
+        )
+    if world is None and clip is None:
+        raise UserError("the Stable Diffusion protocol needs a local CLIP folder: --clip DIR")
+    if nudenet_threshold is not None and not nudenet:
+        raise UserError("--nudenet-threshold applies with --nudenet")
+
+
+def _protocol(backbone, clip: Path | None, sd_options: dict, nudenet: bool, nudenet_threshold: float | None):
+    """The protocol that judges ``backbone``: its world's, else the Stable Diffusion protocol with CLIP from
+    ``clip``, ``sd_options`` and a NudeNet counter (loaded here) with ``--nudenet``."""
+    from erasekit.eval.protocols import protocol_for
+
+    if world_of(backbone) is not None:
+        return protocol_for(backbone)
+    from erasekit.eval.sd.nudenet import DEFAULT_NUDENET_THRESHOLD, NudeNetCounter
+
+    threshold = DEFAULT_NUDENET_THRESHOLD if nudenet_threshold is None else nudenet_threshold
+    counter = NudeNetCounter.load(threshold) if nudenet else None
+    return protocol_for(backbone, clip, nudenet=counter, **sd_options)
+
+
+def _print_sd_metrics(metrics: dict, out: Path) -> None:
+    """The Stable Diffusion protocol's group table and its FID / KID line."""
+    from erasekit.eval.report import fmt
+
     keys = ("images", "clip_score", "zero_shot_target", "zero_shot_preserve", "nudity_images")
     console.print(group_table(f"evaluation (Stable Diffusion) → {out}", metrics, keys))
     quality = metrics["settings"]["quality"]
