@@ -54,7 +54,9 @@ def attack(
     out: Annotated[Path, typer.Option(help="output folder: attack.json, prompts.csv, images/, grid.png (atomic)")],
     attack: Annotated[str, typer.Option(help="module-removal | paraphrase | ring-a-bell | soft-prompt | inversion")],
     edit: Annotated[Path | None, typer.Option(help="edit artifact folder (omit: attack the original model)")] = None,
-    task: Annotated[str | None, typer.Option(help="a ShapeWorld task whose target prompts are attacked")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="a task of the model's world whose target prompts are attacked")
+    ] = None,
     prompts: Annotated[Path | None, typer.Option(help="or a prompt CSV (its target rows are attacked)")] = None,
     target: Annotated[
         list[str] | None, typer.Option(help="erased concept name (default: the edit's or the task's targets)")
@@ -77,16 +79,10 @@ def attack(
     from dataclasses import replace
 
     from erasekit.backbones.loader import world_for
-    from erasekit.eval.attacks import AttackContext, budget_for, run_attack
+    from erasekit.eval.attacks import AttackContext, run_attack
     from erasekit.eval.generation import EvalSettings
-    from erasekit.eval.prompts import write_prompts
-    from erasekit.utils.io import atomic_dir
 
-    budgets = budget_options(budget or [], attack)
-    if other := sorted(set(budgets) - {attack}):
-        raise UserError(f"--budget for {other[0]}, but this runs the {attack} attack")
-    options = budgets.get(attack, {})
-    budget_for(attack, options)  # unknown attack or budget: refused before any work
+    options = _attack_budget(attack, budget or [])
     world = world_for(model)
     if (world is None) == (clip is None):
         raise UserError("--clip judges attacks on a diffusers model (and only there: ShapeWorld has its classifier)")
@@ -105,9 +101,30 @@ def attack(
     outcome = run_attack(attack, context, options)
     if not on_main():
         return
+    record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
+    record |= {"model": backbone.identity(), **context.judge.describe()}
+    _write_attack(out, overwrite, record, outcome)
+    _print_attack(out, attack, record, outcome)
+
+
+def _attack_budget(attack: str, items: list[str]) -> dict:
+    """The attack's budget overrides; an unknown attack, budget or another attack's budget is refused up front."""
+    from erasekit.eval.attacks import budget_for
+
+    budgets = budget_options(items, attack)
+    if other := sorted(set(budgets) - {attack}):
+        raise UserError(f"--budget for {other[0]}, but this runs the {attack} attack")
+    options = budgets.get(attack, {})
+    budget_for(attack, options)  # unknown attack or budget: refused before any work
+    return options
+
+
+def _write_attack(out: Path, overwrite: bool, record: dict, outcome) -> None:
+    """attack.json, and with attack images: images/, prompts.csv and grid.png (atomically)."""
+    from erasekit.eval.prompts import write_prompts
+    from erasekit.utils.io import atomic_dir
+
     with atomic_dir(out, overwrite) as tmp:
-        record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
-        record |= {"model": backbone.identity(), **context.judge.describe()}
         (tmp / "attack.json").write_text(json_text(record))
         if outcome.images is not None and len(outcome.images):
             from erasekit.eval.grids import image_grid
@@ -116,6 +133,10 @@ def attack(
             save_images(tmp / "images", outcome.images, [f"{r.case_number}_0.png" for r in outcome.rows])
             write_prompts(tmp / "prompts.csv", outcome.rows)
             image_grid(outcome.images[:64]).save(tmp / "grid.png")
+
+
+def _print_attack(out: Path, attack: str, record: dict, outcome) -> None:
+    """The summary table; an attack that failed to run exits with status 1."""
     asr = f"{outcome.asr:.3f}" if outcome.status == "ok" else f"{outcome.status} ({outcome.reason})"
     rows = [("attack", attack), ("ASR", asr), ("images", str(record["images"]))]
     rows += [(f"budget {k}", str(v)) for k, v in outcome.budget.items()]
