@@ -39,20 +39,16 @@ def bench(
 ) -> None:
     """Methods x tasks x attacks on the ShapeWorld protocol: one comparison table and a report."""
     from erasekit.eval import bench as suite
-    from erasekit.eval.comparison import stage_plot
     from erasekit.eval.generation import EvalSettings
-    from erasekit.eval.report import edit_section, render_bench_report
-    from erasekit.utils.io import atomic_dir, atomic_file
+    from erasekit.utils.io import atomic_dir, atomic_file, check_output
 
     if no_attacks and attack:
         raise UserError("give --attack or --no-attacks, not both")
-    from erasekit.utils.io import check_output
 
     check_output(out, overwrite, (work, scale_results))
     if results is not None:
         check_output(results, overwrite, (out, work), flag="--results")
-    started = time.time()
-    argv = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
+    started, argv = time.time(), sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     config = suite.BenchConfig(
         work=work or out.with_name(out.name + ".work"),
         tasks=tuple(task or suite.SUITE_TASKS),
@@ -70,33 +66,40 @@ def bench(
     command = suite.bench_command(argv)
     rows = suite.comparison_rows(outcome)
     markdown = suite.results_markdown(outcome, config, command, time.time() - started)
-    scale_rows = suite.scale_results(scale_results)
-    progressive = next(iter(outcome["stages"].values()), None)  # the first edit with several closed-form stages
     settings = {"command": command, "config": config.record(), "seconds": round(time.time() - started, 1)}
     with atomic_dir(out, overwrite) as tmp:
         (tmp / "results.md").write_text(markdown)
         record = {k: v for k, v in outcome.items() if k != "grids"} | {"rows": rows, "settings": settings}
         (tmp / "results.json").write_text(json_text(record, default=str))
-        page = render_bench_report(
-            rows,
-            config.attacks,
-            outcome["grids"],
-            edit_section(progressive["stages"], stage_plot({progressive["method"]: progressive["stages"]}))
-            if progressive
-            else "",
-            scale_rows,
-            settings,
-            command,
-        )
-        (tmp / "report.html").write_text(page)
+        (tmp / "report.html").write_text(_report(outcome, rows, config, settings, suite.scale_results(scale_results)))
     if results is not None:
         with atomic_file(results) as handle:
             handle.write(markdown)
+    _print_table(rows, config.attacks, out)
+
+
+def _report(outcome: dict, rows: list[dict], config, settings: dict, scale_rows: list[dict]) -> str:
+    """The bench's self-contained HTML page, with the first progressive edit's per-stage plot."""
+    from erasekit.eval.comparison import stage_plot
+    from erasekit.eval.report import edit_section, render_bench_report
+
+    progressive = next(iter(outcome["stages"].values()), None)  # the first edit with several closed-form stages
+    stages = (
+        edit_section(progressive["stages"], stage_plot({progressive["method"]: progressive["stages"]}))
+        if progressive
+        else ""
+    )
+    return render_bench_report(
+        rows, config.attacks, outcome["grids"], stages, scale_rows, settings, settings["command"]
+    )
+
+
+def _print_table(rows: list[dict], attacks: tuple[str, ...], out: Path) -> None:
     from erasekit.eval.report import fmt
 
     table = Table(title=f"bench → {out} (ASR per attack)")
     columns = {"task": "task", "method": "method", "acc_e": "Acc_e", "acc_s_relative": "Acc_s rel", "h": "H"}
-    columns |= {f"ASR {a}": a for a in config.attacks}
+    columns |= {f"ASR {a}": a for a in attacks}
     for key, title in columns.items():
         table.add_column(title, justify="left" if key in ("task", "method") else "right")
     for r in rows:
