@@ -117,6 +117,10 @@ class World(Protocol):
         """``count`` fitting contexts (templates with one ``{}``) for a concept phrase, from the world's grammar."""
         ...
 
+    def register_commands(self, app) -> None:
+        """Add the world's own commands (training its model, reading its images) to the ``erasekit`` typer app."""
+        ...
+
 
 def world_of(backbone) -> World | None:
     """The backbone's own world, or None (a backbone without ground truth of its own)."""

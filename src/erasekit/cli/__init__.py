@@ -6,9 +6,12 @@ import sys
 
 import typer
 
-from erasekit.cli import attack, bench, classify, demo, erase, evaluate, export, generate, world  # noqa: F401 (register)
+from erasekit.backbones.loader import default_world
+from erasekit.cli import attack, bench, demo, erase, evaluate, export, generate  # noqa: F401 (register)
 from erasekit.cli.common import app, console
 from erasekit.errors import UserError
+
+default_world().register_commands(app)  # the embedded world's own commands (ShapeWorld: classify, world ...)
 
 __all__ = ["app", "main"]
 

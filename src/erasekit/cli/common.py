@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Erase concepts from text-to-image models.")
 
-world_app = typer.Typer(no_args_is_help=True, help="The embedded ShapeWorld: train, inspect.")
-app.add_typer(world_app, name="world")
 
 console = Console(stderr=True)
 

@@ -78,5 +78,10 @@ class ShapeWorld:
     def contexts(self, phrase: str, count: int, seed: int) -> list[str]:
         return fit_contexts(phrase, count, seed)
 
+    def register_commands(self, app) -> None:
+        from erasekit.world.commands import register_commands
+
+        register_commands(app)
+
 
 SHAPEWORLD = ShapeWorld()
