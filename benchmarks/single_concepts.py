@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from erasekit.backbones.loader import load_backbone
-from erasekit.eval.bench import suite_concepts
+from erasekit.eval.bench import method_concepts
 from erasekit.eval.comparison import markdown_table, save_benchmark
 from erasekit.eval.generation import EvalSettings
 from erasekit.eval.metrics import harmonic_mean
@@ -71,10 +71,10 @@ def task_rows(backbone, classifier, settings: EvalSettings, name: str, etc_runs:
         for o in etc_runs
     ]
     for _, method, options in runs:  # before any work: judged only on phrasings no method fitted
-        check_heldout(backbone, suite_concepts(task, method), method, options, [r.prompt for r in rows])
+        check_heldout(backbone, method_concepts(method, task), method, options, [r.prompt for r in rows])
     base, joints, seconds = None, {}, {}
     for label, method, options in runs:
-        artifact = erase_to_artifact(backbone, suite_concepts(task, method), method, options)
+        artifact = erase_to_artifact(backbone, method_concepts(method, task), method, options)
         _, edited, base = evaluate(backbone, rows, classifier, settings, edit=artifact, base=base)
         joints[label] = agreement(edited.rows, classifier.predict(edited.images))["joint"]
         seconds[label] = artifact.metrics["seconds"]
