@@ -146,11 +146,12 @@ def test_tensor_sha256() -> None:
     assert tensor_sha256(t) == tensor_sha256(t.clone())
     assert tensor_sha256(t.T) == tensor_sha256(t.T.contiguous())  # layout does not matter
     assert tensor_sha256(t) != tensor_sha256(t.reshape(4, 3))  # shape does
-    assert tensor_sha256(t) != tensor_sha256(t.double())  # dtype does
+    assert tensor_sha256(t) == tensor_sha256(t.double()) == tensor_sha256(t.half())  # float32 values are hashed
     changed = t.clone()
     changed[2, 3] += 1
     assert tensor_sha256(t) != tensor_sha256(changed)
-    assert tensor_sha256(t.bfloat16()) != tensor_sha256(t.half())
+    fine = t / 3
+    assert tensor_sha256(fine.bfloat16()) != tensor_sha256(fine.half()) != tensor_sha256(fine)  # rounded values
 
 
 # --- refusals -------------------------------------------------------------------------------------
@@ -737,3 +738,63 @@ def test_deeply_nested_json_is_refused(sd_artifact: Artifact, tmp_path: Path) ->
     assert_refused(folder, r"manifest.json is nested too deeply")
     resign(folder, {**json.loads(text), "config": {"deep": json.loads("[" * 40 + "]" * 40)}})  # parses, too deep
     assert_refused(folder, r"manifest.json is nested too deeply \(more than 32 levels\)")
+
+
+# --- precision: an edit made in one precision applies to a base loaded in another ----------------------------
+
+
+def test_a_float32_edit_applies_to_a_bfloat16_base_and_back(folders, tmp_path) -> None:
+    from erasekit.artifacts.tensors import record_precisions
+
+    made = load_backbone(folders["sd"], "cpu", "float32")
+    artifact = record_precisions(make_artifact(made), made)
+    assert artifact.base["hash_dtype"] == "float32"
+    save_artifact(artifact, tmp_path / "edit")
+    loaded = load_artifact(tmp_path / "edit")
+    base = load_backbone(folders["sd"], "cpu", "bfloat16")
+    before = snapshot(base)
+    assert all(w.dtype == torch.bfloat16 for w in before.values())
+    applied = apply_artifact(base, loaded)
+    linears = editable_linears(base)
+    for key, weight in loaded.weights.items():
+        current = linears[key.removesuffix(".weight")].weight
+        assert current.dtype == torch.bfloat16 and torch.equal(current, weight.to(torch.bfloat16))
+    assert base.generate(PROMPTS[:1], SEEDS[:1], steps=STEPS).dtype == np.uint8
+    remove_artifact(base, applied)
+    assert all(torch.equal(before[n], m.weight) for n, m in editable_linears(base).items())  # restored exactly
+
+
+def test_a_bfloat16_edit_applies_to_a_float32_base(folders) -> None:
+    from erasekit.artifacts.tensors import record_precisions
+
+    made = load_backbone(folders["sd"], "cpu", "bfloat16")
+    artifact = record_precisions(make_artifact(made), made)
+    base = load_backbone(folders["sd"], "cpu", "float32")
+    before = snapshot(base)
+    remove_artifact(base, apply_artifact(base, artifact))
+    assert all(torch.equal(before[n], m.weight) for n, m in editable_linears(base).items())
+
+
+def test_precision_does_not_excuse_another_base(folders) -> None:
+    from erasekit.artifacts.tensors import record_precisions
+
+    made = load_backbone(folders["sd"], "cpu", "float32")
+    recorded = record_precisions(make_artifact(made), made)
+    unrecorded = make_artifact(made)  # as older artifacts: float32 hashes only
+    other = load_backbone(folders["sd_other"], "cpu", "bfloat16")
+    same_in_bf16 = load_backbone(folders["sd"], "cpu", "bfloat16")
+    with pytest.raises(UserError, match="different base model"):
+        apply_artifact(other, recorded)
+    with pytest.raises(UserError, match="different base model"):
+        apply_artifact(same_in_bf16, unrecorded)
+
+
+def test_a_float16_folder_edit_matches_in_float32_exactly(folders, tmp_path) -> None:
+    half = tmp_path / "sd16"
+    load_backbone(folders["sd"], "cpu", "float16").pipe.save_pretrained(str(half), safe_serialization=True)
+    made = load_backbone(half, "cpu", "float16")
+    artifact = make_artifact(made)  # float32 hashes of float16 values: the same in a float32 load
+    base = load_backbone(half, "cpu", "float32")
+    before = snapshot(base)
+    remove_artifact(base, apply_artifact(base, artifact))
+    assert all(torch.equal(before[n], m.weight) for n, m in editable_linears(base).items())

@@ -325,3 +325,32 @@ def test_no_prompt_reads_as_unknown_text_to_a_byte_level_tokenizer(backbone) -> 
     assert clip.unknown_id is None and unknown_token_names(["castle"], backbone) == []
     if t5:  # T5's sentencepiece does have an unknown token, and a snowman is spelt with it
         assert t5[0].unknown_id is not None and unknown_token_names(["castle", "☃"], backbone) == ["☃"]
+
+
+# --- devices and precision ---------------------------------------------------------------------------------
+
+
+def _dtypes(backbone) -> set[torch.dtype]:
+    modules = [backbone.denoiser, *backbone.text_encoders().values(), backbone.pipe.vae]
+    return {p.dtype for m in modules for p in m.parameters() if p.is_floating_point()}
+
+
+def test_a_half_precision_folder_loads_in_the_precision_asked_for(folders, tmp_path) -> None:
+    half = tmp_path / "sd16"
+    load_backbone(folders["sd"], "cpu", "float16").pipe.save_pretrained(str(half), safe_serialization=True)
+    assert _dtypes(load_backbone(half, "cpu", "float16")) == {torch.float16}
+    as_float32 = load_backbone(half, "cpu", "float32")
+    assert _dtypes(as_float32) == {torch.float32} and as_float32.device == torch.device("cpu")
+    assert _dtypes(load_backbone(half)) == {torch.float32}  # auto on a machine without a GPU
+
+
+def test_a_pipeline_object_keeps_its_dtype_unless_told(folders) -> None:
+    pipe = load_backbone(folders["sd"], "cpu", "bfloat16").pipe
+    assert _dtypes(load_backbone(pipe)) == {torch.bfloat16}
+    assert _dtypes(load_backbone(pipe, dtype="float32")) == {torch.float32}
+
+
+def test_generate_in_bfloat16_on_the_cpu(folders) -> None:
+    backbone = load_backbone(folders["sd"], "cpu", "bfloat16")
+    images = backbone.generate(["a cat"], [0], steps=2)
+    assert images.dtype == np.uint8 and images.shape[0] == 1

@@ -92,3 +92,39 @@ def test_a_report_shows_closed_form_stages_and_skips_timing_rows():
     closed = {"stage": "projectors", "gap": 0.5, "residual": 1e-9, "delta": 0.1, "constraints": 3, "d_in": 8, "maps": 2}
     page = _edit_html(SimpleNamespace(method="uce", metrics={"stages": [closed, timing]}))
     assert "projectors" in page and "memory" not in page and "data:image/png" in page
+
+
+# --- devices and precision ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps", "tpu"])
+def test_a_device_this_machine_lacks_is_one_line(capsys, tmp_path, monkeypatch, device):
+    import erasekit.utils.devices as devices
+
+    monkeypatch.setattr(devices, "available", lambda: devices.Availability())  # a machine without a GPU
+    loaded = []
+    monkeypatch.setattr("erasekit.backbones.loader.family_for_folder", lambda folder: loaded.append(folder))
+    model = build_sd(tmp_path / "sd")
+    capsys.readouterr()  # what building the folder printed
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "generate", "--prompt", "a castle", "--model", model, "--device", device, "--out", out
+    )
+    one_line_error(code, err, f"--device {device}")
+    assert not out.exists() and not loaded  # refused before the model loads
+
+
+def test_a_bad_dtype_is_one_line(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "generate", "--prompt", "a red star", "--dtype", "float64", "--out", out)
+    one_line_error(code, err, "--dtype float64")
+    assert not out.exists()
+
+
+def test_generate_on_the_cpu_in_bfloat16(capsys, tmp_path):
+    model = build_sd(tmp_path / "sd")
+    out = tmp_path / "out"
+    args = ("--prompt", "a castle", "--num-images", "2", "--steps", "2", "--device", "cpu", "--dtype", "bfloat16")
+    code, _, err = run_cli(capsys, "generate", *args, "--model", model, "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["0_0.png", "0_1.png", "grid.png"]

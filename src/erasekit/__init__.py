@@ -37,12 +37,16 @@ if TYPE_CHECKING:
 __all__ = ["erase", "evaluate", "load_artifact", "load_model", "prompt_rows"]
 
 
-def load_model(model: str | Path | Any) -> Backbone:
+def load_model(model: str | Path | Any, device: str | None = None, dtype: str | None = None) -> Backbone:
     """A backbone for ``"shapeworld"``, a local diffusers folder, or a diffusers pipeline object (wrapped, not
-    reloaded: an edit applied to the backbone is applied to that pipeline)."""
+    reloaded: an edit applied to the backbone is applied to that pipeline).
+
+    ``device`` is "auto", "cpu", "cuda", "cuda:N" or "mps"; ``dtype`` "auto", "float32", "float16" or "bfloat16"
+    (torch devices and dtypes work too). None is "auto" when loading (the GPU in half precision if there is one,
+    else the CPU in float32); a pipeline object keeps its own device and dtype unless they are given."""
     from erasekit.backbones.loader import load_backbone
 
-    return load_backbone(model)
+    return load_backbone(model, device, dtype)
 
 
 def erase(
@@ -55,12 +59,15 @@ def erase(
     mapping_pool: Sequence[str] = (),
     kind: str = "object",
     templates: Sequence[str] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
     **settings: Any,
 ) -> Artifact:
     """Erase ``targets`` with a registered ``method`` and return the edit (an ``Artifact``); the model is left as it
     was. ``settings`` are the method's config fields (``ridge=0.3``, ``eraser="moe"``, ...), checked as ``erase --set``
     checks them. A method that maps targets onto a pool (ETC) takes ``mapping_pool``; the others map every target onto
-    ``anchor`` and keep ``preserve``."""
+    ``anchor`` and keep ``preserve``. ``device`` and ``dtype`` are ``load_model``'s."""
+    from erasekit.artifacts.tensors import record_precisions
     from erasekit.concepts.pairs import ConceptSet
     from erasekit.methods import get_method
     from erasekit.methods.base import erase_to_artifact, method_config
@@ -73,7 +80,8 @@ def erase(
         concepts = ConceptSet.build(list(targets), "", list(mapping_pool))
     else:
         concepts = ConceptSet.build(list(targets), anchor, list(preserve), kind, list(templates) if templates else None)
-    return erase_to_artifact(load_model(model), concepts, method, options)
+    backbone = load_model(model, device, dtype)
+    return record_precisions(erase_to_artifact(backbone, concepts, method, options), backbone)
 
 
 def load_artifact(path: str | Path) -> Artifact:
@@ -101,12 +109,15 @@ def evaluate(
     num_images: int = 1,
     steps: int = 25,
     guidance: float = 5.0,
+    device: str | None = None,
+    dtype: str | None = None,
     **protocol_options: Any,
 ) -> dict:
     """Generate ``prompts`` (a prompt CSV, or ``prompt_rows``) with and without ``edit`` on the same seeds and measure
     them with the backbone's protocol; returns its metrics (``metrics["overall"]``: Acc_e, Acc_s, H, ...). A diffusers
     model needs ``clip`` (a local CLIP folder) and takes the Stable Diffusion protocol's options (``reference_dir``,
-    ``nudenet``, ``template``, ``inception_weights``). An edit is judged only on prompts it was not fitted on."""
+    ``nudenet``, ``template``, ``inception_weights``). An edit is judged only on prompts it was not fitted on.
+    ``device`` and ``dtype`` are ``load_model``'s."""
     from erasekit.backbones.world import world_of
     from erasekit.eval.generation import EvalSettings
     from erasekit.eval.prompts import load_prompts
@@ -114,7 +125,7 @@ def evaluate(
     from erasekit.methods.base import check_edit_heldout
 
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
-    backbone = load_model(model)
+    backbone = load_model(model, device, dtype)
     world = world_of(backbone)
     rows = (
         load_prompts(Path(prompts), require_concepts=world is not None, world=world)

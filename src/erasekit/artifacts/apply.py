@@ -19,7 +19,7 @@ from torch.utils.hooks import RemovableHandle
 
 from erasekit.artifacts.manifest import manifest_of
 from erasekit.artifacts.plugins import ENTRY_KINDS, kind_of
-from erasekit.artifacts.tensors import WEIGHT, editable_linears, tensor_sha256
+from erasekit.artifacts.tensors import WEIGHT, editable_linears, matches_in_half_precision, tensor_sha256
 from erasekit.backbones.base import Backbone
 from erasekit.backbones.loader import load_backbone
 from erasekit.errors import UserError
@@ -44,14 +44,30 @@ class AppliedEdit:
     backbone: Any = None  # what it was applied to (``Artifact.remove`` takes the handle alone)
 
 
+def _base_matches(artifact: Artifact, linears: dict[str, nn.Linear], mismatched: list[str]) -> None:
+    """Accept weights whose float32 hashes differ from the recorded ones (``mismatched``) only when the base is the
+    same model loaded in another precision: every hashed weight equals the originals once both are rounded to a
+    half precision whose digest the artifact records. Otherwise the first mismatch is a UserError."""
+    if not mismatched:
+        return
+    names = {key: key.removesuffix(WEIGHT) for key in artifact.original_sha256}
+    if all(name in linears for name in names.values()):
+        weights = {key: linears[name].weight for key, name in names.items()}
+        if matches_in_half_precision(artifact, weights) is not None:
+            return
+    base = artifact.base.get("source", artifact.base.get("family"))
+    raise UserError(f"artifact was made for a different base model ({base}): weight {mismatched[0]} does not match")
+
+
 def _targets(backbone, artifact: Artifact) -> dict[str, nn.Linear]:
-    """The module for every weight of the artifact, after checking family, names, shapes and hashes."""
+    """The module for every weight of the artifact, after checking family, names, shapes and hashes (compared in
+    float32, or in a half precision for a base loaded in one: ``_base_matches``)."""
     family, made_for = backbone.identity()["family"], artifact.base.get("family")
     if family != made_for:
         raise UserError(f"artifact was made for a {made_for} model, not this {family} model")
     linears = editable_linears(backbone)
     base = artifact.base.get("source", made_for)
-    targets = {}
+    targets, mismatched = {}, []
     for key, tensor in artifact.weights.items():
         name = key.removesuffix(WEIGHT)
         if not key.endswith(WEIGHT) or name not in linears:
@@ -66,8 +82,9 @@ def _targets(backbone, artifact: Artifact) -> dict[str, nn.Linear]:
         if sha != artifact.original_sha256[key]:
             if sha == tensor_sha256(tensor.to(current.dtype)):
                 raise UserError(f"this edit is already applied (weight {key} already carries it)")
-            raise UserError(f"artifact was made for a different base model ({base}): weight {key} does not match")
+            mismatched.append(key)
         targets[key] = linears[name]
+    _base_matches(artifact, linears, mismatched)
     return targets
 
 
@@ -76,7 +93,7 @@ def _wrapped(backbone, artifact: Artifact, attach: bool) -> dict[str, nn.Linear]
     a module-only edit leaves alone) and, when attaching, that no module is attached there already."""
     linears = editable_linears(backbone)
     base = artifact.base.get("source", artifact.base.get("family"))
-    wrapped = {}
+    wrapped, mismatched = {}, []
     for name, module in artifact.modules.items():
         if name not in linears:
             raise UserError(f"artifact was made for a different base model ({base}): no module {name} here")
@@ -87,10 +104,11 @@ def _wrapped(backbone, artifact: Artifact, attach: bool) -> dict[str, nn.Linear]
                 f"{linear.in_features} -> {linear.out_features} here, {module.d_in} -> {module.d_out} in the artifact"
             )
         if key not in artifact.weights and tensor_sha256(linear.weight) != artifact.original_sha256.get(key):
-            raise UserError(f"artifact was made for a different base model ({base}): weight {key} does not match")
+            mismatched.append(key)
         if attach and (carried := getattr(linear, ATTACHED, None)):
             raise UserError(f"this edit is already applied (module {name} already carries a {carried})")
         wrapped[name] = linear
+    _base_matches(artifact, linears, mismatched)
     return wrapped
 
 
@@ -101,9 +119,11 @@ def _attach(name: str, linear: nn.Linear, module: nn.Module) -> RemovableHandle:
     kind = kind_of(name, module)
     module.to(device=linear.weight.device).eval().requires_grad_(False)
     delta = kind.delta(linear, module)
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
     def add_delta(_linear: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
         x = args[0] if args else kwargs["input"]
+        x = x.to(dtype) if dtype is not None and x.is_floating_point() else x  # a half-precision base, a float32 Δ
         return output + delta(x).to(output.dtype)
 
     handle = linear.register_forward_hook(add_delta, with_kwargs=True)
@@ -114,7 +134,8 @@ def _attach(name: str, linear: nn.Linear, module: nn.Module) -> RemovableHandle:
 def apply_artifact(backbone, artifact: Artifact, modules: bool = True) -> AppliedEdit:
     """Patch the backbone's weights in place and, if ``modules``, attach every added module to its linear map and
     set the artifact's entries on the backbone (``modules=False``, the module-removal attack, applies the weights
-    only). Everything is checked before anything changes."""
+    only). Everything is checked before anything changes. The new weights are cast to each module's dtype and
+    device; the originals are kept as they are, for ``remove_artifact``."""
     targets = _targets(backbone, artifact)
     wrapped = _wrapped(backbone, artifact, attach=modules)
     entries = artifact.entries if modules else {}
@@ -128,8 +149,8 @@ def apply_artifact(backbone, artifact: Artifact, modules: bool = True) -> Applie
 
 
 def remove_artifact(backbone, applied: AppliedEdit) -> None:
-    """Undo the entries, detach the modules, put the replaced weights back in place and check they hash to the
-    recorded originals."""
+    """Undo the entries, detach the modules, put the replaced weights back in place (the exact tensors ``apply``
+    kept) and check they hash to them."""
     linears = editable_linears(backbone)
     for undo in applied.undo:
         undo()
@@ -140,8 +161,8 @@ def remove_artifact(backbone, applied: AppliedEdit) -> None:
     with torch.no_grad():
         for key, original in applied.originals.items():
             linears[key.removesuffix(WEIGHT)].weight.data.copy_(original)
-    for key in applied.originals:
-        if tensor_sha256(linears[key.removesuffix(WEIGHT)].weight) != applied.artifact.original_sha256[key]:
+    for key, original in applied.originals.items():
+        if not torch.equal(linears[key.removesuffix(WEIGHT)].weight, original):
             raise RuntimeError(f"weight {key} does not match the original after removing the edit")
 
 

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 WEIGHT = ".weight"
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the only dtypes an artifact holds
+HASH_DTYPE = torch.float32  # weights are hashed as float32 values, whatever the precision the model is loaded in
+HASH_DTYPE_KEY = "hash_dtype"  # the manifest's base records the canonical dtype under this key
+HALF_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+DIGEST_KEY = "original_sha256_{}"  # base key of the digest of the original weights rounded to a half precision
 
 
 def editable_linears(backbone) -> dict[str, nn.Linear]:
@@ -24,11 +28,49 @@ def editable_linears(backbone) -> dict[str, nn.Linear]:
 
 
 def tensor_sha256(t: torch.Tensor) -> str:
-    """SHA-256 over dtype, shape and the raw bytes of the tensor (any device, any layout)."""
-    t = t.detach().cpu().contiguous()
+    """SHA-256 over dtype, shape and the raw bytes of the tensor (any device, any layout); a floating-point tensor
+    is hashed in the canonical dtype (float32), so a weight hashes alike loaded in float32, float16 or bfloat16
+    where its values are the same (an artifact made before this hashed float32 CPU weights: the same form)."""
+    t = t.detach()
+    t = (t.to(HASH_DTYPE) if t.is_floating_point() else t).cpu().contiguous()
     digest = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
     digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def precision_digest(weights: dict[str, torch.Tensor], dtype: torch.dtype) -> str:
+    """One SHA-256 over the weights (by key, sorted) rounded to ``dtype``: what a base loaded in that precision
+    from the same weights holds."""
+    digest = hashlib.sha256()
+    for key in sorted(weights):
+        digest.update(f"{key}={tensor_sha256(weights[key].detach().to(dtype))};".encode())
+    return digest.hexdigest()
+
+
+def precision_record(weights: dict[str, torch.Tensor]) -> dict[str, str]:
+    """What the manifest's base records about precision: the canonical hash dtype and, for each half precision,
+    the digest of the original weights rounded to it (so the edit applies to a base loaded in that precision)."""
+    record = {HASH_DTYPE_KEY: str(HASH_DTYPE).removeprefix("torch.")}
+    return record | {DIGEST_KEY.format(name): precision_digest(weights, dtype) for name, dtype in HALF_DTYPES.items()}
+
+
+def record_precisions(artifact: Artifact, backbone) -> Artifact:
+    """Add ``precision_record`` of the backbone's current weights (the originals the artifact replaces or wraps) to
+    ``artifact.base``; call it on the backbone the artifact was just made from."""
+    linears = editable_linears(backbone)
+    weights = {key: linears[key.removesuffix(WEIGHT)].weight for key in artifact.original_sha256}
+    artifact.base.update(precision_record(weights))
+    return artifact
+
+
+def matches_in_half_precision(artifact: Artifact, weights: dict[str, torch.Tensor]) -> str | None:
+    """The half precision (by name) in which ``weights`` (every weight the artifact hashed) equal its originals
+    rounded alike, by the digests its base records; None when none does or none is recorded (older artifacts)."""
+    for name, dtype in HALF_DTYPES.items():
+        recorded = artifact.base.get(DIGEST_KEY.format(name))
+        if isinstance(recorded, str) and precision_digest(weights, dtype) == recorded:
+            return name
+    return None
 
 
 def entry_values(artifact: Artifact) -> dict:

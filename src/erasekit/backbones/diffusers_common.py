@@ -1,9 +1,9 @@
 """What the adapters for local diffusers model folders (sd, sdxl, sd3) share.
 
 ``DiffusersBackbone`` implements the Backbone protocol around a loaded pipeline: loading from a local
-folder (CPU, float32, no downloads), prompt-length checks, token masks, text layers, identity and the
-seeded, batched ``generate``. A family subclass names its pipeline class, components and tokenizers,
-and supplies ``_embeddings`` (what its denoiser consumes) and ``projectors``.
+folder (no downloads; on the device and in the dtype asked for, CPU float32 by default), prompt-length checks, token
+masks, text layers, identity and the seeded, batched ``generate``. A family subclass names its pipeline class,
+components and tokenizers, and supplies ``_embeddings`` (what its denoiser consumes) and ``projectors``.
 
 diffusers is imported only when a pipeline is loaded, so importing this module stays cheap.
 """
@@ -60,8 +60,11 @@ def _absent(index: dict) -> dict[str, None]:
     }
 
 
-def load_pipeline(class_name: str, folder: Path) -> DiffusionPipeline:
-    """Load ``diffusers.<class_name>`` from a local folder only, in float32 on the CPU, frozen."""
+def load_pipeline(
+    class_name: str, folder: Path, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> DiffusionPipeline:
+    """Load ``diffusers.<class_name>`` from a local folder only, frozen, on ``device`` in ``dtype`` (default: the CPU
+    in float32; a half-precision folder is upcast unless half precision is asked for)."""
     import diffusers
     import transformers
 
@@ -71,26 +74,37 @@ def load_pipeline(class_name: str, folder: Path) -> DiffusionPipeline:
     index = read_model_index(folder)
     if index["_class_name"] != class_name:
         raise UserError(f"{folder} holds a {index['_class_name']}, not a {class_name}")
+    dtype = torch.float32 if dtype is None else dtype
     try:
         pipe = getattr(diffusers, class_name).from_pretrained(
-            str(folder), local_files_only=True, use_safetensors=_use_safetensors(folder), **_absent(index)
+            str(folder),
+            local_files_only=True,
+            use_safetensors=_use_safetensors(folder),
+            torch_dtype=dtype,
+            **_absent(index),
         )
     except (OSError, ValueError) as exc:  # missing or broken component files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not load {class_name} from {folder}: {message}") from exc
-    pipe.to("cpu")
+    pipe.to(torch.device("cpu") if device is None else device)
     for component in pipe.components.values():
         if isinstance(component, nn.Module):
-            _freeze_float32(component)
+            _freeze(component, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def _freeze_float32(module: nn.Module) -> None:
-    """Eval mode, no gradients, float32 weights (half-precision folders are upcast for the CPU)."""
-    if any(p.is_floating_point() and p.dtype != torch.float32 for p in module.parameters()):
-        module.float()
+def _freeze(module: nn.Module, dtype: torch.dtype) -> None:
+    """Eval mode, no gradients, floating-point weights in ``dtype`` (whatever the folder saved)."""
+    if any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
+        module.to(dtype)
     module.eval().requires_grad_(False)
+
+
+def move_pipeline(pipe: DiffusionPipeline, device: torch.device | None, dtype: torch.dtype | None) -> None:
+    """Move a pipeline the user holds to ``device`` / ``dtype`` where one is given (None: leave it as it is)."""
+    if device is not None or dtype is not None:
+        pipe.to(device=device, dtype=dtype)
 
 
 def check_prompt_lengths(tokenizer, prompts: list[str], limit: int) -> None:
@@ -139,16 +153,21 @@ class DiffusersBackbone:
         self.prompt_filter = None  # set while a prompt-filter edit is applied
 
     @classmethod
-    def load(cls, folder: Path) -> Self:
-        """Load from a local diffusers folder (model_index.json + component folders); nothing is downloaded."""
+    def load(cls, folder: Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Self:
+        """Load from a local diffusers folder (model_index.json + component folders) on ``device`` in ``dtype``
+        (default: CPU, float32); nothing is downloaded."""
         folder = Path(folder).expanduser().resolve()
-        return cls(load_pipeline(cls.pipeline_class, folder), source=str(folder))
+        return cls(load_pipeline(cls.pipeline_class, folder, device, dtype), source=str(folder))
 
     @classmethod
-    def wrap(cls, pipe: DiffusionPipeline) -> Self:
-        """The pipeline object a user holds, as it is (its device, dtype and weights; nothing is reloaded)."""
+    def wrap(
+        cls, pipe: DiffusionPipeline, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Self:
+        """The pipeline object a user holds, as it is (its device, dtype and weights; nothing is reloaded), moved
+        only to a ``device`` / ``dtype`` given."""
         if cls.pipeline_class not in {c.__name__ for c in type(pipe).__mro__}:
             raise UserError(f"a {type(pipe).__name__} is not a {cls.pipeline_class}")
+        move_pipeline(pipe, device, dtype)
         source = getattr(pipe, "name_or_path", None) or f"<{type(pipe).__name__} object>"
         return cls(pipe, source=str(source))
 
@@ -229,6 +248,10 @@ class DiffusersBackbone:
     @property
     def device(self) -> torch.device:
         return self.pipe.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
 
     def image_size(self) -> tuple[int, int]:
         """(H, W) of generated images: the pipelines' default, denoiser sample size x VAE scale factor."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from erasekit.backbones.base import Backbone
 from erasekit.backbones.diffusers_common import DiffusersBackbone, read_model_index
 from erasekit.backbones.sd import StableDiffusionBackbone
@@ -42,24 +44,56 @@ def family_for_pipeline(pipe: object) -> str | None:
     return None
 
 
-def load_backbone(model: str | Path | object) -> Backbone:
+def load_backbone(
+    model: str | Path | object, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+) -> Backbone:
     """The shipped ShapeWorld model for "shapeworld"; the local diffusers folder (sd, sdxl, sd3) for a path; for a
     diffusers pipeline object (StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline) the
-    pipeline itself, wrapped without reloading: it stays on its device in its dtype, and an edit applied to the
-    backbone is applied to it. A Backbone is returned as it is."""
+    pipeline itself, wrapped without reloading: it stays on its device in its dtype unless ``device`` / ``dtype``
+    are given, and an edit applied to the backbone is applied to it. A Backbone is returned as it is.
+
+    ``device`` ("auto", "cpu", "cuda", "cuda:N", "mps") and ``dtype`` ("auto", "float32", "float16", "bfloat16")
+    are resolved by ``utils/devices.resolve``; None loads a model on the CPU in float32 (a pipeline object: as it
+    is). Under ``accelerate launch``, "auto" is each process's own device."""
     if isinstance(model, str) and model == SHAPEWORLD:
         from erasekit.backbones.shapeworld import ShapeWorldBackbone
 
-        return ShapeWorldBackbone.load()
+        return ShapeWorldBackbone.load(None, *placement(device, dtype))
     if isinstance(model, str | Path):
+        device, dtype = placement(device, dtype)  # a device this machine lacks: refused before the folder is read
         folder = Path(model).expanduser()
-        return FAMILIES[family_for_folder(folder)].load(folder)
+        return FAMILIES[family_for_folder(folder)].load(folder, device, dtype)
     if (family := family_for_pipeline(model)) is not None:
-        return FAMILIES[family].wrap(model)
+        return FAMILIES[family].wrap(model, *_given(device, dtype, getattr(model, "device", None)))
     if isinstance(model, Backbone):
         return model
     supported = ", ".join(PIPELINE_FAMILIES)
     raise UserError(f"cannot use a {type(model).__name__} as a model: give 'shapeworld', a folder or a {supported}")
+
+
+def placement(
+    device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) a model loads on; None is "auto", and "auto" under ``accelerate launch`` is the process's own
+    device (a UserError, before anything loads, for a device this machine lacks)."""
+    from erasekit.utils.devices import resolve
+    from erasekit.utils.distributed import process_device
+
+    if device is None or str(device).strip().lower() == "auto":
+        device = process_device() or "auto"
+    return resolve(device, dtype)
+
+
+def _given(
+    device: str | torch.device | None, dtype: str | torch.dtype | None, current: torch.device | None
+) -> tuple[torch.device | None, torch.dtype | None]:
+    """For a pipeline object: only what is given (None keeps the pipeline's own device or dtype)."""
+    from erasekit.utils.devices import available, resolve_device, resolve_dtype
+
+    have = available()
+    chosen = resolve_device(device, have) if device is not None else None
+    target = chosen or current or torch.device("cpu")
+    return chosen, resolve_dtype(dtype, target, have) if dtype is not None else None
 
 
 def default_world() -> World:

@@ -61,16 +61,45 @@ class ShapeWorldBackbone:
         self.compiled = torch.compile(self.unet)
 
     @classmethod
-    def load(cls, folder: Path | None = None) -> ShapeWorldBackbone:
+    def load(
+        cls, folder: Path | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> ShapeWorldBackbone:
+        """The UNet of ``folder`` (default: the shipped one) and the MiniLM encoder, on ``device`` in ``dtype``
+        (default: CPU, float32; the process's shared encoder serves that default)."""
         folder = Path(folder) if folder else denoiser_dir()
-        unet = UNet2DConditionModel.from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32)
-        return cls(unet, shared_encoder(), source=str(folder) if folder != denoiser_dir() else "shapeworld")
+        device, dtype = device or torch.device("cpu"), dtype or torch.float32
+        unet = UNet2DConditionModel.from_pretrained(str(folder), use_safetensors=True, torch_dtype=dtype)
+        on_default = device.type == "cpu" and dtype == torch.float32
+        encoder = shared_encoder() if on_default else MiniLMEncoder().to(device=device, dtype=dtype)
+        source = str(folder) if folder != denoiser_dir() else "shapeworld"
+        return cls(unet.to(device), encoder, source=source)
 
     def identity(self) -> dict:
         return {"family": self.family, "source": self.source}
 
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(filtered_prompts(self, prompts))
+        prompts = filtered_prompts(self, prompts)
+        if self.encoder.model.device.type == "cpu":
+            return self.encoder(prompts)
+        return self._encode_on_device(prompts)
+
+    @torch.inference_mode()
+    def _encode_on_device(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``MiniLMEncoder.forward`` with the tokens moved to the encoder's device."""
+        encoder = self.encoder
+        tokens = {k: v.to(encoder.model.device) for k, v in encoder.tokenize(prompts).items()}
+        mask = tokens["attention_mask"]
+        states = encoder.model(input_ids=tokens["input_ids"], attention_mask=mask).last_hidden_state * mask[..., None]
+        pad = encoder.max_tokens - states.shape[1]
+        return torch.nn.functional.pad(states, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad)).bool()
 
     def tokenizers(self) -> list:
         return [self.encoder.tokenizer]
@@ -113,7 +142,7 @@ class ShapeWorldBackbone:
                 )
                 for s in seeds
             ]
-        )
+        ).to(self.unet.device, self.unet.dtype)
         u_states, u_mask = self.encode([""])  # not cached: an edit may change the text encoder
         n = len(seeds)
         both_states = torch.cat([u_states.expand(n, -1, -1), states])
@@ -145,7 +174,7 @@ class ShapeWorldBackbone:
 
     def _generate_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float) -> np.ndarray:
         states, mask = self.encode(prompts)
-        return latents_to_images(self.denoise(states, mask, seeds, steps, guidance)).numpy()
+        return latents_to_images(self.denoise(states, mask, seeds, steps, guidance).float().cpu()).numpy()
 
     # --- LearnedTokens (backbones/base.py): white-box access for the soft-prompt and inversion attacks ---
 
@@ -190,5 +219,5 @@ class ShapeWorldBackbone:
             latents = self.denoise(
                 states[s : s + batch].detach(), mask[s : s + batch], seeds[s : s + batch], steps, guidance
             )
-            out.append(latents_to_images(latents).numpy())
+            out.append(latents_to_images(latents.float().cpu()).numpy())
         return np.concatenate(out) if out else np.zeros((0, 32, 32, 3), np.uint8)

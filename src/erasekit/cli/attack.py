@@ -11,6 +11,8 @@ import typer
 from erasekit.cli.common import (
     MODEL_HELP,
     SEED_MAX,
+    Device,
+    Dtype,
     Overwrite,
     app,
     budget_options,
@@ -70,6 +72,8 @@ def attack(
     steps: Annotated[int, typer.Option(min=1, help="sampling steps of the attack images")] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Attack an erasure and report its attack success rate (ASR), budget and wall time.
@@ -94,7 +98,7 @@ def attack(
     names = tuple(target or (artifact.concepts["targets"] if artifact else attacked.targets if attacked else ()))
     if not names:
         raise UserError("name the erased concept(s) with --target (no edit or task gives them)")
-    backbone = load_model(model)
+    backbone = load_model(model, device=device, dtype=dtype)
     settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", 64))
     judge = _attack_judge(clip, targets + preserve, zero_shot_template)
     context = AttackContext(backbone, judge, settings, targets, names, artifact, seed, preserve)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from erasekit.cli.common import Overwrite, app, budget_options, console, load_model, on_main
+from erasekit.cli.common import Device, Dtype, Overwrite, app, budget_options, console, load_model, on_main
 from erasekit.errors import UserError
 from erasekit.utils.io import json_text
 
@@ -35,6 +35,8 @@ def bench(
     scale_results: Annotated[
         Path | None, typer.Option(help="a scale benchmark's record (docs/etc_scale.json) to plot in the report")
     ] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Methods x tasks x attacks on the ShapeWorld protocol: one comparison table and a report."""
@@ -60,7 +62,7 @@ def bench(
         settings=EvalSettings(steps=steps),
     )
     config.check()
-    outcome = suite.run_bench(config, load_model("shapeworld"), progress=console.print)
+    outcome = suite.run_bench(config, load_model("shapeworld", device=device, dtype=dtype), progress=console.print)
     if not on_main():
         return
     command = suite.bench_command(argv)

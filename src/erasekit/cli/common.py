@@ -32,6 +32,14 @@ SEED_MAX = 2**63 - 1  # seeds every generator takes without wrapping
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an --out that exists and is not empty")]
 
+Device = Annotated[
+    str, typer.Option(help="auto | cpu | cuda | cuda:N | mps (auto: the GPU if there is one, else the CPU)")
+]
+
+Dtype = Annotated[
+    str, typer.Option(help="auto | float32 | float16 | bfloat16 (auto: float16 or bfloat16 on a GPU, else float32)")
+]
+
 
 def check_out(out: Path, overwrite: bool, model: str | None = None, *inputs: Path | None) -> None:
     """Refuse an unusable --out before any work (utils/io.check_output); the model folder is an input too."""
@@ -59,10 +67,12 @@ def world_task(world: World | None, name: str) -> Task:
     return tasks[name]
 
 
-def load_model(model: str, compile_denoiser: bool = False):
+def load_model(model: str, compile_denoiser: bool = False, device: str = "auto", dtype: str = "auto"):
+    """The backbone of ``--model`` on ``--device`` in ``--dtype`` (a device this machine lacks is a UserError before
+    the model loads)."""
     from erasekit.backbones.loader import load_backbone
 
-    backbone = load_backbone(model)
+    backbone = load_backbone(model, device, dtype)
     if compile_denoiser:
         if not hasattr(backbone, "compile_denoiser"):
             raise UserError(f"--compile: only the shapeworld model supports it, not {backbone.family}")

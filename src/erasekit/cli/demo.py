@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from erasekit.cli.common import (
+    Device,
+    Dtype,
     Overwrite,
     app,
     check_out,
@@ -27,6 +29,8 @@ DEMO_MODEL, DEMO_TASK = "shapeworld", "instance"  # the demo erases the instance
 def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
     per_group: Annotated[int, typer.Option(min=1, help="prompts per prompt group of the task")] = 16,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """The main job: erase 'star' from ShapeWorld with ErasePro, evaluate before/after, write a report."""
@@ -43,7 +47,7 @@ def demo(
     t0 = time.time()
     task = default_world().tasks()[DEMO_TASK]  # the embedded world: DEMO_MODEL's
     rows = first_per_group(task.rows(), per_group)
-    backbone = load_model(DEMO_MODEL)
+    backbone = load_model(DEMO_MODEL, device=device, dtype=dtype)
     artifact = erase_with(backbone, task_concepts(task), MethodRun("ErasePro", "erasepro", {}))
     protocol = protocol_for(backbone)
     metrics, edited, original = protocol.evaluate(backbone, rows, EvalSettings(), edit=artifact)

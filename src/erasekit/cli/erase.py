@@ -10,6 +10,8 @@ import typer
 
 from erasekit.cli.common import (
     MODEL_HELP,
+    Device,
+    Dtype,
     Overwrite,
     app,
     check_out,
@@ -69,10 +71,13 @@ def erase(
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "shapeworld",
     setting: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
     from erasekit.artifacts import save_artifact
+    from erasekit.artifacts.tensors import record_precisions
     from erasekit.backbones.loader import world_for
     from erasekit.methods.base import erase_to_artifact, get_method, method_config
 
@@ -88,13 +93,13 @@ def erase(
     else:
         concepts = _anchored_concepts(request)
     method_config(method, options)  # with the files read in, before the model loads
-    backbone = load_model(model)
+    backbone = load_model(model, device=device, dtype=dtype)
     _warn_about_targets(concepts, backbone)
     if erased is not None:  # a task's evaluation prompts must be phrasings the method never fitted
         from erasekit.methods.base import check_heldout
 
         check_heldout(backbone, concepts, method, options, [r.prompt for r in erased.rows()])
-    artifact = erase_to_artifact(backbone, concepts, method, options)
+    artifact = record_precisions(erase_to_artifact(backbone, concepts, method, options), backbone)
     if not on_main():
         return
     save_artifact(artifact, out, overwrite)

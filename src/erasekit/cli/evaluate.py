@@ -12,6 +12,8 @@ from erasekit.cli.common import (
     COMPILE_HELP,
     EVAL_MODEL_HELP,
     INCEPTION_HELP,
+    Device,
+    Dtype,
     Overwrite,
     app,
     check_out,
@@ -42,6 +44,8 @@ def evaluate(
     zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (SD protocol)")] = "a photo of {concept}",
     nudenet: Annotated[bool, typer.Option("--nudenet", help="count NudeNet detections (pip install nudenet)")] = False,
     nudenet_threshold: Annotated[float | None, typer.Option(help="NudeNet score threshold (default 0.6)")] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Run the ShapeWorld protocol (or, on a diffusers model, the Stable Diffusion protocol); write
@@ -60,7 +64,7 @@ def evaluate(
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     artifact = load_edit(edit)
     rows = load_prompts(prompts, require_concepts=world is not None, world=world)
-    backbone = load_model(model, compile_denoiser)
+    backbone = load_model(model, compile_denoiser, device, dtype)
     if artifact is not None:  # an edit is judged on prompts it never fitted (an in-sample figure is not erasure)
         from erasekit.methods.base import check_edit_heldout
 

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from erasekit.cli.common import Overwrite, app, check_out, console, load_edit, load_model, summary_table
+from erasekit.cli.common import (
+    Device,
+    Dtype,
+    Overwrite,
+    app,
+    check_out,
+    console,
+    load_edit,
+    load_model,
+    summary_table,
+)
 
 
 @app.command()
@@ -15,6 +25,8 @@ def export(
     edit: Annotated[Path, typer.Option(help="edit artifact folder")],
     model: Annotated[str, typer.Option(help="the local diffusers folder the edit was made for")],
     out: Annotated[Path, typer.Option(help="folder for the edited pipeline (save_pretrained, atomic)")],
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Write the edited model as a complete diffusers folder (SD 1.x/2.x, SDXL, SD3)."""
@@ -22,5 +34,5 @@ def export(
 
     check_out(out, overwrite, model, edit)
     artifact = load_edit(edit)
-    export_artifact(load_model(model), artifact, out, overwrite)
+    export_artifact(load_model(model, device=device, dtype=dtype), artifact, out, overwrite)
     console.print(summary_table("export", [("edit", str(edit)), ("model", model), ("out", str(out))]))

@@ -12,6 +12,8 @@ from erasekit.cli.common import (
     COMPILE_HELP,
     MODEL_HELP,
     SEED_MAX,
+    Device,
+    Dtype,
     Overwrite,
     app,
     check_out,
@@ -37,6 +39,8 @@ def generate(
     steps: Annotated[int, typer.Option(min=1)] = 25,
     guidance: Annotated[float, typer.Option()] = 5.0,
     compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Generate images: {case_number}_{k}.png per prompt, plus grid.png."""
@@ -57,7 +61,7 @@ def generate(
         if prompts
         else [PromptRow(prompt.strip(), seed, 0, "", "preserve")]
     )
-    backbone = load_model(model, compile_denoiser)
+    backbone = load_model(model, compile_denoiser, device, dtype)
     if artifact is not None:
         from erasekit.artifacts import apply_artifact
 

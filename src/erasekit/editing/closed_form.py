@@ -2,8 +2,10 @@
 
 Notation: ``w0`` the original weight (d_out x d_in); ``x`` target features (d_in x N); ``y`` anchor
 features (d_in x N); ``preserve`` preserved features (d_in x P). A feature ``c`` maps to ``W c``.
-Every solve runs in float64 with an explicit ridge; each returns the new weight (in ``w0``'s dtype)
-and the residual it achieved, ``||W X - W0 Y||_F / ||W0 Y||_F``.
+Every solve runs in float64 with an explicit ridge (features captured in half precision are upcast), on the
+features' device, or for the weights on their device where it supports float64 (CUDA, the CPU) and else on the CPU
+(MPS); each returns the new weight (in ``w0``'s dtype, on its device) and the residual it achieved,
+``||W X - W0 Y||_F / ||W0 Y||_F``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from erasekit.utils.devices import solve_device
 
 Tensor = torch.Tensor
 
@@ -25,17 +29,23 @@ class Solve:
     least_squares: bool  # True when the constraint cannot hold exactly (rank < N, e.g. N > d_in)
 
 
+def f64(t: Tensor) -> Tensor:
+    """``t`` in float64 where float64 runs: its device, or the CPU for a device without float64 (MPS)."""
+    return t.to(solve_device(t.device), torch.float64)
+
+
 def relative_residual(weight: Tensor, w0: Tensor, x: Tensor, y: Tensor) -> float:
-    w, w0, x, y = (t.double() for t in (weight, w0, x, y))
+    w, w0, x, y = (f64(t) for t in (weight, w0, x, y))
     target = w0 @ y
     return float(torch.linalg.matrix_norm(w @ x - target) / torch.linalg.matrix_norm(target).clamp_min(1e-300))
 
 
 def preservation_metric(d_in: int, preserve: Tensor | None, ridge: float, s_p: float) -> Tensor:
     """M = ridge I + s_p C_P C_P^T (float64), the metric of the preservation-weighted forms."""
-    m = ridge * torch.eye(d_in, dtype=torch.float64)
+    device = solve_device(preserve.device) if preserve is not None else None
+    m = ridge * torch.eye(d_in, dtype=torch.float64, device=device)
     if preserve is not None and preserve.shape[1]:
-        c = preserve.double()
+        c = f64(preserve)
         m = m + s_p * (c @ c.T)
     return m
 
@@ -55,22 +65,23 @@ class Transform:
     rank: int
 
     def apply(self, w0: Tensor) -> Solve:
-        w0d = w0.double()
-        left, right = self.left.to(w0.device), self.right.to(w0.device)
-        right_x = self.right_x.to(w0.device) if self.right_x is not None else None
+        device = solve_device(w0.device)
+        w0d = w0.to(device, torch.float64)
+        left, right = self.left.to(device), self.right.to(device)
+        right_x = self.right_x.to(device) if self.right_x is not None else None
         w0_left = w0d @ left
         change = w0_left @ right
         # W X - W0 Y = W0 (X - Y) + W0 L R X = W0 L (R X - I), as L = Y - X: no product with W0 again
         if right_x is not None:
             gap = w0_left @ right_x - w0_left
         else:
-            gap = change @ self.x.to(w0.device) - w0_left
+            gap = change @ self.x.to(device) - w0_left
         # ||W0 Y|| only scales the residual: float32 is ample for it, at half the cost of the largest product
-        scale = torch.linalg.matrix_norm(w0.float() @ self.y.to(w0.device, torch.float32)).double()
+        scale = torch.linalg.matrix_norm(w0.to(device, torch.float32) @ self.y.to(device, torch.float32)).double()
         residual = torch.linalg.matrix_norm(gap) / scale.clamp_min(1e-300)
         delta = torch.linalg.matrix_norm(change) / torch.linalg.matrix_norm(w0d).clamp_min(1e-300)
         n = left.shape[1]
-        return Solve((w0d + change).to(w0.dtype), float(residual), float(delta), self.rank, n, self.rank < n)
+        return Solve((w0d + change).to(w0.device, w0.dtype), float(residual), float(delta), self.rank, n, self.rank < n)
 
 
 def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
@@ -94,7 +105,7 @@ def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
 def numerical_rank(x: Tensor, rtol: float = 1e-12) -> int:
     """Rank of the columns of ``x`` from their Gram matrix (what the zero-residual solve would see), or from
     X X^T when there are more columns than rows (the same nonzero eigenvalues, a d_in x d_in matrix)."""
-    xd = x.double()
+    xd = f64(x)
     return _gram_pinv(xd @ xd.T if xd.shape[1] > xd.shape[0] else xd.T @ xd, rtol)[1]
 
 
@@ -104,13 +115,13 @@ def solve_metric(x: Tensor, preserve: Tensor | None, ridge: float, s_p: float, e
     Through the Woodbury identity when the low-rank part has fewer columns than d_in (a small solve
     instead of a d_in x d_in factorisation), else by Cholesky.
     """
-    parts = [c for c in ((s_p**0.5) * preserve.double() if preserve is not None else None, erase) if c is not None]
-    u = torch.cat(parts, dim=1) if parts else x.new_zeros((x.shape[0], 0), dtype=torch.float64)
-    xd = x.double()
+    xd = f64(x)
+    parts = [c for c in ((s_p**0.5) * f64(preserve) if preserve is not None else None, erase) if c is not None]
+    u = torch.cat(parts, dim=1) if parts else xd.new_zeros((x.shape[0], 0))
     if u.shape[1] < x.shape[0]:  # M^-1 = (I - U (ridge I + U^T U)^-1 U^T) / ridge
-        small = ridge * torch.eye(u.shape[1], dtype=torch.float64) + u.T @ u
+        small = ridge * torch.eye(u.shape[1], dtype=torch.float64, device=u.device) + u.T @ u
         return (xd - u @ torch.linalg.solve(small, u.T @ xd)) / ridge
-    m = ridge * torch.eye(x.shape[0], dtype=torch.float64) + u @ u.T
+    m = ridge * torch.eye(x.shape[0], dtype=torch.float64, device=u.device) + u @ u.T
     return torch.cholesky_solve(xd, torch.linalg.cholesky(m))
 
 
@@ -124,7 +135,7 @@ def zero_residual_transform(
     W = W0 + W0 (Y - X) (X^T M^-1 X)^+ X^T M^-1, M = ridge I + s_p C_P C_P^T. The change is zero on
     inputs M-orthogonal to span(X); the constraint is exact when rank(X) = N <= d_in.
     """
-    xd, yd = x.double(), y.double()
+    xd, yd = f64(x), f64(y)
     weighted = preserve is not None and preserve.shape[1]
     if xd.shape[1] > xd.shape[0]:
         return _zero_residual_dual(
@@ -141,7 +152,7 @@ def _zero_residual_dual(xd: Tensor, yd: Tensor, metric: Tensor | None, rtol: flo
     only: with A = P^1/2 X, (A^T A)^+ A^T = A^T (A A^T)^+, so R = X^T P^1/2 (A A^T)^+ P^1/2. The constraint
     then holds in the least-squares sense (N > d_in columns rarely lie in a common solution)."""
     if metric is None:
-        root = torch.eye(xd.shape[0], dtype=torch.float64)
+        root = torch.eye(xd.shape[0], dtype=torch.float64, device=xd.device)
     else:
         vals, vecs = torch.linalg.eigh(metric)
         root = (vecs * vals.rsqrt()) @ vecs.T  # M^-1/2
@@ -156,7 +167,7 @@ def uce_transform(
     """UCE (section 1): min s_e sum ||W c_i - W0 c*_i||^2 + s_p sum ||W c_j - W0 c_j||^2 + ridge ||W - W0||^2,
     W = (ridge W0 + s_e W0 Y X^T + s_p W0 C_P C_P^T)(ridge I + s_e X X^T + s_p C_P C_P^T)^-1
       = W0 + s_e W0 (Y - X) X^T (M + s_e X X^T)^-1, M = ridge I + s_p C_P C_P^T."""
-    xd, yd = x.double(), y.double()
+    xd, yd = f64(x), f64(y)
     m_inv_x = solve_metric(xd, preserve, ridge, s_p, erase=(s_e**0.5) * xd)  # (M + s_e X X^T)^-1 X
     right = s_e * m_inv_x.T
     right_x = right @ xd if xd.shape[1] <= xd.shape[0] else None

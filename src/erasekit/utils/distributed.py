@@ -57,6 +57,13 @@ def world() -> tuple[int, int]:
     return (state.process_index, state.num_processes) if state is not None else (0, 1)
 
 
+def process_device() -> torch.device | None:
+    """This process's own device under ``accelerate launch`` (``PartialState().device``: its GPU, or the CPU); None
+    in a plain process, where ``--device auto`` decides."""
+    state = _state()
+    return torch.device(state.device) if state is not None else None
+
+
 def is_main() -> bool:
     """The process that writes outputs, caches and prints (the only one in a plain process)."""
     return world()[0] == 0
