@@ -27,6 +27,8 @@ MAC = Availability(mps=True)
         (CPU_ONLY, "cpu", "bfloat16", ("cpu", torch.bfloat16)),
         (CPU_ONLY, "CPU", "float16", ("cpu", torch.float16)),
         (CPU_ONLY, "cpu", torch.float16, ("cpu", torch.float16)),
+        (CPU_ONLY, torch.device("cpu:0"), "auto", ("cpu", torch.float32)),
+        (GPU_BF16, torch.device("cuda:1"), "auto", ("cuda:1", torch.bfloat16)),
         (MAC, "mps", "auto", ("mps", torch.float32)),
         (MAC, "auto", "auto", ("cpu", torch.float32)),
     ],

@@ -174,3 +174,33 @@ def test_concept_embeddings_on_two_processes_equal_one(tmp_path: Path) -> None:
             assert torch.equal(found[str(i)], x)
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == len(phrases)
     assert not list((tmp_path / "cache").glob(".*"))  # no temporary files left by a second writer
+
+
+DEVICE_SCRIPT = """
+import json
+import sys
+from pathlib import Path
+
+from erasekit.backbones.loader import load_backbone
+from erasekit.utils.distributed import process_device, world
+
+rank, size = world()
+backbone = load_backbone("shapeworld", "auto", "auto")
+record = {"rank": rank, "size": size, "process": str(process_device()), "device": str(backbone.device)}
+record["dtype"] = str(backbone.dtype)
+Path(sys.argv[1], f"device{rank}.json").write_text(json.dumps(record))
+"""
+
+
+@pytest.mark.slow
+def test_each_process_reports_the_device_it_used(tmp_path: Path) -> None:
+    """--device auto under accelerate launch is each process's own device (the CPU here, its GPU on a GPU machine)."""
+    script = tmp_path / "device.py"
+    script.write_text(DEVICE_SCRIPT)
+    _run(_launch(str(script), str(tmp_path)), tmp_path)
+    records = [json.loads((tmp_path / f"device{rank}.json").read_text()) for rank in range(2)]
+    assert [r["rank"] for r in records] == [0, 1] and all(r["size"] == 2 for r in records)
+    for record in records:
+        assert record["device"] == record["process"] or record["device"] == record["process"] + ":0"
+        expected = ("torch.float32",) if record["device"] == "cpu" else ("torch.float16", "torch.bfloat16")
+        assert record["dtype"] in expected

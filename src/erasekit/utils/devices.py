@@ -44,6 +44,8 @@ def available() -> Availability:
 def resolve_device(device: str | torch.device, have: Availability) -> torch.device:
     """The torch.device ``device`` names; UserError for a bad name or a device this machine lacks."""
     name = str(device).strip().lower()
+    if isinstance(device, torch.device) and device.type == "cpu":
+        return torch.device("cpu")
     if name == "auto":
         return torch.device("cuda") if have.cuda_devices else torch.device("cpu")
     if name == "cpu":

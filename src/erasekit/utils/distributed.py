@@ -61,7 +61,10 @@ def process_device() -> torch.device | None:
     """This process's own device under ``accelerate launch`` (``PartialState().device``: its GPU, or the CPU); None
     in a plain process, where ``--device auto`` decides."""
     state = _state()
-    return torch.device(state.device) if state is not None else None
+    if state is None:
+        return None
+    device = torch.device(state.device)
+    return torch.device("cpu") if device.type == "cpu" else device  # accelerate says cpu:0 on a CPU
 
 
 def is_main() -> bool:
