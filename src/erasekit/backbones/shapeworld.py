@@ -187,7 +187,8 @@ class ShapeWorldBackbone:
     def encode_with_vectors(self, prompts: list[str], vectors: Tensor) -> tuple[Tensor, Tensor]:
         encoder = self.encoder
         tokens = encoder.tokenize(filtered_prompts(self, prompts))
-        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        device = encoder.model.device
+        ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
         slots = ids == encoder.tokenizer.mask_token_id
         if not bool((slots.sum(1) == vectors.shape[1]).all()):
             raise ValueError(f"every prompt needs exactly {vectors.shape[1]} slot(s) {encoder.tokenizer.mask_token}")
@@ -207,8 +208,11 @@ class ShapeWorldBackbone:
         noise = torch.randn(latents.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        pred = self.unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
-        return torch.nn.functional.mse_loss(pred, training_target(latents, noise, a))
+        place = {"device": self.unet.device, "dtype": self.unet.dtype}  # drawn on the CPU, run where the UNet is
+        pred = self.unet(
+            noisy.to(**place), t.to(self.unet.device), encoder_hidden_states=states, encoder_attention_mask=mask
+        ).sample
+        return torch.nn.functional.mse_loss(pred.float(), training_target(latents, noise, a).to(pred.device).float())
 
     def sample_from_states(
         self, states: Tensor, mask: Tensor, seeds: list[int], steps: int, guidance: float, batch: int = 64
