@@ -68,3 +68,19 @@ def test_float64_solves_move_off_mps_only() -> None:
     assert solve_device(torch.device("mps")) == torch.device("cpu")
     assert solve_device(torch.device("cuda:1")) == torch.device("cuda:1")
     assert dtype_name(torch.bfloat16) == "bfloat16"
+
+
+def test_the_api_erases_in_bfloat16_and_the_edit_applies_in_float32(tmp_path) -> None:
+    import erasekit
+    from tiny_pipelines import build_sd
+
+    folder = build_sd(tmp_path / "sd")
+    edit = erasekit.erase(
+        folder, ["cat"], method="uce", anchor="animal", templates=["a {}"], device="cpu", dtype="bfloat16"
+    )
+    assert edit.weights and all(w.dtype == torch.bfloat16 for w in edit.weights.values())
+    model = erasekit.load_model(folder, device="cpu", dtype="float32")
+    before = {name: m.weight.detach().clone() for name, m in model.projectors().items()}
+    with edit.applied(model):
+        assert all(m.weight.dtype == torch.float32 for m in model.projectors().values())
+    assert all(torch.equal(before[name], m.weight) for name, m in model.projectors().items())
