@@ -27,6 +27,11 @@ from erasekit.cli.common import (
 from erasekit.errors import UserError
 
 
+def placement_text(backbone) -> str:
+    """ "cuda:0 float16": where the backbone ran (what it reports; "?" for a backbone that reports none)."""
+    return f"{getattr(backbone, 'device', '?')} {str(getattr(backbone, 'dtype', '?')).removeprefix('torch.')}"
+
+
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option(help="output folder (written atomically)")],
@@ -81,6 +86,7 @@ def generate(
                 ("images", str(len(result.images))),
                 ("seconds", f"{seconds:.1f}"),
                 ("images/s", f"{len(result.images) / seconds:.2f}"),
+                ("device", placement_text(backbone)),
                 ("out", str(out)),
             ],
         )
