@@ -235,15 +235,15 @@ def part_edit(backbone, work: Path, size: str, rounds: int = 2) -> dict:
     return out
 
 
-def part_etc(backbone, work: Path, n: int, size: str) -> dict:
+def part_etc(backbone, work: Path, n: int, size: str, etc: dict) -> dict:
     from erasekit.concepts.pairs import ConceptSet
     from erasekit.methods.base import erase_to_artifact
 
-    options = {"contexts": 120}
+    options = {k: v for k, v in etc.items() if k != "pool" and v is not None}
     if size == "tiny":
         options = dict(contexts=8, pca_dim=4, components=2, target_samples=16, anchor_samples=8, mapping_samples=8)
         options |= dict(keys_per_distribution=4)
-    concepts = ConceptSet.build(concept_names(n), "", pool_names(30))
+    concepts = ConceptSet.build(concept_names(n), "", pool_names(etc["pool"]))
     artifact = erase_to_artifact(backbone, concepts, "etc", options)
     path = artifact.save(work / "artifacts" / f"etc-{n}", overwrite=True)
     stages = [
@@ -253,7 +253,7 @@ def part_etc(backbone, work: Path, n: int, size: str) -> dict:
     ]
     return {
         "concepts": n,
-        "pool": 30,
+        "pool": etc["pool"],
         "options": options,
         "seconds": artifact.metrics["seconds"],
         "peak_mib": artifact.metrics["peak_mib"],
@@ -279,6 +279,15 @@ def markdown(record: dict) -> str:
         "Seconds are wall time on a shared 2-core CPU (one run unless a list is shown); peak memory is the growth of "
         "the process's resident memory during the step (erasekit.utils.profiling.measure).",
         "",
+        *(
+            [
+                f"Parts {', '.join(record['kept'])}: measured by an earlier run into the same work folder and kept "
+                "(they do not depend on the --etc-* options).",
+                "",
+            ]
+            if record.get("kept")
+            else []
+        ),
         "## Model",
         "",
     ]
@@ -287,7 +296,8 @@ def markdown(record: dict) -> str:
         lines += [
             f"Parameters: {', '.join(f'{k} {v / 1e6:.1f}M' for k, v in model['parameters'].items())}. "
             f"Folder on disk ({model['dtype']}): {model['folder_mib']:.0f} MiB. "
-            f"Build: {model['build_seconds']:.0f} s (0 when reused); `load_backbone`: {model['load_seconds']:.1f} s.",
+            f"Build: {model['build_seconds']:.0f} s (when the folder was first built); "
+            f"`load_backbone`: {model['load_seconds']:.1f} s.",
             "",
         ]
     lines += ["## Text-encoder throughput", ""]
@@ -345,7 +355,29 @@ def markdown(record: dict) -> str:
         lines.append("| **total** | " + " | ".join(f"**{d['seconds']:.1f}**" for d in etc) + " |")
         lines.append("| peak MiB | " + " | ".join(f"{d['peak_mib']:.0f}" for d in etc) + " |")
         lines.append("| artifact MiB | " + " | ".join(f"{d['artifact_mib']:.2f}" for d in etc) + " |")
-        lines += ["", f"Mapping pool: 30 concepts; options {etc[0]['options']} (the rest ETC's defaults).", ""]
+        lines += [
+            "",
+            f"Mapping pool: {etc[0]['pool']} concepts; options {etc[0]['options']} (the rest ETC's defaults)."
+            + (
+                " Contexts below ETC's default 120 (and keys_per_distribution, which must not exceed the fitted "
+                "contexts) were chosen to fit the time this run had on this CPU."
+                if etc[0]["options"].get("contexts", 120) < 120
+                else ""
+            ),
+            "",
+        ]
+    if etc and "encode" in r:
+        rate, contexts = r["encode"]["prompts_per_second"], etc[0]["options"].get("contexts", 120)
+        lines += [
+            f"ETC encodes every concept of the targets and the pool in {contexts} contexts through `backbone.encode` "
+            f"(padded to 77 tokens). At the measured {rate:.1f} prompts/s, its encoding stage at ETC's default 120 "
+            "contexts would take (extrapolated, not measured) "
+            + ", ".join(
+                f"{(d['concepts'] + d['pool']) * 120 / rate / 60:.0f} min at {d['concepts']} concepts" for d in etc
+            )
+            + "; the other stages were measured at the contexts shown only.",
+            "",
+        ]
     missing = [k for k in ("etc10", "etc100") if k not in r]
     if missing:
         lines += [f"Not run: {', '.join(missing)} (the run ended before these parts).", ""]
@@ -367,6 +399,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument("--etc-contexts", type=int, default=120, help="ETC contexts per concept (its default: 120)")
+    parser.add_argument(
+        "--etc-pca", type=int, default=None, help="ETC pca_dim (default: ETC's; needs that many fitted contexts)"
+    )
+    parser.add_argument("--etc-pool", type=int, default=30, help="mapping-pool concepts")
+    parser.add_argument("--etc-keys", type=int, default=None, help="ETC keys_per_distribution (default: ETC's)")
     parser.add_argument("--fresh", action="store_true", help="redo parts already in the work folder's results")
     args = parser.parse_args(argv)
 
@@ -384,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         "size": args.size,
         "weights": "random",
         "finished": None,
+        "kept": [],
         "results": results,
     }
 
@@ -392,12 +431,16 @@ def main(argv: list[str] | None = None) -> None:
         stem = "sd_scale" if args.size == "sd15" else f"sd_scale_{args.size}"
         save_benchmark(args.docs, stem, record, markdown(record))
 
+    folder = args.work / f"pipeline-{args.size}-{args.dtype}"
+    reused = (folder / "model_index.json").exists()
     start = time.perf_counter()
-    folder = build_pipeline(args.work / f"pipeline-{args.size}-{args.dtype}", args.size, args.dtype)
+    build_pipeline(folder, args.size, args.dtype)
     built = time.perf_counter() - start
     start = time.perf_counter()
     backbone = load_backbone(folder)
     loaded = time.perf_counter() - start
+    if reused and "model" in results:
+        built = results["model"]["build_seconds"]  # reused folder: keep the seconds the build took
     results["model"] = {
         "parameters": parameters(backbone),
         "dtype": args.dtype,
@@ -410,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     for part in args.parts:
         if part in results:
             print(f"{part}: kept from {saved}", flush=True)
+            record["kept"].append(part)
             continue
         start = time.perf_counter()
         if part == "encode":
@@ -417,7 +461,9 @@ def main(argv: list[str] | None = None) -> None:
         elif part == "edit":
             results[part] = part_edit(backbone, args.work, args.size)
         else:
-            results[part] = part_etc(backbone, args.work, int(part[3:]), args.size)
+            etc = dict(pool=args.etc_pool, contexts=args.etc_contexts, keys_per_distribution=args.etc_keys)
+            etc |= dict(pca_dim=args.etc_pca)
+            results[part] = part_etc(backbone, args.work, int(part[3:]), args.size, etc)
         print(f"{part}: {time.perf_counter() - start:.0f} s {json.dumps(results[part])[:300]}", flush=True)
         write()
     record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
