@@ -9,10 +9,9 @@ benchmarks/sd_scale.py from benchmarks/sd_configs/ with random weights, so no qu
     .venv/bin/python benchmarks/gpu_check.py                  # on a GPU: writes docs/gpu_check.{md,json}
     .venv/bin/python benchmarks/gpu_check.py --size tiny      # CPU smoke test in seconds (tests/test_gpu_check.py)
 
-Device: the first CUDA device when there is one, else the CPU (--device to choose); dtype float16 on CUDA, float32
-on CPU (--dtype). The pipeline is loaded with diffusers in that dtype, moved with ``.to(device)`` here and handed to
-``load_backbone`` as a pipeline object (it stays on its device in its dtype). [note] When
-``load_backbone(folder, device=, dtype=)`` lands (src/erasekit/utils/devices.py), load through it instead.
+Device and dtype: --device / --dtype as erasekit's commands take them (utils/devices.resolve; "auto": the CUDA
+device in half precision when there is one, else the CPU in float32); the folder is loaded with
+``load_backbone(folder, device=, dtype=)``.
 Results go to --out (default runs/gpu_check/); docs/gpu_check.* are written only by a full-size run on CUDA.
 """
 
@@ -50,24 +49,9 @@ SIZES = {
 }
 
 
-def pick_device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def load(folder: Path, device: torch.device, dtype: torch.dtype):
-    from diffusers import StableDiffusionPipeline
-
-    from erasekit.backbones.loader import load_backbone
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), dtype=dtype).to(device)
-    return load_backbone(pipe)
 
 
 def generation(backbone, device: torch.device, settings: dict) -> dict:
@@ -186,17 +170,18 @@ def markdown(record: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=tuple(SIZES), default="sd15")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None)
+    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu (auto: CUDA when available)")
+    parser.add_argument("--dtype", default="auto", help="auto, float16, bfloat16, float32 (auto: half on CUDA)")
     parser.add_argument("--work", type=Path, default=WORK, help="the pipeline folder and the artifacts")
     parser.add_argument("--out", type=Path, default=None, help="where gpu_check.{md,json} go (default: see above)")
     args = parser.parse_args(argv)
 
+    from erasekit.backbones.loader import load_backbone
     from erasekit.eval.comparison import save_benchmark
+    from erasekit.utils.devices import resolve
 
     settings = SIZES[args.size]
-    device = pick_device(args.device)
-    dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
+    device, dtype = resolve(args.device, args.dtype)
     official = args.size == "sd15" and device.type == "cuda"
     out = args.out or (DOCS if official else args.work)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()})"
@@ -217,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     # float16 on disk halves the folder for the GPU; the tiny smoke test keeps float32
     disk = "float16" if args.size == "sd15" else "float32"
     folder = build_pipeline(args.work / f"pipeline-{args.size}-{disk}", args.size, disk)
-    backbone = load(folder, device, dtype)
+    backbone = load_backbone(folder, device=device, dtype=dtype)
     results["generation"] = generation(backbone, device, settings)
     write()
 

@@ -11,7 +11,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gpu_check  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# about 7 s alone on 2 cores, 25 s beside a busy process
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def test_gpu_check_runs_end_to_end_at_tiny_size(tmp_path: Path):
