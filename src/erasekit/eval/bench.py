@@ -49,6 +49,8 @@ def suite_tasks(world: World) -> tuple[str, ...]:
 
 
 SUITE_TASKS = suite_tasks(default_world())
+
+
 def suite_methods() -> tuple[str, ...]:
     """Every registered method, in registration order (one registered later included)."""
     return tuple(METHODS)
