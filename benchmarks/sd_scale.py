@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -204,12 +205,12 @@ def part_encode(backbone, size: str) -> dict:
     }
 
 
-def part_edit(backbone, work: Path, size: str, rounds: int = 2) -> dict:
-    """UCE and ErasePro on 1 and 5 concepts: one untimed warm-up each, then ``rounds`` interleaved rounds."""
+def part_edit(backbone, work: Path, size: str, rounds: int = 2, sizes: tuple[int, ...] = (1, 5)) -> dict:
+    """UCE and ErasePro on each number of concepts: one untimed warm-up each, then ``rounds`` interleaved rounds."""
     import erasekit
 
     out = {}
-    for n in (1, 5):
+    for n in sizes:
         targets = concept_names(n)
         seconds: dict[str, list[float]] = {"uce": [], "erasepro": []}
         peak: dict[str, float] = {}
@@ -281,13 +282,18 @@ def markdown(record: dict) -> str:
         "",
         *(
             [
-                f"Parts {', '.join(record['kept'])}: measured by an earlier run into the same work folder and kept "
-                "(they do not depend on the --etc-* options).",
+                f"Parts {', '.join(record['kept'])}: measured by an earlier run into the same work folder and kept: "
+                + "; ".join(
+                    f"{k} by `{r[k].get('command', 'nice .venv/bin/python benchmarks/sd_scale.py')}`"
+                    for k in record["kept"]
+                )
+                + ".",
                 "",
             ]
             if record.get("kept")
             else []
         ),
+        *([record["note"], ""] if record.get("note") else []),
         "## Model",
         "",
     ]
@@ -335,13 +341,14 @@ def markdown(record: dict) -> str:
             "|---|---|---|---|---|---|",
             *rows,
             "",
-            (
-                f"Seconds: {r['edit']['note']}."
-                if "note" in r["edit"]
-                else "Seconds: the best of the timed rounds after one untimed warm-up per method; the ratio is the "
-                "median of the per-round ratios (the two run seconds apart)."
+            "Seconds: the best of the timed rounds after one untimed warm-up per method; the ratio is the median of "
+            "the per-round ratios (the two run seconds apart), "
+            + "; ".join(
+                f"{n} concept(s): " + (d.get("note") or f"{len(d['seconds']['uce'])} timed round(s)")
+                for n, d in r["edit"].items()
+                if isinstance(d, dict)
             )
-            + " The paper reports ErasePro / UCE 4.5x on SD 1.4; our goal is at most 1.5x.",
+            + ". The paper reports ErasePro / UCE 4.5x on SD 1.4; our goal is at most 1.5x.",
             "",
         ]
     else:
@@ -365,8 +372,8 @@ def markdown(record: dict) -> str:
             "",
             f"Mapping pool: {etc[0]['pool']} concepts; options {etc[0]['options']} (the rest ETC's defaults)."
             + (
-                " Contexts below ETC's default 120 (and keys_per_distribution, which must not exceed the fitted "
-                "contexts) were chosen to fit the time this run had on this CPU."
+                " Contexts below ETC's default 120 were chosen to fit the time this run had on this CPU; with them "
+                "keys_per_distribution (32) and pca_dim (32), which must not exceed the fitted contexts, were lowered."
                 if etc[0]["options"].get("contexts", 120) < 120
                 else ""
             ),
@@ -391,7 +398,7 @@ def markdown(record: dict) -> str:
         "## Not run",
         "",
         "SDXL (2.6B UNet, two text encoders) and SD 3.5 (8B transformer, T5-XXL): not built or timed here. At "
-        "float32 their weights alone (about 10 GiB and over 40 GiB) fill or exceed this machine's 24 GiB, and a "
+        "float32 their weights alone (about 14 GiB and over 40 GiB) fill or exceed this machine's 24 GiB, and a "
         "2-core CPU would take hours per measurement; they belong on a GPU (benchmarks/gpu_check.py).",
         "",
     ]
@@ -411,6 +418,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--etc-pool", type=int, default=30, help="mapping-pool concepts")
     parser.add_argument("--etc-keys", type=int, default=None, help="ETC keys_per_distribution (default: ETC's)")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. what else ran on the machine)")
+    parser.add_argument("--edit-concepts", type=int, nargs="+", default=[1, 5], help="UCE / ErasePro sizes")
+    parser.add_argument("--edit-rounds", type=int, default=2, help="timed rounds after the warm-up")
+    parser.add_argument("--redo", nargs="+", choices=PARTS, default=[], help="parts to measure again")
     parser.add_argument("--fresh", action="store_true", help="redo parts already in the work folder's results")
     args = parser.parse_args(argv)
 
@@ -420,15 +431,19 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     saved = args.work / f"results-{args.size}.json"
     results = {} if args.fresh or not saved.exists() else json.loads(saved.read_text())
+    previous = results.get("edit")
+    for part in args.redo:
+        results.pop(part, None)
     record = {
         "command": "nice .venv/bin/python benchmarks/sd_scale.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{torch.get_num_threads()}-thread CPU ({platform.processor() or platform.machine()}), no GPU, "
         f"torch {torch.__version__}",
         "size": args.size,
         "weights": "random",
         "finished": None,
         "kept": [],
+        "note": args.note,
         "results": results,
     }
 
@@ -465,11 +480,19 @@ def main(argv: list[str] | None = None) -> None:
         if part == "encode":
             results[part] = part_encode(backbone, args.size)
         elif part == "edit":
-            results[part] = part_edit(backbone, args.work, args.size)
+            fresh = part_edit(backbone, args.work, args.size, args.edit_rounds, tuple(args.edit_concepts))
+            for n in fresh:  # concept counts measured before and not now are kept, each with its own command
+                fresh[n]["command"] = record["command"]
+            kept = {k: v for k, v in (previous or {}).items() if k not in fresh and isinstance(v, dict)}
+            for v in kept.values():
+                v.setdefault("note", previous.get("note"))
+                v.setdefault("command", previous.get("command"))
+            results[part] = dict(sorted((kept | fresh).items(), key=lambda item: int(item[0])))
         else:
             etc = dict(pool=args.etc_pool, contexts=args.etc_contexts, keys_per_distribution=args.etc_keys)
             etc |= dict(pca_dim=args.etc_pca)
             results[part] = part_etc(backbone, args.work, int(part[3:]), args.size, etc)
+        results[part]["command"] = record["command"]
         print(f"{part}: {time.perf_counter() - start:.0f} s {json.dumps(results[part])[:300]}", flush=True)
         write()
     record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
