@@ -495,6 +495,7 @@ def main(argv: list[str] | None = None) -> None:
         results[part]["command"] = record["command"]
         print(f"{part}: {time.perf_counter() - start:.0f} s {json.dumps(results[part])[:300]}", flush=True)
         write()
+    record["kept"] = [p for p in PARTS if p in results and results[p].get("command") != record["command"]]
     record["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     write()
 
