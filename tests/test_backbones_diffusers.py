@@ -230,6 +230,39 @@ def test_generate_is_seeded_uint8(backbone) -> None:
     assert not np.array_equal(images[0], other_seed[0])
 
 
+FAMILY_SAMPLING = {"sd": (50, 7.5), "sdxl": (50, 5.0), "sd3": (28, 7.0)}  # diffusers' pipeline defaults
+
+
+def test_sampling_defaults_come_from_the_family_and_the_folder(backbone) -> None:
+    defaults = backbone.sampling_defaults()
+    assert (defaults.steps, defaults.guidance) == FAMILY_SAMPLING[backbone.family]
+    assert (defaults.height, defaults.width) == backbone.image_size()  # the folder's denoiser x VAE configs
+    scheduler = type(backbone.pipe.scheduler).__name__
+    assert defaults.scheduler.startswith(scheduler) and defaults.describe().endswith(defaults.scheduler)
+
+
+def test_a_v_prediction_folder_says_so(folders: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    folder = shutil.copytree(folders["sd"], tmp_path / "sd-v")
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"prediction_type": "v_prediction"}))
+    assert load_backbone(folder).sampling_defaults().scheduler == "DDIMScheduler (v_prediction)"
+
+
+def test_generate_without_steps_or_guidance_uses_the_models_defaults(backbone, monkeypatch) -> None:
+    calls = []
+
+    def spy(prompts, seeds, steps, guidance, progress):
+        calls.append((steps, guidance))
+        return np.zeros((len(prompts), 2, 2, 3), np.uint8)
+
+    monkeypatch.setattr(backbone, "_generate_batch", spy)
+    backbone.generate(["a cat"], [0])
+    backbone.generate(["a cat"], [0], steps=3, guidance=1.5)
+    assert calls == [FAMILY_SAMPLING[backbone.family], (3, 1.5)]
+
+
 def test_generate_batches_do_not_change_images(backbone) -> None:
     together = backbone.generate(["a cat", "a dog", "a fish"], [0, 1, 2], steps=2)
     one_by_one = backbone.generate(["a cat", "a dog", "a fish"], [0, 1, 2], steps=2, batch_size=1)

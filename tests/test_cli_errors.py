@@ -128,3 +128,5 @@ def test_generate_on_the_cpu_in_bfloat16(capsys, tmp_path):
     code, _, err = run_cli(capsys, "generate", *args, "--model", model, "--out", out)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["0_0.png", "0_1.png", "grid.png"]
+    # the summary says how and where: --steps as given, the SD family's guidance 7.5, the folder's size and sampler
+    assert "2 steps, guidance 7.5, 32x32, DDIMScheduler (epsilon) on cpu" in err and "bfloat16" in err

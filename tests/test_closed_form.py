@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from erasekit.editing.closed_form import preservation_metric, relative_residual, uce, zero_residual
+from erasekit.editing.closed_form import relative_residual, uce, zero_residual
+
+
+def preservation_metric(d_in: int, preserve: torch.Tensor | None, ridge: float, s_p: float) -> torch.Tensor:
+    """M = ridge I + s_p C_P C_P^T, formed explicitly: what the solvers must behave as if they used."""
+    m = ridge * torch.eye(d_in, dtype=torch.float64)
+    return m if preserve is None else m + s_p * preserve.double() @ preserve.double().T
 
 
 def problem(d_out=24, d_in=32, n=10, p=6, seed=0):
@@ -97,11 +103,38 @@ def test_more_constraints_than_inputs_is_least_squares_and_reported():
     assert solve.residual == pytest.approx(floor, rel=1e-6)
 
 
-def test_duplicate_columns_do_not_break_the_solve():
+def test_repeated_columns_are_one_constraint_each():
     w0, x, y, _ = problem()
     x2, y2 = torch.cat([x, x[:, :3]], 1), torch.cat([y, y[:, :3]], 1)
     solve = zero_residual(w0.double(), x2, y2)
-    assert solve.residual < 1e-6 and solve.rank == 10 and solve.least_squares
+    assert solve.residual < 1e-6 and solve.rank == solve.constraints == 10 and not solve.least_squares
+    assert torch.allclose(solve.weight, zero_residual(w0.double(), x, y).weight, atol=1e-10)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_repeats_keep_their_weight_in_the_least_squares_objective(weighted):
+    # N > d_in: the least-squares fit weights a column repeated k times k-fold, as if the repeats were all there
+    w0, x, y, c = problem(d_in=8, n=20)
+    repeated = torch.cat([x, x[:, :4], x[:, :2]], 1).double(), torch.cat([y, y[:, :4], y[:, :2]], 1).double()
+    g = torch.Generator().manual_seed(5)
+    noise = 1e-9 * torch.randn(repeated[0].shape, generator=g, dtype=torch.float64)
+    nudged = (repeated[0] + noise, repeated[1])  # no exact repeats
+    preserve = c if weighted else None
+    exact, near = zero_residual(w0, *repeated, preserve), zero_residual(w0, *nudged, preserve)
+    assert exact.constraints == 20 and near.constraints == 26
+    assert torch.allclose(exact.weight, near.weight, atol=1e-5)
+    assert exact.residual == pytest.approx(near.residual, rel=1e-5)
+
+
+def test_distinct_columns_keeps_first_occurrences_scaled_by_their_multiplicity():
+    from erasekit.editing.closed_form import distinct_columns
+
+    x = torch.tensor([[1.0, 2.0, 1.0, 1.0, 3.0], [0.0, 1.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([[5.0, 6.0, 5.0, 7.0, 6.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    # column 2 repeats column 0; column 3 has column 0's x but another y: a different constraint, kept
+    dx, dy = distinct_columns(x, y)
+    assert torch.equal(dx, torch.stack([x[:, 0] * 2**0.5, x[:, 1], x[:, 3], x[:, 4]], 1))
+    assert torch.equal(dy, torch.stack([y[:, 0] * 2**0.5, y[:, 1], y[:, 3], y[:, 4]], 1))
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -137,10 +170,12 @@ def test_metric_solve_matches_the_explicit_inverse(p):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_more_columns_than_inputs_matches_the_n_by_n_formula_through_d_by_d_matrices(weighted):
-    # N > d_in goes through A A^T (d_in x d_in), never an N x N matrix: thousands of concepts fit in memory
+@pytest.mark.parametrize("row_rank", [8, 6])  # 6: X X^T is singular, and the metric picks the edit on its null space
+def test_more_columns_than_inputs_matches_the_n_by_n_formula_through_d_by_d_matrices(weighted, row_rank):
+    # N > d_in goes through X X^T (d_in x d_in), never an N x N matrix: thousands of concepts fit in memory
     w0, x, y, c = problem(d_in=8, n=30)
     x[:, -5:] = x[:, :5]  # rank-deficient in the columns, as repeated prompts are
+    x[row_rank:] = torch.randn(8 - row_rank, row_rank, generator=torch.Generator().manual_seed(2)) @ x[:row_rank]
     preserve = c if weighted else None
     p = torch.linalg.inv(preservation_metric(8, preserve, 0.5, 1.0)) if weighted else torch.eye(8, dtype=torch.float64)
     xd, yd = x.double(), y.double()

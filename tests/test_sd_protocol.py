@@ -5,6 +5,7 @@ detector, every knob in metrics.json, and `erasekit evaluate --clip` end to end 
 import json
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -234,6 +235,9 @@ def test_metrics_have_every_knob(evaluated, folders):
     assert metrics["protocol"] == {"name": "stable-diffusion", "version": 1}
     s = metrics["settings"]
     assert (s["num_images"], s["steps"], s["guidance"], s["batch_size"]) == (2, 2, 5.0, 4)
+    assert s["model_defaults"] == {"steps": 50, "guidance": 7.5, "height": 32, "width": 32, "scheduler": ANY}
+    assert s["model_defaults"]["scheduler"].startswith("DDIMScheduler")
+    assert (s["device"], s["dtype"]) == ("cpu", "float32")
     assert s["scheduler"]["class"] == "DDIMScheduler" and s["scheduler"]["config"]["num_train_timesteps"] == 1000
     assert s["seeds"] == {"rule": "evaluation_seed + k", "evaluation_seeds": [1, 2, 3, 7]}
     assert s["backbone"]["family"] == "sd" and s["backbone"]["source"] == str(folders["sd"].resolve())
@@ -305,7 +309,8 @@ def test_cli_evaluate_end_to_end(capsys, folders, backbone, prompt_csv, evaluate
     out = tmp_path / "eval"
     code, _, err = run_cli(
         capsys, "evaluate", "--model", folders["sd"], "--clip", folders["clip"], "--prompts", prompt_csv,
-        "--reference", folders["root"] / "reference", "--steps", "2", "--num-images", "2", "--out", out,
+        "--reference", folders["root"] / "reference", "--steps", "2", "--guidance", "5", "--num-images", "2",
+        "--out", out,
     )  # fmt: skip
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())

@@ -47,6 +47,9 @@ def test_evaluate_cli_writes_metrics_and_report(capsys, tmp_path):
     assert code == 0, err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["groups"]) == {"short", "skull_implicit"}
+    s = metrics["settings"]  # no --steps / --guidance: the model's own, recorded with where it ran
+    assert (s["steps"], s["guidance"], s["device"], s["dtype"]) == (25, 5.0, "cpu", "float32")
+    assert s["model_defaults"]["scheduler"].startswith("DDIMScheduler") and s["model_defaults"]["width"] == 32
     assert metrics["overall"]["images"] == len(keep)
     assert metrics["overall"]["sw_fid"] > 0 and metrics["groups"]["short"]["agree_shape"] >= 0.7
     assert len(list((tmp_path / "eval" / "images").glob("*.png"))) == len(keep)

@@ -107,8 +107,8 @@ def evaluate(
     *,
     clip: str | Path | None = None,
     num_images: int = 1,
-    steps: int = 25,
-    guidance: float = 5.0,
+    steps: int | None = None,
+    guidance: float | None = None,
     device: str | None = None,
     dtype: str | None = None,
     **protocol_options: Any,
@@ -117,7 +117,8 @@ def evaluate(
     them with the backbone's protocol; returns its metrics (``metrics["overall"]``: Acc_e, Acc_s, H, ...). A diffusers
     model needs ``clip`` (a local CLIP folder) and takes the Stable Diffusion protocol's options (``reference_dir``,
     ``nudenet``, ``template``, ``inception_weights``). An edit is judged only on prompts it was not fitted on.
-    ``device`` and ``dtype`` are ``load_model``'s."""
+    ``steps`` and ``guidance`` default to the model's own (``sampling_defaults()``); ``device`` and ``dtype`` are
+    ``load_model``'s."""
     from erasekit.backbones.world import world_of
     from erasekit.eval.generation import EvalSettings
     from erasekit.eval.prompts import load_prompts

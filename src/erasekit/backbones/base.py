@@ -7,7 +7,8 @@
 - ``projectors()``: the named linear maps that consume text embeddings in the denoiser;
 - ``embedding_projectors()``: those projectors whose input is exactly ``encode()``'s output;
 - ``token_segments(prompts)``: which tokens sit at which ``encode()`` positions (for token alignment);
-- ``generate(prompts, seeds, steps, guidance) -> uint8 images (B, H, W, 3)``.
+- ``generate(prompts, seeds, steps, guidance) -> uint8 images (B, H, W, 3)``; steps and guidance left out (None)
+  are the model's own ``sampling_defaults()``.
 
 ``encode`` and ``generate`` pass prompts through ``prompt_filter`` (a callable str -> str, None by default),
 which an applied prompt-filter edit sets.
@@ -46,6 +47,21 @@ def unknown_token_id(tokenizer) -> int | None:
     return None if unknown is None or unknown in specials else int(unknown)
 
 
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """How a model samples when not told otherwise: its family's steps and guidance, the image size of its own
+    config, and its scheduler (class, and the prediction type where it has one: SD 2.x-768 predicts v)."""
+
+    steps: int
+    guidance: float
+    height: int
+    width: int
+    scheduler: str
+
+    def describe(self) -> str:
+        return f"{self.steps} steps, guidance {self.guidance:g}, {self.width}x{self.height}, {self.scheduler}"
+
+
 @runtime_checkable
 class Backbone(Protocol):
     family: str
@@ -68,8 +84,15 @@ class Backbone(Protocol):
 
     def token_segments(self, prompts: list[str]) -> list[TokenSegment]: ...
 
+    def sampling_defaults(self) -> SamplingDefaults: ...
+
     def generate(
-        self, prompts: list[str], seeds: list[int], steps: int = 25, guidance: float = 5.0, progress: bool = False
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int | None = None,
+        guidance: float | None = None,
+        progress: bool = False,
     ) -> np.ndarray: ...
 
 

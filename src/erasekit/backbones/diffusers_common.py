@@ -10,6 +10,7 @@ diffusers is imported only when a pipeline is loaded, so importing this module s
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from erasekit.backbones.base import (
+    SamplingDefaults,
     TokenSegment,
     check_generate_args,
     filtered_prompts,
@@ -216,17 +218,36 @@ class DiffusersBackbone:
         encoders = tuple(n for n in self.text_encoder_names if n != "text_encoder_3")
         return [TokenSegment(0, length, ids, True, True, encoders, unknown_token_id(tokenizer))]
 
+    def sampling_defaults(self) -> SamplingDefaults:
+        """The pipeline class's own defaults for steps and guidance (SD 50 / 7.5, SDXL 50 / 5, SD3 28 / 7), the
+        image size of the folder's denoiser and VAE configs (SD 2.x-768: 768, SDXL and SD3: 1024), its scheduler."""
+        call = inspect.signature(type(self.pipe).__call__).parameters
+        scheduler = self.pipe.scheduler
+        prediction = scheduler.config.get("prediction_type")
+        height, width = self.image_size()
+        return SamplingDefaults(
+            steps=int(call["num_inference_steps"].default),
+            guidance=float(call["guidance_scale"].default),
+            height=height,
+            width=width,
+            scheduler=type(scheduler).__name__ + (f" ({prediction})" if prediction else ""),
+        )
+
     def generate(
         self,
         prompts: list[str],
         seeds: list[int],
-        steps: int = 25,
-        guidance: float = 5.0,
+        steps: int | None = None,
+        guidance: float | None = None,
         progress: bool = False,
         batch_size: int | None = None,
     ) -> np.ndarray:
-        """uint8 images (B, H, W, 3) from the pipeline's own sampler; image i depends only on seeds[i]."""
+        """uint8 images (B, H, W, 3) from the pipeline's own sampler; image i depends only on seeds[i]; steps and
+        guidance default to ``sampling_defaults()``."""
         check_generate_args(prompts, seeds)
+        defaults = self.sampling_defaults()
+        steps = defaults.steps if steps is None else steps
+        guidance = defaults.guidance if guidance is None else guidance
         prompts, seeds = filtered_prompts(self, prompts), [int(s) for s in seeds]
         if not prompts:
             return np.zeros((0, *self.image_size(), 3), np.uint8)

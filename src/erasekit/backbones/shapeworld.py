@@ -16,6 +16,7 @@ from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
 from erasekit.backbones.base import (
+    SamplingDefaults,
     TokenSegment,
     check_generate_args,
     filtered_prompts,
@@ -26,6 +27,9 @@ from erasekit.backbones.base import (
 from erasekit.errors import UserError
 from erasekit.world.assets import denoiser_dir
 from erasekit.world.denoiser import (
+    LATENT_FACTOR,
+    SAMPLING_GUIDANCE,
+    SAMPLING_STEPS,
     images_to_latents,
     latents_to_images,
     sample_scheduler,
@@ -156,16 +160,26 @@ class ShapeWorldBackbone:
             latents = scheduler.step(eps_u + guidance * (eps_c - eps_u), t, latents).prev_sample
         return latents
 
+    def sampling_defaults(self) -> SamplingDefaults:
+        """What every ShapeWorld figure was measured with (25 DDIM steps, guidance 5), at the denoiser's image size."""
+        side = int(self.unet.config.sample_size) * LATENT_FACTOR
+        scheduler = sample_scheduler()
+        scheduler_name = f"{type(scheduler).__name__} ({scheduler.config.prediction_type})"
+        return SamplingDefaults(SAMPLING_STEPS, SAMPLING_GUIDANCE, side, side, scheduler_name)
+
     def generate(
         self,
         prompts: list[str],
         seeds: list[int],
-        steps: int = 25,
-        guidance: float = 5.0,
+        steps: int | None = None,
+        guidance: float | None = None,
         progress: bool = False,
         batch_size: int = 64,
     ) -> np.ndarray:
         check_generate_args(prompts, seeds)
+        defaults = self.sampling_defaults()
+        steps = defaults.steps if steps is None else steps
+        guidance = defaults.guidance if guidance is None else guidance
         if not prompts:
             return np.zeros((0, 32, 32, 3), np.uint8)
         return generate_in_batches(

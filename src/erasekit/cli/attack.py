@@ -13,7 +13,9 @@ from erasekit.cli.common import (
     SEED_MAX,
     Device,
     Dtype,
+    Guidance,
     Overwrite,
+    Steps,
     app,
     budget_options,
     check_out,
@@ -21,6 +23,7 @@ from erasekit.cli.common import (
     load_edit,
     load_model,
     on_main,
+    sampling_text,
     save_images,
     summary_table,
     world_task,
@@ -69,8 +72,8 @@ def attack(
         Path | None, typer.Option(help="diffusers models: CLIP folder whose zero-shot reading judges the attack")
     ] = None,
     zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (with --clip)")] = "a photo of {concept}",
-    steps: Annotated[int, typer.Option(min=1, help="sampling steps of the attack images")] = 25,
-    guidance: Annotated[float, typer.Option()] = 5.0,
+    steps: Steps = None,
+    guidance: Guidance = None,
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -84,7 +87,7 @@ def attack(
 
     from erasekit.backbones.loader import world_for
     from erasekit.eval.attacks import AttackContext, run_attack
-    from erasekit.eval.generation import EvalSettings
+    from erasekit.eval.generation import EvalSettings, sampling_record
 
     options = _attack_budget(attack, budget or [])
     world = world_for(model)
@@ -107,8 +110,10 @@ def attack(
         return
     record = {**outcome.summary(), "edit": str(edit) if edit else None, "targets": list(names)}
     record |= {"model": backbone.identity(), **context.judge.describe()}
+    record["sampling"] = {"steps": context.settings.steps, "guidance": context.settings.guidance}
+    record["sampling"] |= sampling_record(backbone)
     _write_attack(out, overwrite, record, outcome)
-    _print_attack(out, attack, record, outcome)
+    _print_attack(out, attack, record, outcome, sampling_text(backbone, context.settings))
 
 
 def _attack_budget(attack: str, items: list[str]) -> dict:
@@ -139,12 +144,12 @@ def _write_attack(out: Path, overwrite: bool, record: dict, outcome) -> None:
             image_grid(outcome.images[:64]).save(tmp / "grid.png")
 
 
-def _print_attack(out: Path, attack: str, record: dict, outcome) -> None:
+def _print_attack(out: Path, attack: str, record: dict, outcome, sampling: str) -> None:
     """The summary table; an attack that failed to run exits with status 1."""
     asr = f"{outcome.asr:.3f}" if outcome.status == "ok" else f"{outcome.status} ({outcome.reason})"
     rows = [("attack", attack), ("ASR", asr), ("images", str(record["images"]))]
     rows += [(f"budget {k}", str(v)) for k, v in outcome.budget.items()]
-    rows += [("seconds", f"{outcome.seconds:.1f}"), ("out", str(out))]
+    rows += [("sampling", sampling), ("seconds", f"{outcome.seconds:.1f}"), ("out", str(out))]
     console.print(summary_table(f"attack → {out}", rows))
     if outcome.status == "failed":  # a script must never read an attack that did not run as a defence that held
         console.print(f"[red]the attack failed to run[/red]: {outcome.reason}", highlight=False, soft_wrap=True)

@@ -32,6 +32,12 @@ SEED_MAX = 2**63 - 1  # seeds every generator takes without wrapping
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an --out that exists and is not empty")]
 
+Steps = Annotated[
+    int | None, typer.Option(min=1, help="sampling steps (default: the model's own, e.g. 50 on SD, 28 on SD3)")
+]
+
+Guidance = Annotated[float | None, typer.Option(help="guidance scale (default: the model's own, e.g. 7.5 on SD)")]
+
 Device = Annotated[
     str, typer.Option(help="auto | cpu | cuda | cuda:N | mps (auto: the GPU if there is one, else the CPU)")
 ]
@@ -92,6 +98,16 @@ def on_main() -> bool:
     from erasekit.utils.distributed import is_main
 
     return is_main()
+
+
+def sampling_text(backbone, settings) -> str:
+    """ "50 steps, guidance 7.5, 512x512, PNDMScheduler (epsilon) on cuda:0 float16": how the images were sampled
+    (``settings`` resolved: the model's defaults where none were given) and where."""
+    from dataclasses import replace
+
+    used = replace(backbone.sampling_defaults(), steps=settings.steps, guidance=settings.guidance)
+    dtype = str(getattr(backbone, "dtype", "?")).removeprefix("torch.")
+    return f"{used.describe()} on {getattr(backbone, 'device', '?')} {dtype}"
 
 
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:

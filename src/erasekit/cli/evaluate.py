@@ -14,13 +14,16 @@ from erasekit.cli.common import (
     INCEPTION_HELP,
     Device,
     Dtype,
+    Guidance,
     Overwrite,
+    Steps,
     app,
     check_out,
     console,
     load_edit,
     load_model,
     on_main,
+    sampling_text,
     save_images,
 )
 from erasekit.cli.tables import edit_html, group_table, print_metrics
@@ -35,8 +38,8 @@ def evaluate(
     model: Annotated[str, typer.Option(help=EVAL_MODEL_HELP)] = "shapeworld",
     edit: Annotated[Path | None, typer.Option(help="edit artifact folder")] = None,
     num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 1,
-    steps: Annotated[int, typer.Option(min=1)] = 25,
-    guidance: Annotated[float, typer.Option()] = 5.0,
+    steps: Steps = None,
+    guidance: Guidance = None,
     compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
     clip: Annotated[Path | None, typer.Option(help="local CLIP folder (SD protocol, required there)")] = None,
     reference: Annotated[Path | None, typer.Option(help="reference image folder for FID / KID (SD protocol)")] = None,
@@ -84,6 +87,7 @@ def evaluate(
         _print_sd_metrics(metrics, out)
     else:
         print_metrics(metrics, out)
+    console.print(f"sampling: {sampling_text(backbone, settings.resolved(backbone))}")
 
 
 def _check_protocol_options(

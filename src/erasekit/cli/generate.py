@@ -14,22 +14,20 @@ from erasekit.cli.common import (
     SEED_MAX,
     Device,
     Dtype,
+    Guidance,
     Overwrite,
+    Steps,
     app,
     check_out,
     console,
     load_edit,
     load_model,
     on_main,
+    sampling_text,
     save_images,
     summary_table,
 )
 from erasekit.errors import UserError
-
-
-def placement_text(backbone) -> str:
-    """ "cuda:0 float16": where the backbone ran (what it reports; "?" for a backbone that reports none)."""
-    return f"{getattr(backbone, 'device', '?')} {str(getattr(backbone, 'dtype', '?')).removeprefix('torch.')}"
 
 
 @app.command()
@@ -41,8 +39,8 @@ def generate(
     edit: Annotated[Path | None, typer.Option(help="edit artifact folder")] = None,
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed for --prompt (a CSV carries its own)")] = 0,
     num_images: Annotated[int, typer.Option(min=1, help="images per prompt")] = 4,
-    steps: Annotated[int, typer.Option(min=1)] = 25,
-    guidance: Annotated[float, typer.Option()] = 5.0,
+    steps: Steps = None,
+    guidance: Guidance = None,
     compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -67,6 +65,7 @@ def generate(
         else [PromptRow(prompt.strip(), seed, 0, "", "preserve")]
     )
     backbone = load_model(model, compile_denoiser, device, dtype)
+    settings = settings.resolved(backbone)
     if artifact is not None:
         from erasekit.artifacts import apply_artifact
 
@@ -86,7 +85,7 @@ def generate(
                 ("images", str(len(result.images))),
                 ("seconds", f"{seconds:.1f}"),
                 ("images/s", f"{len(result.images) / seconds:.2f}"),
-                ("device", placement_text(backbone)),
+                ("sampling", sampling_text(backbone, settings)),
                 ("out", str(out)),
             ],
         )

@@ -40,20 +40,11 @@ def relative_residual(weight: Tensor, w0: Tensor, x: Tensor, y: Tensor) -> float
     return float(torch.linalg.matrix_norm(w @ x - target) / torch.linalg.matrix_norm(target).clamp_min(1e-300))
 
 
-def preservation_metric(d_in: int, preserve: Tensor | None, ridge: float, s_p: float) -> Tensor:
-    """M = ridge I + s_p C_P C_P^T (float64), the metric of the preservation-weighted forms."""
-    device = solve_device(preserve.device) if preserve is not None else None
-    m = ridge * torch.eye(d_in, dtype=torch.float64, device=device)
-    if preserve is not None and preserve.shape[1]:
-        c = f64(preserve)
-        m = m + s_p * (c @ c.T)
-    return m
-
-
 @dataclass(frozen=True)
 class Transform:
-    """An edit of every linear map that reads the same features, as a rank-N update:
-    W = W0 + (W0 @ left) @ right, left = Y - X (d_in x N), right (N x d_in). Both solvers take this form."""
+    """An edit of every linear map that reads the same features, as a low-rank update W = W0 + (W0 @ left) @ right:
+    left = Y - X (d_in x N), right (N x d_in); or, for N > d_in columns, left = (Y - X) X^T and right, d_in x d_in.
+    Both solvers take this form."""
 
     left: Tensor
     right: Tensor
@@ -63,6 +54,7 @@ class Transform:
     x: Tensor  # the target features it was fitted to
     y: Tensor
     rank: int
+    left_is_difference: bool = True  # False: left = (Y - X) X^T (d_in x d_in), the form for N > d_in columns
 
     def apply(self, w0: Tensor) -> Solve:
         device = solve_device(w0.device)
@@ -71,21 +63,22 @@ class Transform:
         right_x = self.right_x.to(device) if self.right_x is not None else None
         w0_left = w0d @ left
         change = w0_left @ right
-        # W X - W0 Y = W0 (X - Y) + W0 L R X = W0 L (R X - I), as L = Y - X: no product with W0 again
+        # W X - W0 Y = change X - W0 (Y - X); with L = Y - X that is W0 L (R X - I): no product with W0 again
+        w0_difference = w0_left if self.left_is_difference else w0d @ (self.y - self.x).to(device)
         if right_x is not None:
-            gap = w0_left @ right_x - w0_left
+            gap = w0_difference @ right_x - w0_difference
         else:
-            gap = change @ self.x.to(device) - w0_left
+            gap = change @ self.x.to(device) - w0_difference
         # ||W0 Y|| only scales the residual: float32 is ample for it, at half the cost of the largest product
         scale = torch.linalg.matrix_norm(w0.to(device, torch.float32) @ self.y.to(device, torch.float32)).double()
         residual = torch.linalg.matrix_norm(gap) / scale.clamp_min(1e-300)
         delta = torch.linalg.matrix_norm(change) / torch.linalg.matrix_norm(w0d).clamp_min(1e-300)
-        n = left.shape[1]
+        n = self.x.shape[1]
         return Solve((w0d + change).to(w0.device, w0.dtype), float(residual), float(delta), self.rank, n, self.rank < n)
 
 
-def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
-    """Pseudo-inverse of a symmetric PSD Gram matrix, and its numerical rank.
+def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int, Tensor]:
+    """Pseudo-inverse of a symmetric PSD Gram matrix, its numerical rank, and a basis of the null space it drops.
 
     Full rank (the usual case: N <= d_in independent columns) by Cholesky. When that fails, or a pivot
     falls below ``sqrt(rtol) * max`` (a margin: the pivots bound the smallest eigenvalue only from above),
@@ -95,11 +88,10 @@ def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
     factor, info = torch.linalg.cholesky_ex(gram)
     pivots = factor.diagonal() ** 2
     if int(info) == 0 and bool(pivots.min() > rtol**0.5 * pivots.max()):
-        return torch.cholesky_inverse(factor), gram.shape[0]
+        return torch.cholesky_inverse(factor), gram.shape[0], gram.new_zeros((gram.shape[0], 0))
     vals, vecs = torch.linalg.eigh(gram)
     keep = vals > rtol * vals.max().clamp_min(1e-300)
-    inv = torch.where(keep, 1.0 / torch.where(keep, vals, torch.ones_like(vals)), torch.zeros_like(vals))
-    return (vecs * inv) @ vecs.T, int(keep.sum())
+    return (vecs[:, keep] / vals[keep]) @ vecs[:, keep].T, int(keep.sum()), vecs[:, ~keep]
 
 
 def numerical_rank(x: Tensor, rtol: float = 1e-12) -> int:
@@ -125,6 +117,32 @@ def solve_metric(x: Tensor, preserve: Tensor | None, ridge: float, s_p: float, e
     return torch.cholesky_solve(xd, torch.linalg.cholesky(m))
 
 
+def distinct_columns(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(x, y) with every exactly repeated column pair kept once, scaled by sqrt(its multiplicity).
+
+    The constraints and the least-squares objective sum_i ||W x_i - W0 y_i||^2 are unchanged, but the Gram matrix
+    of the columns loses the exact singularity repeats give it (prompts sharing a prefix repeat the causal
+    encoder's features), so the solve stays a Cholesky instead of an eigendecomposition.
+    """
+    n, device = x.shape[1], x.device
+    # candidates: columns equal on a few rows spread over x and y (exact comparisons, no arithmetic); then verified
+    rows = torch.linspace(0, x.shape[0] - 1, min(8, x.shape[0]), device=device).round().long()
+    _, group, counts = torch.unique(torch.cat([x[rows], y[rows]]), dim=1, return_inverse=True, return_counts=True)
+    if int(counts.max()) == 1:
+        return x, y
+    index = torch.arange(n, device=device)
+    first = torch.full_like(counts, n).scatter_reduce(0, group, index, "amin")[group]  # each column's group's first
+    later = torch.nonzero(index != first).squeeze(1)
+    repeat = later[(x[:, later] == x[:, first[later]]).all(0) & (y[:, later] == y[:, first[later]]).all(0)]
+    multiplicity = torch.ones(n, dtype=x.dtype, device=device).index_add_(
+        0, first[repeat], torch.ones(len(repeat), dtype=x.dtype, device=device)
+    )
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    keep[repeat] = False
+    scale = multiplicity[keep].sqrt()
+    return x[:, keep] * scale, y[:, keep] * scale
+
+
 def zero_residual_transform(
     x: Tensor, y: Tensor, preserve: Tensor | None = None, ridge: float = 0.5, s_p: float = 1.0, rtol: float = 1e-12
 ) -> Transform:
@@ -135,30 +153,34 @@ def zero_residual_transform(
     W = W0 + W0 (Y - X) (X^T M^-1 X)^+ X^T M^-1, M = ridge I + s_p C_P C_P^T. The change is zero on
     inputs M-orthogonal to span(X); the constraint is exact when rank(X) = N <= d_in.
     """
-    xd, yd = f64(x), f64(y)
+    xd, yd = distinct_columns(f64(x), f64(y))
     weighted = preserve is not None and preserve.shape[1]
     if xd.shape[1] > xd.shape[0]:
-        return _zero_residual_dual(
-            xd, yd, preservation_metric(xd.shape[0], preserve, ridge, s_p) if weighted else None, rtol
-        )
+        return _zero_residual_dual(xd, yd, preserve, ridge, s_p, bool(weighted), rtol)
     m_inv_x = solve_metric(xd, preserve, ridge, s_p) if weighted else xd
     gram = xd.T @ m_inv_x
-    gram_inv, rank = _gram_pinv(gram, rtol)
+    gram_inv, rank, _ = _gram_pinv(gram, rtol)
     return Transform(yd - xd, gram_inv @ m_inv_x.T, gram_inv @ gram, xd, yd, rank)  # R X = G^+ G
 
 
-def _zero_residual_dual(xd: Tensor, yd: Tensor, metric: Tensor | None, rtol: float) -> Transform:
-    """The same R = (X^T P X)^+ X^T P, P = M^-1 (or I), for N > d_in columns, through d_in x d_in matrices
-    only: with A = P^1/2 X, (A^T A)^+ A^T = A^T (A A^T)^+, so R = X^T P^1/2 (A A^T)^+ P^1/2. The constraint
-    then holds in the least-squares sense (N > d_in columns rarely lie in a common solution)."""
-    if metric is None:
-        root = torch.eye(xd.shape[0], dtype=torch.float64, device=xd.device)
-    else:
-        vals, vecs = torch.linalg.eigh(metric)
-        root = (vecs * vals.rsqrt()) @ vecs.T  # M^-1/2
-    a = root @ xd
-    inner, rank = _gram_pinv(a @ a.T, rtol)
-    return Transform(yd - xd, xd.T @ (root @ inner @ root), None, xd, yd, rank)
+def _zero_residual_dual(
+    xd: Tensor, yd: Tensor, preserve: Tensor | None, ridge: float, s_p: float, weighted: bool, rtol: float
+) -> Transform:
+    """N > d_in columns: the constraint holds in the least-squares sense (N > d_in columns rarely lie in a
+    common solution), and among the least-squares edits the one with the least M-weighted change, all through
+    d_in x d_in matrices.
+
+    With S = X X^T, B = (Y - X) X^T: the least-squares edits are W0 B S^+ + Z with Z X = 0. When S has full
+    rank that edit is unique and the metric plays no part: Delta = W0 B S^-1 (one Cholesky). Otherwise, with
+    Q a basis of S's null space, the M-least change is Delta = W0 B S^+ (I - M Q (Q^T M Q)^-1 Q^T); it equals
+    R = (X^T P X)^+ X^T P of the N x N form, P = M^-1, for any M.
+    """
+    right, rank, null = _gram_pinv(xd @ xd.T, rtol)
+    if weighted and null.shape[1]:  # M Q = ridge Q + s_p C (C^T Q), without forming M
+        c = f64(preserve)
+        m_null = ridge * null + s_p * (c @ (c.T @ null))
+        right = right - (right @ m_null) @ torch.linalg.solve(null.T @ m_null, null.T)
+    return Transform((yd - xd) @ xd.T, right, None, xd, yd, rank, left_is_difference=False)
 
 
 def uce_transform(

@@ -220,6 +220,7 @@ def run_bench(config: BenchConfig, backbone, classifier=None, progress: Callable
     ``classifier``: the world protocol's measuring instrument (None: the shipped one)."""
     world = bench_world(backbone)
     config.check(world)
+    config.settings = config.settings.resolved(backbone)  # the model's steps / guidance where none were given
     tasks = {name: bench_task(name, config, world) for name in config.tasks}
     for task in tasks.values():  # before any work: every method judged on phrasings it never fitted
         for method in config.methods:

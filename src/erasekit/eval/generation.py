@@ -4,7 +4,7 @@ seeded ``evaluation_seed + k`` and saved as ``{case_number}_{k}.png`` (specs/eva
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -19,8 +19,8 @@ from erasekit.utils.validation import AT_LEAST_ONE, Range, check_numbers
 @dataclass(frozen=True)
 class EvalSettings:
     num_images: int = 1
-    steps: int = 25
-    guidance: float = 5.0
+    steps: int | None = None  # None: the model's own (Backbone.sampling_defaults)
+    guidance: float | None = None
     batch_size: int = 64
     reference_seed: int = 12345
     min_reference_images: int = 1000
@@ -36,6 +36,24 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         check_numbers(self, "generation")
+
+    def resolved(self, backbone: Backbone) -> EvalSettings:
+        """These settings with the steps and guidance left open taken from the model's defaults."""
+        if self.steps is not None and self.guidance is not None:
+            return self
+        defaults = backbone.sampling_defaults()
+        return self.with_defaults(defaults.steps, defaults.guidance)
+
+    def with_defaults(self, steps: int, guidance: float) -> EvalSettings:
+        steps = steps if self.steps is None else self.steps
+        return replace(self, steps=steps, guidance=guidance if self.guidance is None else self.guidance)
+
+
+def sampling_record(backbone: Backbone) -> dict:
+    """For metrics.json: the model's sampling defaults and where it ran."""
+    placement = {"device": str(getattr(backbone, "device", None))}
+    placement["dtype"] = str(getattr(backbone, "dtype", None)).removeprefix("torch.")
+    return {"model_defaults": asdict(backbone.sampling_defaults()), **placement}
 
 
 @dataclass

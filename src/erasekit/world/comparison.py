@@ -18,6 +18,7 @@ from erasekit.eval.generation import EvalSettings, Generated, generate_rows
 from erasekit.eval.prompts import PromptRow
 from erasekit.world.assets import denoiser_dir
 from erasekit.world.classifier import FactorClassifier
+from erasekit.world.denoiser import SAMPLING_GUIDANCE, SAMPLING_STEPS
 from erasekit.world.protocol import evaluate
 from erasekit.world.tasks import ErasureTask
 
@@ -78,7 +79,7 @@ def benchmark_record(script: str, argv: list[str], settings, started: float, **r
     return {
         "command": shlex.join(["python", script, *argv]),  # quoted: JSON options paste back into a shell
         "denoiser_steps": training["steps"],  # which shipped ShapeWorld model the figures are of
-        "settings": asdict(settings),
+        "settings": asdict(settings.with_defaults(SAMPLING_STEPS, SAMPLING_GUIDANCE)),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
         "seconds": round(time.time() - started, 1),
         **results,

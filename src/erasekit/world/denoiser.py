@@ -48,6 +48,9 @@ def train_scheduler() -> DDPMScheduler:
     return DDPMScheduler(**SCHEDULER_CONFIG)
 
 
+SAMPLING_STEPS, SAMPLING_GUIDANCE = 25, 5.0  # what every ShapeWorld figure was measured with
+
+
 def sample_scheduler() -> DDIMScheduler:
     return DDIMScheduler(**SCHEDULER_CONFIG, set_alpha_to_one=True)
 

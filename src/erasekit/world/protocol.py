@@ -15,7 +15,7 @@ import numpy as np
 
 from erasekit.artifacts import Artifact, artifact_applied
 from erasekit.backbones.base import Backbone
-from erasekit.eval.generation import EvalSettings, Generated, generate_rows
+from erasekit.eval.generation import EvalSettings, Generated, generate_rows, sampling_record
 from erasekit.eval.metrics import (
     fidelity,
     frechet_distance,
@@ -163,6 +163,7 @@ def evaluate(
     when already generated for these rows and settings). ``modules=False`` applies only the edit's weights
     (the module-removal attack). Returns (metrics, edited, original images)."""
     t0 = time.time()
+    settings = settings.resolved(backbone)
     edited, base, t_gen = edited_and_original(backbone, rows, settings, edit, base, progress, modules)
     agree = agreement(edited.rows, classifier.predict(edited.images))
     overall, base_agree = overall_summary(classifier, edited, agree, base, settings)
@@ -171,7 +172,12 @@ def evaluate(
     edit_record = {"method": edit.method, "concepts": edit.concepts, "modules": modules} if edit is not None else None
     metrics = {
         "protocol": PROTOCOL,
-        "settings": {**asdict(settings), "backbone": backbone.identity(), "edit": edit_record},
+        "settings": {
+            **asdict(settings),
+            **sampling_record(backbone),
+            "backbone": backbone.identity(),
+            "edit": edit_record,
+        },
         "overall": overall,
         "groups": {
             g: group_summary(edited.rows, agree, base_agree, np.array(idx)) for g, idx in sorted(groups.items())

@@ -131,7 +131,7 @@ class AttackContext:
 
     backbone: object
     judge: Judge | None  # None: the judge of the backbone world's protocol (ShapeWorld: its classifier)
-    settings: object  # EvalSettings: steps and guidance of the attack images
+    settings: object  # EvalSettings: steps and guidance of the attack images (those left open: the model's)
     rows: list[PromptRow]
     names: tuple[str, ...]
     edit: object | None = None
@@ -139,6 +139,8 @@ class AttackContext:
     preserve: list[PromptRow] = field(default_factory=list)  # preserve rows, for quality after an attack
 
     def __post_init__(self) -> None:
+        if self.settings is not None:
+            self.settings = self.settings.resolved(self.backbone)
         if self.judge is None or not hasattr(self.judge, "describe"):
             self.judge = default_judge(self.backbone, self.judge, self.rows)
 

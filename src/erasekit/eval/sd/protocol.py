@@ -50,7 +50,7 @@ import torch
 
 from erasekit.artifacts import Artifact
 from erasekit.errors import UserError
-from erasekit.eval.generation import EvalSettings, Generated, expand_rows, generate_edited
+from erasekit.eval.generation import EvalSettings, Generated, expand_rows, generate_edited, sampling_record
 from erasekit.eval.metrics import mean_or_none
 from erasekit.eval.prompts import ROLES, PromptRow
 from erasekit.eval.sd.clip import ClipJudge, LocalCLIP, check_template, zero_shot, zero_shot_classes
@@ -225,6 +225,7 @@ def settings_record(
         **{k: v for k, v in asdict(settings).items() if k != "min_reference_images"},  # a ShapeWorld knob
         "seeds": {"rule": "evaluation_seed + k", "evaluation_seeds": sorted({r.evaluation_seed for r in rows})},
         "scheduler": scheduler_settings(backbone),
+        **sampling_record(backbone),
         "backbone": backbone.identity(),
         "edit": {"method": edit.method, "concepts": edit.concepts} if edit is not None else None,
         "clip": {
@@ -258,6 +259,7 @@ def evaluate_sd(
     Every input is checked before generation starts. The caller saves images as {case_number}_{k}.png
     (``Generated.names``)."""
     t0 = time.time()
+    settings = settings.resolved(backbone)
     check_template(template)
     if inception_weights is not None and reference_dir is None:
         raise UserError("--inception-weights needs --reference DIR (FID/KID compare against a reference folder)")
