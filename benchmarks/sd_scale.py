@@ -1,7 +1,9 @@
-"""Time, memory and artifact size of erasekit at Stable Diffusion 1.5 scale, with random weights, on this machine.
+"""Time, memory and artifact size of erasekit at Stable Diffusion 1.5 (or SDXL) scale, with random weights, on this
+machine.
 
 The pipeline is built from our own configs in benchmarks/sd_configs/ (the published SD 1.5 architecture: CLIP
-ViT-L/14 text encoder, the 860M UNet, the SD VAE, a CLIP-size BPE tokenizer written locally), saved once under
+ViT-L/14 text encoder, the 860M UNet, the SD VAE, a CLIP-size BPE tokenizer written locally; --size sdxl: SDXL
+base's, from sd_configs/sdxl/: CLIP ViT-L/14 and OpenCLIP ViT-bigG/14, the 2.6B UNet), saved once under
 --work and loaded with ``load_backbone(folder)`` as a user's folder would be. The weights are random, so no quality
 figure means anything here: only seconds, prompts/s, peak memory and bytes on disk are measured.
 
@@ -11,7 +13,7 @@ Parts, each written to docs/sd_scale.{md,json} as soon as it finishes (a run cut
     etc10    ETC at 10 concepts: total and per-stage seconds (metrics["stages"])
     etc100   ETC at 100 concepts
 Run:
-    nice .venv/bin/python benchmarks/sd_scale.py [--size sd15|tiny] [--parts encode edit etc10 etc100]
+    nice .venv/bin/python benchmarks/sd_scale.py [--size sd15|sdxl|tiny] [--parts encode edit etc10 etc100]
         [--work runs/sd-scale] [--dtype float32|float16] [--docs docs]
 Finished parts are kept in --work/results-<size>.json: a rerun skips them (--fresh redoes them).
 """
@@ -59,8 +61,25 @@ LAST = "keller berger huber moser wagner fischer weber becker schulz richter wol
 OBJECTS = "violin lantern teapot bicycle tractor harp kettle compass anchor saddle canoe piano camera clock umbrella"
 
 
+ARCHITECTURES = {  # size -> (title, what the folder holds)
+    "sd15": (
+        "Stable Diffusion 1.5",
+        "SD 1.5's architecture (benchmarks/sd_configs/: CLIP ViT-L/14 text encoder, 12 layers, 768 wide, 77 tokens; "
+        "the 860M UNet; the SD VAE; a locally built BPE tokenizer with CLIP's 49,408 tokens)",
+    ),
+    "sdxl": (
+        "Stable Diffusion XL",
+        "SDXL base's architecture (benchmarks/sd_configs/sdxl/: CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text "
+        "encoders, 12 + 32 layers, 768 + 1280 wide, 77 tokens; the 2.6B UNet; the SDXL VAE; a locally built BPE "
+        "tokenizer with CLIP's 49,408 tokens for both encoders)",
+    ),
+    "tiny": ("Stable Diffusion 1.5 (tiny smoke-test copy)", "SD 1.5's structure at toy width (TINY below)"),
+}
+
+
 def config(name: str, size: str) -> dict:
-    data = json.loads((CONFIGS / f"{name}.json").read_text())
+    own = CONFIGS / size / f"{name}.json"  # sd_configs/sdxl/ holds what differs from SD 1.5
+    data = json.loads((own if own.exists() else CONFIGS / f"{name}.json").read_text())
     data = {k: v for k, v in data.items() if not k.startswith("_")}
     return data | (TINY.get(name, {}) if size == "tiny" else {})
 
@@ -135,8 +154,8 @@ def build_pipeline(folder: Path, size: str = "sd15", dtype: str = "float32", see
     folder = Path(folder)
     if (folder / "model_index.json").exists():
         return folder
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTokenizer
 
     torch.manual_seed(seed)
     spec = config("tokenizer", size)
@@ -144,25 +163,48 @@ def build_pipeline(folder: Path, size: str = "sd15", dtype: str = "float32", see
     shutil.rmtree(staging, ignore_errors=True)
     bpe_files(staging / "bpe", spec["vocab_size"])
     tokenizer = CLIPTokenizer.from_pretrained(str(staging / "bpe"), model_max_length=spec["model_max_length"])
-    text = config("text_encoder", size) | dict(vocab_size=len(tokenizer))
-    text |= dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    text |= dict(pad_token_id=tokenizer.pad_token_id, max_position_embeddings=spec["model_max_length"])
-    pipe = StableDiffusionPipeline(
-        unet=UNet2DConditionModel(**config("unet", size)),
-        vae=AutoencoderKL(**config("vae", size)),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
-        tokenizer=tokenizer,
-        scheduler=DDIMScheduler(**config("scheduler", size)),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    ids |= dict(pad_token_id=tokenizer.pad_token_id, max_position_embeddings=spec["model_max_length"])
+
+    def text_config(name: str) -> CLIPTextConfig:
+        return CLIPTextConfig(**config(name, size) | dict(vocab_size=len(tokenizer)) | ids)
+
+    unet, vae = UNet2DConditionModel(**config("unet", size)), AutoencoderKL(**config("vae", size))
+    pipe = _pipeline(size, unet, vae, text_config, tokenizer)
     pipe.to(getattr(torch, dtype))
     pipe.save_pretrained(str(staging / "pipe"), safe_serialization=True)
     shutil.rmtree(folder, ignore_errors=True)
     (staging / "pipe").rename(folder)
     shutil.rmtree(staging)
     return folder
+
+
+def _pipeline(size: str, unet, vae, text_config, tokenizer):
+    """The family's pipeline around the built components: SD 1.5 (DDIM), or SDXL (Euler) with its second encoder."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    text_encoder = CLIPTextModel(text_config("text_encoder"))
+    if size == "sdxl":
+        return StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=CLIPTextModelWithProjection(text_config("text_encoder_2")),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=EulerDiscreteScheduler(**config("scheduler", size)),
+        )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=DDIMScheduler(**config("scheduler", size)),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def folder_mib(path: Path) -> float:
@@ -172,8 +214,8 @@ def folder_mib(path: Path) -> float:
 
 
 def parameters(backbone) -> dict[str, int]:
-    pipe = backbone.pipe
-    return {n: sum(p.numel() for p in getattr(pipe, n).parameters()) for n in ("text_encoder", "unet", "vae")}
+    components = {**backbone.text_encoders(), "unet": backbone.pipe.unet, "vae": backbone.pipe.vae}
+    return {n: sum(p.numel() for p in module.parameters()) for n, module in components.items()}
 
 
 # --- parts --------------------------------------------------------------------------------------------------------
@@ -268,14 +310,14 @@ def part_etc(backbone, work: Path, n: int, size: str, etc: dict) -> dict:
 
 def markdown(record: dict) -> str:
     r = record["results"]
+    title, architecture = ARCHITECTURES[record["size"]]
     lines = [
-        "# erasekit at Stable Diffusion 1.5 scale (random weights, CPU)",
+        f"# erasekit at {title} scale (random weights, CPU)",
         "",
         f"Command: `{record['command']}`  ",
         f"Machine: {record['machine']}. Measured {record['finished'] or 'partly (run not finished)'}.",
         "",
-        "The pipeline has SD 1.5's architecture (benchmarks/sd_configs/: CLIP ViT-L/14 text encoder, 12 layers, 768 "
-        "wide, 77 tokens; the 860M UNet; the SD VAE; a locally built BPE tokenizer with CLIP's 49,408 tokens) and "
+        f"The pipeline has {architecture} and "
         "**random weights**: no quality figure would mean anything, so only time, memory and size are measured. "
         "Seconds are wall time on a shared 2-core CPU (one run unless a list is shown); peak memory is the growth of "
         "the process's resident memory during the step (erasekit.utils.profiling.measure).",
@@ -395,11 +437,14 @@ def markdown(record: dict) -> str:
     if missing:
         lines += [f"Not run: {', '.join(missing)} (the run ended before these parts).", ""]
     lines += [
-        "## Not run",
+        "## The other families",
         "",
-        "SDXL (2.6B UNet, two text encoders) and SD 3.5 (8B transformer, T5-XXL): not built or timed here. At "
-        "float32 their weights alone (about 14 GiB and over 40 GiB) fill or exceed this machine's 24 GiB, and a "
-        "2-core CPU would take hours per measurement; they belong on a GPU (benchmarks/gpu_check.py).",
+        "SDXL: `--size sdxl` measures the same parts on SDXL base's architecture (docs/sd_scale_sdxl.md; about "
+        "14 GiB at float32, which this machine's 24 GiB holds). SD 3.5 Large: not built or timed here. Its 8.1B "
+        "transformer (32 GiB at float32, 16 GiB at bfloat16) and its T5-XXL encoder (4.7B; 19 GiB at float32) do "
+        "not fit this machine's 24 GiB together, and the fallback of its text encoders with the transformer's "
+        "context_embedder and text-stream projectors alone is not built either (T5-XXL is most of that size); "
+        "SD 3.5 belongs on a GPU (benchmarks/gpu_check.py).",
         "",
     ]
     return "\n".join(lines)
@@ -407,7 +452,7 @@ def markdown(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=("sd15", "tiny"), default="sd15")
+    parser.add_argument("--size", choices=tuple(ARCHITECTURES), default="sd15")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--docs", type=Path, default=DOCS)

@@ -387,3 +387,66 @@ def test_generate_in_bfloat16_on_the_cpu(folders) -> None:
     backbone = load_backbone(folders["sd"], "cpu", "bfloat16")
     images = backbone.generate(["a cat"], [0], steps=2)
     assert images.dtype == np.uint8 and images.shape[0] == 1
+
+
+# --- memory switches and SD3 without T5 ---------------------------------------------------------------------
+
+
+def test_attention_slicing_and_vae_tiling_are_diffusers_switches_that_keep_the_images(folders) -> None:
+    from diffusers.models.attention_processor import SlicedAttnProcessor
+
+    from erasekit.backbones.diffusers_common import PipelineOptions
+
+    plain = load_backbone(folders["sd"], "cpu")
+    saving = load_backbone(folders["sd"], "cpu", options=PipelineOptions(("attention-slicing", "vae-tiling")))
+    assert (
+        saving.pipe.vae.use_tiling
+        and not plain.pipe.vae.use_tiling
+        and saving.memory
+        == (
+            "attention-slicing",
+            "vae-tiling",
+        )
+    )
+    assert {type(p) for p in saving.denoiser.attn_processors.values()} == {SlicedAttnProcessor}
+    # the same arithmetic, a slice at a time: the same images (up to one level of rounding)
+    a, b = plain.generate(["a cat", "a dog"], [0, 1], steps=2), saving.generate(["a cat", "a dog"], [0, 1], steps=2)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("folder", "options", "message"),
+    [
+        ("sd", {"memory": ("cpu-offload",)}, "cpu-offload .* CUDA GPU"),  # no GPU here (the CPU is the device)
+        ("sd", {"memory": ("sliced",)}, "--memory sliced: choose from attention-slicing, vae-tiling, cpu-offload"),
+        ("sd", {"without_t5": True}, "only SD3 has a T5 encoder, not this sd model"),
+        ("shapeworld", {"memory": ("vae-tiling",)}, "diffusers models only"),
+    ],
+)
+def test_a_switch_the_model_or_device_cannot_take_is_refused_before_loading(folders, options, folder, message):
+    from erasekit.backbones.diffusers_common import PipelineOptions
+
+    with pytest.raises(UserError, match=message):
+        load_backbone(folders.get(folder, folder), "cpu", options=PipelineOptions(**options))
+
+
+def test_sd3_without_t5_is_an_identity_an_edit_fitted_with_t5_refuses(folders) -> None:
+    import erasekit
+    from erasekit.artifacts import apply_artifact
+    from erasekit.backbones.diffusers_common import PipelineOptions
+
+    with_t5 = load_backbone(folders["sd3_t5"], "cpu")
+    without = load_backbone(folders["sd3_t5"], "cpu", options=PipelineOptions(without_t5=True))
+    assert with_t5.pipe.text_encoder_3 is not None and without.pipe.text_encoder_3 is None
+    assert with_t5.identity()["text_encoders"] == "text_encoder+text_encoder_2+text_encoder_3"
+    assert without.identity()["text_encoders"] == "text_encoder+text_encoder_2"
+    assert without.encode(["a cat"])[1][:, MAX_TOKENS:].sum() == 0  # T5 positions: zeros, masked
+    short = ["a photo of {}", "{}"]  # the tiny encoders read 32 tokens
+    fitted_with, fitted_without = (
+        erasekit.erase(b, ["cat"], method="uce", templates=short) for b in (with_t5, without)
+    )
+    assert fitted_with.base["text_encoders"] != fitted_without.base["text_encoders"]
+    for backbone, artifact in ((without, fitted_with), (with_t5, fitted_without)):  # either way: one pathway unedited
+        with pytest.raises(UserError, match="fitted with text encoders .* this model has"):
+            apply_artifact(backbone, artifact)
+    apply_artifact(without, fitted_without)  # as it was made: applies

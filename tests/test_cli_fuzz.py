@@ -229,6 +229,15 @@ CASES = {  # name: (arguments, a fragment of the one-line error); {out} is appen
     "demo-out-exists": (("demo", "--out", "{full}"), "--overwrite"),
     "demo-out-is-current-folder": (("demo", "--out", ".", "--overwrite"), "current folder"),
     "export-out-exists": (("export", "--edit", "{edit}", "--model", "{model}", "--out", "{full}"), "--overwrite"),
+    # options of the Stable Diffusion protocol on ShapeWorld: refused, never silently ignored
+    "evaluate-zero-shot-template-on-shapeworld": ((*EVAL, "--zero-shot-template", "a {concept}"), "diffusers"),
+    "attack-zero-shot-template-on-shapeworld": ((*ATT, "--zero-shot-template", "a {concept}"), "--zero-shot"),
+    # loading switches a model cannot take: refused before it loads
+    "generate-memory-unknown": ((*GEN, "--memory", "sliced"), "choose from attention-slicing"),
+    "generate-memory-on-shapeworld": ((*GEN, "--memory", "vae-tiling"), "diffusers models only"),
+    "evaluate-without-t5-on-shapeworld": ((*EVAL, "--without-t5"), "diffusers models only"),
+    "erase-memory-offload-on-shapeworld": ((*UCE, "--memory", "cpu-offload"), "diffusers models only"),
+    "attack-without-t5-on-shapeworld": ((*ATT, "--without-t5"), "diffusers models only"),
     # flags: one line naming the nearest valid one
     "generate-misspelt-flag": ((*GEN, "--guidence", "5"), "--guidance"),
     "erase-misspelt-flag": ((*UCE, "--sett", "ridge=1"), "--set"),

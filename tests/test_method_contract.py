@@ -112,6 +112,8 @@ def check_contract(backbone, method: str, options: dict, tmp_path: Path) -> None
     artifact = erase_to_artifact(backbone, concepts_for(method), method, options)
     assert_base(backbone, base_weights, base_probe)  # erasing returns the edit and leaves the model alone
     assert artifact.weights or artifact.plugins, "the edit changes nothing"
+    # the originals rounded to each half precision: the edit applies to this base loaded in float16 or bfloat16 too
+    assert {"original_sha256_float16", "original_sha256_bfloat16"} <= set(artifact.base)
     loaded = load_artifact(artifact.save(tmp_path / "edit"))
     check_round_trip(artifact, loaded)
 

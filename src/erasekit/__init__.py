@@ -37,16 +37,26 @@ if TYPE_CHECKING:
 __all__ = ["erase", "evaluate", "load_artifact", "load_model", "prompt_rows"]
 
 
-def load_model(model: str | Path | Any, device: str | None = None, dtype: str | None = None) -> Backbone:
+def load_model(
+    model: str | Path | Any,
+    device: str | None = None,
+    dtype: str | None = None,
+    *,
+    memory: Sequence[str] = (),
+    without_t5: bool = False,
+) -> Backbone:
     """A backbone for ``"shapeworld"``, a local diffusers folder, or a diffusers pipeline object (wrapped, not
     reloaded: an edit applied to the backbone is applied to that pipeline).
 
     ``device`` is "auto", "cpu", "cuda", "cuda:N" or "mps"; ``dtype`` "auto", "float32", "float16" or "bfloat16"
     (torch devices and dtypes work too). None is "auto" when loading (the GPU in half precision if there is one,
-    else the CPU in float32); a pipeline object keeps its own device and dtype unless they are given."""
+    else the CPU in float32); a pipeline object keeps its own device and dtype unless they are given. ``memory``:
+    diffusers' switches "attention-slicing", "vae-tiling", "cpu-offload" (CUDA); ``without_t5``: an SD3 folder
+    without its T5 encoder (an edit records the text encoders it was fitted with and applies only to the same)."""
+    from erasekit.backbones.diffusers_common import PipelineOptions
     from erasekit.backbones.loader import load_backbone
 
-    return load_backbone(model, device, dtype)
+    return load_backbone(model, device, dtype, PipelineOptions(tuple(memory), without_t5))
 
 
 def erase(
@@ -67,7 +77,6 @@ def erase(
     was. ``settings`` are the method's config fields (``ridge=0.3``, ``eraser="moe"``, ...), checked as ``erase --set``
     checks them. A method that maps targets onto a pool (ETC) takes ``mapping_pool``; the others map every target onto
     ``anchor`` and keep ``preserve``. ``device`` and ``dtype`` are ``load_model``'s."""
-    from erasekit.artifacts.tensors import record_precisions
     from erasekit.concepts.pairs import ConceptSet
     from erasekit.methods import get_method
     from erasekit.methods.base import erase_to_artifact, method_config
@@ -81,7 +90,7 @@ def erase(
     else:
         concepts = ConceptSet.build(list(targets), anchor, list(preserve), kind, list(templates) if templates else None)
     backbone = load_model(model, device, dtype)
-    return record_precisions(erase_to_artifact(backbone, concepts, method, options), backbone)
+    return erase_to_artifact(backbone, concepts, method, options)
 
 
 def load_artifact(path: str | Path) -> Artifact:

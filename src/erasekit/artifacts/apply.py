@@ -59,12 +59,24 @@ def _base_matches(artifact: Artifact, linears: dict[str, nn.Linear], mismatched:
     raise UserError(f"artifact was made for a different base model ({base}): weight {mismatched[0]} does not match")
 
 
+def _check_base(identity: dict, base: dict) -> None:
+    """The family the artifact was made for, and the text encoders it was fitted with (SD3 with or without T5: an
+    edit of one text pathway leaves the other unedited) where its manifest records them."""
+    if identity["family"] != base.get("family"):
+        raise UserError(f"artifact was made for a {base.get('family')} model, not this {identity['family']} model")
+    fitted, here = base.get("text_encoders"), identity.get("text_encoders")
+    if fitted is not None and here is not None and fitted != here:
+        raise UserError(
+            f"artifact was fitted with text encoders {fitted}, this model has {here}: load the model as the edit "
+            "was made (SD3: with or without --without-t5 as the edit was)"
+        )
+
+
 def _targets(backbone, artifact: Artifact) -> dict[str, nn.Linear]:
     """The module for every weight of the artifact, after checking family, names, shapes and hashes (compared in
     float32, or in a half precision for a base loaded in one: ``_base_matches``)."""
-    family, made_for = backbone.identity()["family"], artifact.base.get("family")
-    if family != made_for:
-        raise UserError(f"artifact was made for a {made_for} model, not this {family} model")
+    _check_base(backbone.identity(), artifact.base)
+    made_for = artifact.base.get("family")
     linears = editable_linears(backbone)
     base = artifact.base.get("source", made_for)
     targets, mismatched = {}, []

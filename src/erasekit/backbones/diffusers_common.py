@@ -11,6 +11,7 @@ diffusers is imported only when a pipeline is loaded, so importing this module s
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -48,6 +49,45 @@ def read_model_index(folder: Path) -> dict:
     return data
 
 
+MEMORY_SWITCHES = ("attention-slicing", "vae-tiling", "cpu-offload")
+T5 = ("text_encoder_3", "tokenizer_3")  # SD3's T5 encoder and its tokenizer
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How a diffusers pipeline is loaded beyond device and dtype: diffusers' own memory switches (attention
+    slicing, VAE tiling, model CPU offload onto a CUDA device), and SD3 without its T5 encoder."""
+
+    memory: tuple[str, ...] = ()
+    without_t5: bool = False
+
+    def check(self, family: str | None, device: torch.device | None) -> None:
+        """UserError, before anything loads, for a switch this model or device cannot take (``family`` None: not a
+        diffusers model)."""
+        if unknown := sorted(set(self.memory) - set(MEMORY_SWITCHES)):
+            raise UserError(f"--memory {unknown[0]}: choose from {', '.join(MEMORY_SWITCHES)}")
+        if family is None and (self.memory or self.without_t5):
+            raise UserError("--memory and --without-t5 apply to diffusers models only")
+        if self.without_t5 and family != "sd3":
+            raise UserError(f"--without-t5: only SD3 has a T5 encoder, not this {family} model")
+        if "cpu-offload" in self.memory and (device is None or device.type != "cuda"):
+            raise UserError(
+                "--memory cpu-offload keeps the model on the CPU and runs each part on a CUDA GPU: "
+                "give --device cuda (or auto on a machine with one)"
+            )
+
+
+def apply_memory_switches(pipe: DiffusionPipeline, memory: tuple[str, ...], device: torch.device | None) -> None:
+    """diffusers' switches: ``enable_attention_slicing``, the VAE's ``enable_tiling``, ``enable_model_cpu_offload``
+    (each component moves to ``device`` while it runs)."""
+    if "attention-slicing" in memory:
+        pipe.enable_attention_slicing()
+    if "vae-tiling" in memory:
+        pipe.vae.enable_tiling()
+    if "cpu-offload" in memory:
+        pipe.enable_model_cpu_offload(device=device)
+
+
 def _use_safetensors(folder: Path) -> bool | None:
     """True when no pickled weights are present; None lets diffusers fall back per component."""
     return None if any(folder.rglob("*.bin")) else True
@@ -63,10 +103,15 @@ def _absent(index: dict) -> dict[str, None]:
 
 
 def load_pipeline(
-    class_name: str, folder: Path, device: torch.device | None = None, dtype: torch.dtype | None = None
+    class_name: str,
+    folder: Path,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    options: PipelineOptions = PipelineOptions(),
 ) -> DiffusionPipeline:
     """Load ``diffusers.<class_name>`` from a local folder only, frozen, on ``device`` in ``dtype`` (default: the CPU
-    in float32; a half-precision folder is upcast unless half precision is asked for)."""
+    in float32; a half-precision folder is upcast unless half precision is asked for), with ``options``' memory
+    switches (with CPU offload the weights stay on the CPU) and without T5 when asked."""
     import diffusers
     import transformers
 
@@ -84,14 +129,17 @@ def load_pipeline(
             use_safetensors=_use_safetensors(folder),
             torch_dtype=dtype,
             **_absent(index),
+            **(dict.fromkeys(T5) if options.without_t5 else {}),
         )
     except (OSError, ValueError) as exc:  # missing or broken component files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not load {class_name} from {folder}: {message}") from exc
-    pipe.to(torch.device("cpu") if device is None else device)
+    offload = "cpu-offload" in options.memory
+    pipe.to(torch.device("cpu") if device is None or offload else device)
     for component in pipe.components.values():
         if isinstance(component, nn.Module):
             _freeze(component, dtype)
+    apply_memory_switches(pipe, options.memory, device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -149,34 +197,57 @@ class DiffusersBackbone:
     tokenizer_names: ClassVar[tuple[str, ...]] = ("tokenizer",)
     default_batch_size: ClassVar[int] = 4
 
-    def __init__(self, pipe: DiffusionPipeline, source: str):
+    def __init__(self, pipe: DiffusionPipeline, source: str, memory: tuple[str, ...] = ()):
         self.pipe = pipe
         self.source = source
+        self.memory = memory  # the diffusers memory switches it was loaded with
         self.prompt_filter = None  # set while a prompt-filter edit is applied
 
     @classmethod
-    def load(cls, folder: Path, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Self:
+    def load(
+        cls,
+        folder: Path,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        options: PipelineOptions = PipelineOptions(),
+    ) -> Self:
         """Load from a local diffusers folder (model_index.json + component folders) on ``device`` in ``dtype``
-        (default: CPU, float32); nothing is downloaded."""
+        (default: CPU, float32) with ``options``; nothing is downloaded."""
         folder = Path(folder).expanduser().resolve()
-        return cls(load_pipeline(cls.pipeline_class, folder, device, dtype), source=str(folder))
+        options.check(cls.family, device)
+        pipe = load_pipeline(cls.pipeline_class, folder, device, dtype, options)
+        return cls(pipe, source=str(folder), memory=options.memory)
 
     @classmethod
     def wrap(
-        cls, pipe: DiffusionPipeline, device: torch.device | None = None, dtype: torch.dtype | None = None
+        cls,
+        pipe: DiffusionPipeline,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        memory: tuple[str, ...] = (),
     ) -> Self:
         """The pipeline object a user holds, as it is (its device, dtype and weights; nothing is reloaded), moved
-        only to a ``device`` / ``dtype`` given."""
+        only to a ``device`` / ``dtype`` given, with the ``memory`` switches given."""
         if cls.pipeline_class not in {c.__name__ for c in type(pipe).__mro__}:
             raise UserError(f"a {type(pipe).__name__} is not a {cls.pipeline_class}")
-        move_pipeline(pipe, device, dtype)
+        PipelineOptions(memory).check(cls.family, device or pipe.device)
+        move_pipeline(pipe, None if "cpu-offload" in memory else device, dtype)
+        apply_memory_switches(pipe, memory, device or pipe.device)
         source = getattr(pipe, "name_or_path", None) or f"<{type(pipe).__name__} object>"
-        return cls(pipe, source=str(source))
+        return cls(pipe, source=str(source), memory=memory)
 
     # --- protocol -------------------------------------------------------------------------------------
 
     def identity(self) -> dict:
-        return {"family": self.family, "source": self.source, "pipeline_class": type(self.pipe).__name__}
+        """Family, source, pipeline class, and the text encoders present (an edit fitted with SD3's T5 must not be
+        applied to a model loaded without it, nor the other way round)."""
+        encoders = "+".join(self.text_encoders())
+        return {
+            "family": self.family,
+            "source": self.source,
+            "pipeline_class": type(self.pipe).__name__,
+            "text_encoders": encoders,
+        }
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +339,8 @@ class DiffusersBackbone:
 
     @property
     def device(self) -> torch.device:
-        return self.pipe.device
+        """Where the model computes: with CPU offload, the GPU its parts move to as they run."""
+        return self.pipe._execution_device
 
     @property
     def dtype(self) -> torch.dtype:

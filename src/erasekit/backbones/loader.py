@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from erasekit.backbones.base import Backbone
-from erasekit.backbones.diffusers_common import DiffusersBackbone, read_model_index
+from erasekit.backbones.diffusers_common import DiffusersBackbone, PipelineOptions, read_model_index
 from erasekit.backbones.sd import StableDiffusionBackbone
 from erasekit.backbones.sd3 import StableDiffusion3Backbone
 from erasekit.backbones.sdxl import StableDiffusionXLBackbone
@@ -45,7 +45,10 @@ def family_for_pipeline(pipe: object) -> str | None:
 
 
 def load_backbone(
-    model: str | Path | object, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+    model: str | Path | object,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    options: PipelineOptions = PipelineOptions(),
 ) -> Backbone:
     """The shipped ShapeWorld model for "shapeworld"; the local diffusers folder (sd, sdxl, sd3) for a path; for a
     diffusers pipeline object (StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline) the
@@ -54,17 +57,21 @@ def load_backbone(
 
     ``device`` ("auto", "cpu", "cuda", "cuda:N", "mps") and ``dtype`` ("auto", "float32", "float16", "bfloat16")
     are resolved by ``utils/devices.resolve``; None loads a model on the CPU in float32 (a pipeline object: as it
-    is). Under ``accelerate launch``, "auto" is each process's own device."""
+    is). Under ``accelerate launch``, "auto" is each process's own device. ``options``: diffusers' memory switches
+    and SD3 without T5 (diffusers models only; a pipeline object takes the memory switches)."""
     if isinstance(model, str) and model == SHAPEWORLD:
         from erasekit.backbones.shapeworld import ShapeWorldBackbone
 
+        options.check(None, None)
         return ShapeWorldBackbone.load(None, *placement(device, dtype))
     if isinstance(model, str | Path):
         device, dtype = placement(device, dtype)  # a device this machine lacks: refused before the folder is read
         folder = Path(model).expanduser()
-        return FAMILIES[family_for_folder(folder)].load(folder, device, dtype)
+        return FAMILIES[family_for_folder(folder)].load(folder, device, dtype, options)
     if (family := family_for_pipeline(model)) is not None:
-        return FAMILIES[family].wrap(model, *_given(device, dtype, getattr(model, "device", None)))
+        if options.without_t5:
+            raise UserError("--without-t5 applies when loading a folder; a pipeline object is used as it is")
+        return FAMILIES[family].wrap(model, *_given(device, dtype, getattr(model, "device", None)), options.memory)
     if isinstance(model, Backbone):
         return model
     supported = ", ".join(PIPELINE_FAMILIES)

@@ -11,11 +11,14 @@ import typer
 from erasekit.cli.common import (
     MODEL_HELP,
     SEED_MAX,
+    ZERO_SHOT_HELP,
     Device,
     Dtype,
     Guidance,
+    Memory,
     Overwrite,
     Steps,
+    WithoutT5,
     app,
     budget_options,
     check_out,
@@ -71,12 +74,14 @@ def attack(
     clip: Annotated[
         Path | None, typer.Option(help="diffusers models: CLIP folder whose zero-shot reading judges the attack")
     ] = None,
-    zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (with --clip)")] = "a photo of {concept}",
+    zero_shot_template: Annotated[str | None, typer.Option(help=ZERO_SHOT_HELP, show_default=False)] = None,
     steps: Steps = None,
     guidance: Guidance = None,
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    memory: Memory = None,
+    without_t5: WithoutT5 = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Attack an erasure and report its attack success rate (ASR), budget and wall time.
@@ -93,6 +98,8 @@ def attack(
     world = world_for(model)
     if (world is None) == (clip is None):
         raise UserError("--clip judges attacks on a diffusers model (and only there: ShapeWorld has its classifier)")
+    if zero_shot_template is not None and clip is None:
+        raise UserError("--zero-shot-template words the CLIP judge of --clip; ShapeWorld's classifier takes none")
     check_out(out, overwrite, model, edit, prompts, clip)
     settings = EvalSettings(steps=steps, guidance=guidance)
     artifact = load_edit(edit)
@@ -101,7 +108,7 @@ def attack(
     names = tuple(target or (artifact.concepts["targets"] if artifact else attacked.targets if attacked else ()))
     if not names:
         raise UserError("name the erased concept(s) with --target (no edit or task gives them)")
-    backbone = load_model(model, device=device, dtype=dtype)
+    backbone = load_model(model, device=device, dtype=dtype, memory=memory, without_t5=without_t5)
     settings = replace(settings, batch_size=getattr(backbone, "default_batch_size", 64))
     judge = _attack_judge(clip, targets + preserve, zero_shot_template)
     context = AttackContext(backbone, judge, settings, targets, names, artifact, seed, preserve)
@@ -156,11 +163,12 @@ def _print_attack(out: Path, attack: str, record: dict, outcome, sampling: str) 
         sys.exit(1)
 
 
-def _attack_judge(clip: Path | None, rows: list, template: str):
-    """CLIP zero-shot over the rows' concept names from the ``clip`` folder; None without one: the attack then
-    takes the judge of the backbone world's protocol (ShapeWorld: its classifier)."""
+def _attack_judge(clip: Path | None, rows: list, template: str | None):
+    """CLIP zero-shot over the rows' concept names from the ``clip`` folder (``template`` None: the protocol's); None
+    without one: the attack then takes the judge of the backbone world's protocol (ShapeWorld: its classifier)."""
     if clip is None:
         return None
     from erasekit.eval.sd.clip import ClipJudge, LocalCLIP, zero_shot_classes
+    from erasekit.eval.sd.protocol import DEFAULT_TEMPLATE
 
-    return ClipJudge(LocalCLIP(clip), zero_shot_classes(rows), template)
+    return ClipJudge(LocalCLIP(clip), zero_shot_classes(rows), template or DEFAULT_TEMPLATE)

@@ -24,6 +24,8 @@ MODEL_HELP = "'shapeworld' (the embedded model) or a local diffusers folder (SD 
 
 COMPILE_HELP = "sample through torch.compile: ~40 s once (cached after), then 1.1-1.5x faster (ShapeWorld only)"
 
+ZERO_SHOT_HELP = "CLIP zero-shot text; diffusers models only (default: 'a photo of {concept}')"
+
 EVAL_MODEL_HELP = "'shapeworld' (ShapeWorld protocol) or a local diffusers folder (Stable Diffusion protocol)"
 
 INCEPTION_HELP = "torch-fidelity Inception weights file: FID / KID on Inception, not CLIP, features (SD protocol)"
@@ -37,6 +39,19 @@ Steps = Annotated[
 ]
 
 Guidance = Annotated[float | None, typer.Option(help="guidance scale (default: the model's own, e.g. 7.5 on SD)")]
+
+Memory = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--memory",
+        help="diffusers memory switch (repeatable): attention-slicing | vae-tiling | cpu-offload (CUDA)",
+        show_default=False,
+    ),
+]
+
+WithoutT5 = Annotated[
+    bool, typer.Option("--without-t5", help="SD3: load without the T5 encoder (an edit records which it had)")
+]
 
 Device = Annotated[
     str, typer.Option(help="auto | cpu | cuda | cuda:N | mps (auto: the GPU if there is one, else the CPU)")
@@ -73,12 +88,20 @@ def world_task(world: World | None, name: str) -> Task:
     return tasks[name]
 
 
-def load_model(model: str, compile_denoiser: bool = False, device: str = "auto", dtype: str = "auto"):
-    """The backbone of ``--model`` on ``--device`` in ``--dtype`` (a device this machine lacks is a UserError before
-    the model loads)."""
+def load_model(
+    model: str,
+    compile_denoiser: bool = False,
+    device: str = "auto",
+    dtype: str = "auto",
+    memory: list[str] | None = None,
+    without_t5: bool = False,
+):
+    """The backbone of ``--model`` on ``--device`` in ``--dtype`` with ``--memory`` switches and ``--without-t5`` (a
+    device this machine lacks, or a switch the model cannot take, is a UserError before the model loads)."""
+    from erasekit.backbones.diffusers_common import PipelineOptions
     from erasekit.backbones.loader import load_backbone
 
-    backbone = load_backbone(model, device, dtype)
+    backbone = load_backbone(model, device, dtype, PipelineOptions(tuple(memory or ()), without_t5))
     if compile_denoiser:
         if not hasattr(backbone, "compile_denoiser"):
             raise UserError(f"--compile: only the shapeworld model supports it, not {backbone.family}")

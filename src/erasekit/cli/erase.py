@@ -12,7 +12,9 @@ from erasekit.cli.common import (
     MODEL_HELP,
     Device,
     Dtype,
+    Memory,
     Overwrite,
+    WithoutT5,
     app,
     check_out,
     console,
@@ -73,11 +75,12 @@ def erase(
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    memory: Memory = None,
+    without_t5: WithoutT5 = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Erase concepts (closed form: uce, erasepro; trained: etc) and write an edit artifact."""
     from erasekit.artifacts import save_artifact
-    from erasekit.artifacts.tensors import record_precisions
     from erasekit.backbones.loader import world_for
     from erasekit.methods.base import erase_to_artifact, get_method, method_config
 
@@ -93,13 +96,13 @@ def erase(
     else:
         concepts = _anchored_concepts(request)
     method_config(method, options)  # with the files read in, before the model loads
-    backbone = load_model(model, device=device, dtype=dtype)
+    backbone = load_model(model, device=device, dtype=dtype, memory=memory, without_t5=without_t5)
     _warn_about_targets(concepts, backbone)
     if erased is not None:  # a task's evaluation prompts must be phrasings the method never fitted
         from erasekit.methods.base import check_heldout
 
         check_heldout(backbone, concepts, method, options, [r.prompt for r in erased.rows()])
-    artifact = record_precisions(erase_to_artifact(backbone, concepts, method, options), backbone)
+    artifact = erase_to_artifact(backbone, concepts, method, options)
     if not on_main():
         return
     save_artifact(artifact, out, overwrite)

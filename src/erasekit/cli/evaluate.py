@@ -12,11 +12,14 @@ from erasekit.cli.common import (
     COMPILE_HELP,
     EVAL_MODEL_HELP,
     INCEPTION_HELP,
+    ZERO_SHOT_HELP,
     Device,
     Dtype,
     Guidance,
+    Memory,
     Overwrite,
     Steps,
+    WithoutT5,
     app,
     check_out,
     console,
@@ -44,11 +47,13 @@ def evaluate(
     clip: Annotated[Path | None, typer.Option(help="local CLIP folder (SD protocol, required there)")] = None,
     reference: Annotated[Path | None, typer.Option(help="reference image folder for FID / KID (SD protocol)")] = None,
     inception_weights: Annotated[Path | None, typer.Option(help=INCEPTION_HELP)] = None,
-    zero_shot_template: Annotated[str, typer.Option(help="CLIP zero-shot text (SD protocol)")] = "a photo of {concept}",
+    zero_shot_template: Annotated[str | None, typer.Option(help=ZERO_SHOT_HELP, show_default=False)] = None,
     nudenet: Annotated[bool, typer.Option("--nudenet", help="count NudeNet detections (pip install nudenet)")] = False,
     nudenet_threshold: Annotated[float | None, typer.Option(help="NudeNet score threshold (default 0.6)")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    memory: Memory = None,
+    without_t5: WithoutT5 = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Run the ShapeWorld protocol (or, on a diffusers model, the Stable Diffusion protocol); write
@@ -67,7 +72,7 @@ def evaluate(
     settings = EvalSettings(num_images=num_images, steps=steps, guidance=guidance)
     artifact = load_edit(edit)
     rows = load_prompts(prompts, require_concepts=world is not None, world=world)
-    backbone = load_model(model, compile_denoiser, device, dtype)
+    backbone = load_model(model, compile_denoiser, device, dtype, memory, without_t5)
     if artifact is not None:  # an edit is judged on prompts it never fitted (an in-sample figure is not erasure)
         from erasekit.methods.base import check_edit_heldout
 
@@ -96,9 +101,11 @@ def _check_protocol_options(
     """The Stable Diffusion protocol's options only on a model without a world of its own, and --clip always
     there: refused before any work."""
     given = clip or sd_options["reference_dir"] or sd_options["inception_weights"] or nudenet
+    given = given or sd_options["template"] is not None
     if world is not None and (given or nudenet_threshold is not None):
         raise UserError(
-            f"--clip, --reference, --inception-weights, --nudenet*: diffusers models only, not {world.name}"
+            f"--clip, --reference, --inception-weights, --zero-shot-template, --nudenet*: diffusers models only, "
+            f"not {world.name}"
         )
     if world is None and clip is None:
         raise UserError("the Stable Diffusion protocol needs a local CLIP folder: --clip DIR")
@@ -117,7 +124,7 @@ def _protocol(backbone, clip: Path | None, sd_options: dict, nudenet: bool, nude
 
     threshold = DEFAULT_NUDENET_THRESHOLD if nudenet_threshold is None else nudenet_threshold
     counter = NudeNetCounter.load(threshold) if nudenet else None
-    return protocol_for(backbone, clip, nudenet=counter, **sd_options)
+    return protocol_for(backbone, clip, nudenet=counter, **{k: v for k, v in sd_options.items() if v is not None})
 
 
 def _print_sd_metrics(metrics: dict, out: Path) -> None:

@@ -10,7 +10,9 @@ import typer
 from erasekit.cli.common import (
     Device,
     Dtype,
+    Memory,
     Overwrite,
+    WithoutT5,
     app,
     check_out,
     console,
@@ -27,6 +29,8 @@ def export(
     out: Annotated[Path, typer.Option(help="folder for the edited pipeline (save_pretrained, atomic)")],
     device: Device = "auto",
     dtype: Dtype = "auto",
+    memory: Memory = None,
+    without_t5: WithoutT5 = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Write the edited model as a complete diffusers folder (SD 1.x/2.x, SDXL, SD3)."""
@@ -34,5 +38,6 @@ def export(
 
     check_out(out, overwrite, model, edit)
     artifact = load_edit(edit)
-    export_artifact(load_model(model, device=device, dtype=dtype), artifact, out, overwrite)
+    backbone = load_model(model, device=device, dtype=dtype, memory=memory, without_t5=without_t5)
+    export_artifact(backbone, artifact, out, overwrite)
     console.print(summary_table("export", [("edit", str(edit)), ("model", model), ("out", str(out))]))

@@ -15,8 +15,10 @@ from erasekit.cli.common import (
     Device,
     Dtype,
     Guidance,
+    Memory,
     Overwrite,
     Steps,
+    WithoutT5,
     app,
     check_out,
     console,
@@ -44,6 +46,8 @@ def generate(
     compile_denoiser: Annotated[bool, typer.Option("--compile", help=COMPILE_HELP)] = False,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    memory: Memory = None,
+    without_t5: WithoutT5 = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Generate images: {case_number}_{k}.png per prompt, plus grid.png."""
@@ -64,7 +68,7 @@ def generate(
         if prompts
         else [PromptRow(prompt.strip(), seed, 0, "", "preserve")]
     )
-    backbone = load_model(model, compile_denoiser, device, dtype)
+    backbone = load_model(model, compile_denoiser, device, dtype, memory, without_t5)
     settings = settings.resolved(backbone)
     if artifact is not None:
         from erasekit.artifacts import apply_artifact

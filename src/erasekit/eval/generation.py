@@ -50,9 +50,10 @@ class EvalSettings:
 
 
 def sampling_record(backbone: Backbone) -> dict:
-    """For metrics.json: the model's sampling defaults and where it ran."""
+    """For metrics.json: the model's sampling defaults, where it ran and its memory switches."""
     placement = {"device": str(getattr(backbone, "device", None))}
     placement["dtype"] = str(getattr(backbone, "dtype", None)).removeprefix("torch.")
+    placement["memory"] = list(getattr(backbone, "memory", ()))
     return {"model_defaults": asdict(backbone.sampling_defaults()), **placement}
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from erasekit.artifacts import Artifact, build_artifact
+from erasekit.artifacts.tensors import record_precisions
 from erasekit.backbones.base import Backbone
 from erasekit.concepts.contexts import check_disjoint
 from erasekit.concepts.pairs import ConceptSet
@@ -114,13 +115,13 @@ def method_config(method: str, options: dict | None = None) -> tuple[Method, obj
 
 def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, options: dict | None = None) -> Artifact:
     """Run a registered method with its config built from ``options``; the artifact's metrics carry the
-    method's summary, its stages, the edit seconds and peak memory."""
-
+    method's summary, its stages, the edit seconds and peak memory; its base the half-precision digests of the
+    weights it replaces (so it applies to the same base loaded in float16 or bfloat16)."""
     chosen, config = method_config(method, options)
     with measure() as usage:
         result = chosen.erase(backbone, concepts, config)
     summary = {**result.summary, "seconds": usage.seconds, "peak_mib": usage.peak_mib, "stages": result.stages}
-    return build_artifact(
+    artifact = build_artifact(
         backbone,
         method,
         asdict(config),
@@ -130,6 +131,7 @@ def erase_to_artifact(backbone: Backbone, concepts: ConceptSet, method: str, opt
         modules=result.modules,
         **result.entries,
     )
+    return record_precisions(artifact, backbone)
 
 
 def stage_row(stage: str, names: list[str], gap: float, solves: list[Solve]) -> dict:
