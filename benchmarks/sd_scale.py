@@ -392,7 +392,15 @@ def markdown(record: dict) -> str:
                 for n, d in r["edit"].items()
                 if isinstance(d, dict)
             )
-            + ". The paper reports ErasePro / UCE 4.5x on SD 1.4; our goal is at most 1.5x.",
+            + ". The paper reports ErasePro / UCE 4.5x on SD 1.4; our goal is at most 1.5x. Peak MiB is the growth of "
+            "resident memory during a timed round: after the warm-up the allocator reuses memory it freed, so it "
+            "understates what a first run needs (near 0 where a round needed no more than the warm-up had).",
+            "",
+            *[
+                f"The {n}-concept row was measured by `{d['command']}`."
+                for n, d in r["edit"].items()
+                if isinstance(d, dict) and d.get("command") not in (None, r["edit"].get("command"))
+            ],
             "",
             "Where ErasePro's extra time goes: UCE solves once for the projectors; ErasePro first edits every text "
             "layer's MLP output map (12 on CLIP-L, 3,072 inputs each; 44 on SDXL's two encoders), each a float64 "
@@ -407,7 +415,7 @@ def markdown(record: dict) -> str:
     etc = [r[k] for k in ETC_PARTS if k in r]
     if etc:
         names = list(dict.fromkeys(s["stage"] for d in etc for s in d["stages"]))
-        header = "| stage | " + " | ".join(etc_column(d) for d in etc) + " |"
+        header = "| stage | " + " | ".join(f"{etc_column(d)}: s" for d in etc) + " |"
         lines += [header, "|---|" + "---|" * len(etc)]
         for name in names:
             cells = []
@@ -427,26 +435,34 @@ def markdown(record: dict) -> str:
             "contexts, were lowered.",
             "",
         ]
-    if etc and "encode" in r:
-        rate, contexts = r["encode"]["prompts_per_second"], etc[0]["options"].get("contexts", 120)
+    reduced = [d for d in etc if d["options"].get("contexts", 120) < 120]
+    if reduced and "encode" in r:
+        rate = r["encode"]["prompts_per_second"]
         lines += [
-            f"ETC encodes every concept of the targets and the pool in {contexts} contexts through `backbone.encode` "
-            f"(padded to 77 tokens). At the measured {rate:.1f} prompts/s, its encoding stage at ETC's default 120 "
-            "contexts would take (extrapolated, not measured) "
+            "ETC encodes every concept of the targets and the pool in each context through `backbone.encode` "
+            f"(padded to 77 tokens). At the measured {rate:.1f} prompts/s, the encoding stage of the reduced runs "
+            "at ETC's default 120 contexts would take (extrapolated, not measured) "
             + ", ".join(
-                f"{(d['concepts'] + d['pool']) * 120 / rate / 60:.0f} min at {d['concepts']} concepts" for d in etc
+                f"{(d['concepts'] + d['pool']) * 120 / rate / 60:.0f} min at {d['concepts']} concepts (pool "
+                f"{d['pool']})"
+                for d in reduced
             )
-            + "; the other stages were measured at the contexts shown only.",
+            + "; their other stages were measured at the contexts shown only.",
             "",
         ]
     missing = [k for k in ETC_PARTS if k not in r]
     if missing:
-        lines += [f"Not run: {', '.join(missing)} (the run ended before these parts).", ""]
+        lines += [f"Not measured at this size: {', '.join(missing)}.", ""]
     lines += [
         "## The other families",
         "",
-        "SDXL: `--size sdxl` measures the same parts on SDXL base's architecture (docs/sd_scale_sdxl.md; about "
-        "14 GiB at float32, which this machine's 24 GiB holds). SD 3.5 Large: not built or timed here. Its 8.1B "
+        (
+            "SD 1.5: docs/sd_scale.md (the default `--size sd15`). "
+            if record["size"] == "sdxl"
+            else "SDXL: `--size sdxl` measures the same parts on SDXL base's architecture (docs/sd_scale_sdxl.md; "
+            "about 14 GiB at float32, which this machine's 24 GiB holds). "
+        )
+        + "SD 3.5 Large: not built or timed here. Its 8.1B "
         "transformer (32 GiB at float32, 16 GiB at bfloat16) and its T5-XXL encoder (4.7B; 19 GiB at float32) do "
         "not fit this machine's 24 GiB together, and the fallback of its text encoders with the transformer's "
         "context_embedder and text-stream projectors alone is not built either (T5-XXL is most of that size); "
@@ -457,7 +473,7 @@ def markdown(record: dict) -> str:
 
 
 def etc_column(d: dict) -> str:
-    return f"{d['concepts']} concepts, {d['options'].get('contexts', 120)} contexts, pool {d['pool']}: s"
+    return f"{d['concepts']} concepts, {d['options'].get('contexts', 120)} contexts, pool {d['pool']}"
 
 
 def main(argv: list[str] | None = None) -> None:
