@@ -61,6 +61,10 @@ class SamplingDefaults:
     def describe(self) -> str:
         return f"{self.steps} steps, guidance {self.guidance:g}, {self.width}x{self.height}, {self.scheduler}"
 
+    def fill(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
+        """``steps`` and ``guidance`` as given, these defaults where None."""
+        return self.steps if steps is None else steps, self.guidance if guidance is None else guidance
+
 
 @runtime_checkable
 class Backbone(Protocol):

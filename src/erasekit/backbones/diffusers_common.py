@@ -316,9 +316,7 @@ class DiffusersBackbone:
         """uint8 images (B, H, W, 3) from the pipeline's own sampler; image i depends only on seeds[i]; steps and
         guidance default to ``sampling_defaults()``."""
         check_generate_args(prompts, seeds)
-        defaults = self.sampling_defaults()
-        steps = defaults.steps if steps is None else steps
-        guidance = defaults.guidance if guidance is None else guidance
+        steps, guidance = self.sampling_defaults().fill(steps, guidance)
         prompts, seeds = filtered_prompts(self, prompts), [int(s) for s in seeds]
         if not prompts:
             return np.zeros((0, *self.image_size(), 3), np.uint8)

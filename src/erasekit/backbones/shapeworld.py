@@ -177,9 +177,7 @@ class ShapeWorldBackbone:
         batch_size: int = 64,
     ) -> np.ndarray:
         check_generate_args(prompts, seeds)
-        defaults = self.sampling_defaults()
-        steps = defaults.steps if steps is None else steps
-        guidance = defaults.guidance if guidance is None else guidance
+        steps, guidance = self.sampling_defaults().fill(steps, guidance)
         if not prompts:
             return np.zeros((0, 32, 32, 3), np.uint8)
         return generate_in_batches(

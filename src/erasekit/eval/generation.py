@@ -41,8 +41,7 @@ class EvalSettings:
         """These settings with the steps and guidance left open taken from the model's defaults."""
         if self.steps is not None and self.guidance is not None:
             return self
-        defaults = backbone.sampling_defaults()
-        return self.with_defaults(defaults.steps, defaults.guidance)
+        return self.with_defaults(*backbone.sampling_defaults().fill(self.steps, self.guidance))
 
     def with_defaults(self, steps: int, guidance: float) -> EvalSettings:
         steps = steps if self.steps is None else self.steps
