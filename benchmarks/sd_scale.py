@@ -304,6 +304,7 @@ def part_etc(backbone, work: Path, n: int, size: str, etc: dict) -> dict:
         "peak_mib": artifact.metrics["peak_mib"],
         "stages": stages,
         "artifact_mib": folder_mib(path),
+        "prefix_encoding": getattr(backbone, "encode_prefix", None) is not None,
     }
 
 
@@ -358,12 +359,12 @@ def markdown(record: dict) -> str:
             f"**{e['prompts_per_second']:.1f} prompts/s** (best of {len(e['seconds'])}: "
             f"{', '.join(f'{s:.2f}' for s in e['seconds'])} s), peak +{e['peak_mib']:.0f} MiB.",
             "",
-            "Extrapolation from that measured rate (not measured; encoding only, the other ETC stages excluded): "
+            "Full-length prompts at that rate (extrapolated, not measured; encoding only): "
             + "; ".join(
                 f"{k.replace('x', ' concepts x ')} contexts = {v / 3600:.1f} h"
                 for k, v in e["extrapolated_seconds"].items()
             )
-            + " on this CPU.",
+            + " on this CPU. UCE and ErasePro encode full prompts; ETC's own encoding rate is in its section.",
             "",
         ]
     else:
@@ -435,19 +436,20 @@ def markdown(record: dict) -> str:
             "contexts, were lowered.",
             "",
         ]
-    reduced = [d for d in etc if d["options"].get("contexts", 120) < 120]
-    if reduced and "encode" in r:
-        rate = r["encode"]["prompts_per_second"]
+    for d in etc:
+        prompts = (d["concepts"] + d["pool"]) * d["options"].get("contexts", 120)
+        seconds = sum(s["seconds"] for s in d["stages"] if s["stage"] == "encoding")
+        how = (
+            "`backbone.encode_prefix` (each batch only up to its last phrase token: CLIP is causal)"
+            if d.get("prefix_encoding")
+            else "`backbone.encode` (every prompt padded to 77 tokens)"
+        )
         lines += [
-            "ETC encodes every concept of the targets and the pool in each context through `backbone.encode` "
-            f"(padded to 77 tokens). At the measured {rate:.1f} prompts/s, the encoding stage of the reduced runs "
-            "at ETC's default 120 contexts would take (extrapolated, not measured) "
-            + ", ".join(
-                f"{(d['concepts'] + d['pool']) * 120 / rate / 60:.0f} min at {d['concepts']} concepts (pool "
-                f"{d['pool']})"
-                for d in reduced
-            )
-            + "; their other stages were measured at the contexts shown only.",
+            f"{etc_column(d)}: ETC encoded {prompts:,} prompts (every target and pool concept in each context) "
+            f"through {how} at {prompts / seconds:.1f} prompts/s. At that rate, encoding alone at 120 contexts "
+            "would take (extrapolated, not measured) "
+            + ", ".join(f"{n * 120 / (prompts / seconds) / 3600:.1f} h for {n:,} concepts" for n in (2000, 10000))
+            + " on this CPU.",
             "",
         ]
     missing = [k for k in ETC_PARTS if k not in r]

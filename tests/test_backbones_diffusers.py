@@ -450,3 +450,16 @@ def test_sd3_without_t5_is_an_identity_an_edit_fitted_with_t5_refuses(folders) -
         with pytest.raises(UserError, match="fitted with text encoders .* this model has"):
             apply_artifact(backbone, artifact)
     apply_artifact(without, fitted_without)  # as it was made: applies
+
+
+def test_a_prefix_encoding_is_encode_at_those_positions(backbone) -> None:
+    prefix = getattr(backbone, "encode_prefix", None)
+    if backbone.family == "sd3":
+        assert prefix is None  # its T5 part is bidirectional: every position may see every other
+        return
+    prompts = ["a cat", "a small dog on the grass", ""]
+    full = backbone.encode(prompts)[0]
+    for length in (1, 4, full.shape[1]):
+        states = prefix(prompts, length)
+        assert states.shape == (3, length, full.shape[2])
+        assert torch.allclose(states, full[:, :length], atol=1e-5, rtol=1e-4)

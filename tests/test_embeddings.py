@@ -79,3 +79,18 @@ def test_names_the_tokenizer_cannot_spell_are_found_for_a_warning(shapeworld):
 
     assert unknown_token_names(["red star", "☃", "striped ☃ heart", "Star"], shapeworld) == ["☃", "striped ☃ heart"]
     assert unknown_token_names([], shapeworld) == []
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_causal_encoders_embed_concepts_from_the_prefix_as_the_full_encoding_does(family, tmp_path: Path):
+    from erasekit.concepts.embeddings import encode_phrases
+    from tiny_pipelines import BUILDERS
+
+    backbone = load_backbone(str(BUILDERS[family](tmp_path / family)))
+    templates = ["a {}", "the {} here", "one {}.", "{}"]
+    phrases = ["red star", "cat", "blue striped heart"]
+    prefix = encode_phrases(backbone, phrases, templates, batch_size=5)  # batches of different prefix lengths
+    backbone.encode_prefix = None  # as a backbone without the capability: encode() over every position
+    full = encode_phrases(backbone, phrases, templates, batch_size=5)
+    for a, b in zip(prefix, full, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=1e-4)

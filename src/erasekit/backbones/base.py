@@ -10,6 +10,10 @@
 - ``generate(prompts, seeds, steps, guidance) -> uint8 images (B, H, W, 3)``; steps and guidance left out (None)
   are the model's own ``sampling_defaults()``.
 
+Optional: ``encode_prefix(prompts, length)``, ``encode(prompts)[0][:, :length]`` computed over those positions only,
+where no position's state depends on a later one (the causal CLIP encoders of SD and SDXL; not SD3, whose T5 part is
+bidirectional). ETC's concept embeddings read states at the phrase's positions only and use it when offered.
+
 ``encode`` and ``generate`` pass prompts through ``prompt_filter`` (a callable str -> str, None by default),
 which an applied prompt-filter edit sets.
 """

@@ -370,6 +370,28 @@ class DiffusersBackbone:
     def _embeddings(self, prompts: list[str]) -> torch.Tensor:
         raise NotImplementedError
 
+    @torch.no_grad()
+    def _clip_prefix(self, prompts: list[str], length: int, penultimate: bool) -> torch.Tensor:
+        """``encode()``'s states at the first ``length`` positions, from a forward pass over those positions only:
+        exact for the causal CLIP encoders, where no position sees a later one. Each encoder's last (or
+        ``penultimate``) hidden states, concatenated as the pipeline's ``encode_prompt`` does."""
+        prompts = filtered_prompts(self, prompts)
+        self.check_prompts(prompts)
+        parts = []
+        for encoder_name, tokenizer_name in zip(self.text_encoder_names, self.tokenizer_names, strict=False):
+            encoder, tokenizer = getattr(self.pipe, encoder_name, None), getattr(self.pipe, tokenizer_name, None)
+            if encoder is None or tokenizer is None:
+                continue
+            tokens = tokenizer(
+                prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                return_tensors="pt",
+            )  # fmt: skip
+            masked = getattr(encoder.config, "use_attention_mask", False)
+            mask = tokens.attention_mask[:, :length].to(self.device) if masked else None
+            out = encoder(tokens.input_ids[:, :length].to(self.device), attention_mask=mask, output_hidden_states=True)
+            parts.append(out.hidden_states[-2] if penultimate else out[0])
+        return torch.cat(parts, dim=-1)
+
     def _call_kwargs(self) -> dict:
         """Extra keyword arguments for the pipeline's ``__call__``."""
         return {}

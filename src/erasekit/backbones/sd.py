@@ -28,5 +28,9 @@ class StableDiffusionBackbone(DiffusersBackbone):
         )
         return embeds
 
+    def encode_prefix(self, prompts: list[str], length: int) -> torch.Tensor:
+        """``encode(prompts)[0][:, :length]``, computed over those positions only (CLIP is causal)."""
+        return self._clip_prefix(prompts, length, penultimate=False)
+
     def projectors(self) -> dict[str, nn.Linear]:
         return unet_cross_attention_projectors(self.pipe.unet)

@@ -115,9 +115,15 @@ def encode_phrases(backbone: Backbone, phrases: list[str], templates, batch_size
     # batches of prompts of similar length pad less (1.3x measured on MiniLM, shared/performance.md)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
 
+    prefix = getattr(backbone, "encode_prefix", None)  # causal encoders: the positions up to the phrase suffice
+
     def encode_batch(part: slice) -> list[torch.Tensor]:  # (index by a list: copies, not views of the batch)
         picked = order[part]
-        states = backbone.encode([prompts[i] for i in picked])[0].float()
+        batch = [prompts[i] for i in picked]
+        if prefix is not None:
+            states = prefix(batch, 1 + max(max(positions[i]) for i in picked)).float()
+        else:
+            states = backbone.encode(batch)[0].float()
         return [states[row, positions[i]] for row, i in enumerate(picked)]
 
     encoded = [row for batch in map_batches(encode_batch, len(prompts), batch_size) for row in batch]
