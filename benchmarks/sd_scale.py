@@ -12,7 +12,7 @@ Parts, each written to docs/sd_scale.{md,json} as soon as it finishes (a run cut
     edit     UCE and ErasePro edit seconds for 1 and 5 concepts, interleaved, and ErasePro / UCE
     etc10    ETC at 10 concepts: total and per-stage seconds (metrics["stages"])
     etc100   ETC at 100 concepts
-    etc10-default  ETC at 10 concepts with all of ETC's own settings (120 contexts) and a pool of 30
+    etc10-default, etc100-default  ETC at 10 / 100 concepts with all of ETC's own settings (120 contexts), pool 30
 Run:
     nice .venv/bin/python benchmarks/sd_scale.py [--size sd15|sdxl|tiny] [--parts encode edit etc10 etc100]
         [--work runs/sd-scale] [--dtype float32|float16] [--docs docs]
@@ -38,7 +38,7 @@ CONFIGS = Path(__file__).resolve().parent / "sd_configs"
 DOCS = ROOT / "docs"
 WORK = ROOT / "runs" / "sd-scale"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-ETC_PARTS = ("etc10", "etc100", "etc10-default")
+ETC_PARTS = ("etc10", "etc100", "etc10-default", "etc100-default")
 PARTS = ("encode", "edit", *ETC_PARTS)
 
 # Shrunk copies of the SD 1.5 configs for --size tiny (a smoke test in seconds); the structure stays the same.
@@ -564,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             etc = dict(pool=args.etc_pool, contexts=args.etc_contexts, keys_per_distribution=args.etc_keys)
             etc |= dict(pca_dim=args.etc_pca)
-            own = dict(pool=30) if part == "etc10-default" else etc  # etc10-default: ETC's own settings throughout
+            own = dict(pool=30) if part.endswith("-default") else etc  # ETC's own settings throughout
             results[part] = part_etc(backbone, args.work, int(part.split("-")[0][3:]), args.size, own)
         results[part]["command"] = record["command"]
         print(f"{part}: {time.perf_counter() - start:.0f} s {json.dumps(results[part])[:300]}", flush=True)
