@@ -132,6 +132,7 @@ def test_distinct_columns_keeps_first_occurrences_scaled_by_their_multiplicity()
     x = torch.tensor([[1.0, 2.0, 1.0, 1.0, 3.0], [0.0, 1.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
     y = torch.tensor([[5.0, 6.0, 5.0, 7.0, 6.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     # column 2 repeats column 0; column 3 has column 0's x but another y: a different constraint, kept
+    assert distinct_columns(x[:, :0], y[:, :0])[0].shape == (2, 0)  # no columns: nothing to merge
     dx, dy = distinct_columns(x, y)
     assert torch.equal(dx, torch.stack([x[:, 0] * 2**0.5, x[:, 1], x[:, 3], x[:, 4]], 1))
     assert torch.equal(dy, torch.stack([y[:, 0] * 2**0.5, y[:, 1], y[:, 3], y[:, 4]], 1))

@@ -292,7 +292,10 @@ class DiffusersBackbone:
     def sampling_defaults(self) -> SamplingDefaults:
         """The pipeline class's own defaults for steps and guidance (SD 50 / 7.5, SDXL 50 / 5, SD3 28 / 7), the
         image size of the folder's denoiser and VAE configs (SD 2.x-768: 768, SDXL and SD3: 1024), its scheduler."""
-        call = inspect.signature(type(self.pipe).__call__).parameters
+        import diffusers
+
+        # the family's pipeline class, not the object's (a user's subclass may change __call__'s signature)
+        call = inspect.signature(getattr(diffusers, self.pipeline_class).__call__).parameters
         scheduler = self.pipe.scheduler
         prediction = scheduler.config.get("prediction_type")
         height, width = self.image_size()
@@ -388,7 +391,8 @@ class DiffusersBackbone:
             )  # fmt: skip
             masked = getattr(encoder.config, "use_attention_mask", False)
             mask = tokens.attention_mask[:, :length].to(self.device) if masked else None
-            out = encoder(tokens.input_ids[:, :length].to(self.device), attention_mask=mask, output_hidden_states=True)
+            ids = tokens.input_ids[:, :length].to(self.device)
+            out = encoder(ids, attention_mask=mask, output_hidden_states=penultimate)
             parts.append(out.hidden_states[-2] if penultimate else out[0])
         return torch.cat(parts, dim=-1)
 

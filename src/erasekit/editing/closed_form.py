@@ -125,6 +125,8 @@ def distinct_columns(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     encoder's features), so the solve stays a Cholesky instead of an eigendecomposition.
     """
     n, device = x.shape[1], x.device
+    if n < 2:
+        return x, y
     # candidates: columns equal on a few rows spread over x and y (exact comparisons, no arithmetic); then verified
     rows = torch.linspace(0, x.shape[0] - 1, min(8, x.shape[0]), device=device).round().long()
     _, group, counts = torch.unique(torch.cat([x[rows], y[rows]]), dim=1, return_inverse=True, return_counts=True)

@@ -41,9 +41,11 @@ class EvalSettings:
         """These settings with the steps and guidance left open taken from the model's defaults."""
         if self.steps is not None and self.guidance is not None:
             return self
-        return self.with_defaults(*backbone.sampling_defaults().fill(self.steps, self.guidance))
+        defaults = backbone.sampling_defaults()
+        return self.with_defaults(defaults.steps, defaults.guidance)
 
     def with_defaults(self, steps: int, guidance: float) -> EvalSettings:
+        """These settings with ``steps`` / ``guidance`` where they were left open."""
         steps = steps if self.steps is None else self.steps
         return replace(self, steps=steps, guidance=guidance if self.guidance is None else self.guidance)
 
